@@ -1,0 +1,54 @@
+# atpd — every target sets up what it needs; `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard proto/atpd/v1/*.proto)
+GEN    := src/atpd/v1/.generated
+ARGS   ?=
+
+.PHONY: setup run test lint format proto bench crashtest clean
+
+setup: $(STAMP) $(GEN)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Generated protobuf/gRPC code lives in src/atpd/v1 (git-ignored), mirroring the proto package.
+$(GEN): $(PROTOS) $(STAMP)
+	rm -rf src/atpd/v1 && mkdir -p src/atpd/v1
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src --pyi_out=src \
+		--grpc_python_out=src $(PROTOS)
+	touch src/atpd/v1/__init__.py $@
+
+proto: $(STAMP)
+	rm -f $(GEN) && $(MAKE) $(GEN)
+
+run: setup
+	$(BIN)/atpd serve --demo $(ARGS)
+
+test: setup
+	$(BIN)/pytest -m "not slow" $(ARGS)
+
+lint: setup
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+# Benchmarks are not tests: they print JSON lines and update bench/RESULTS.md.
+bench: setup
+	@command -v h2load >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null) || echo "h2load unavailable: using the Python load generator"
+	$(BIN)/python -m bench.run $(ARGS)
+
+crashtest: setup
+	$(BIN)/pytest -m slow tests/persistence $(ARGS)
+
+clean:
+	rm -rf $(VENV) src/atpd/v1 .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""atpd: in-memory availability-to-promise server."""
