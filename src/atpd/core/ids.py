@@ -1,0 +1,50 @@
+"""Dense integer ids for string identifiers (SKUs, nodes, geo prefixes).
+
+Strings are mapped once at the edge; the core and its kernels work on dense ints that index
+numpy arrays directly.
+"""
+
+from __future__ import annotations
+
+import re
+
+# SKU and node ids travel in URLs, CSV files and log lines: keep them printable and short.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class IdMap:
+    """A bidirectional map between string ids and dense ints 0..n-1, in insertion order."""
+
+    __slots__ = ("_index", "_names")
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+        self._names: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def get(self, name: str) -> int:
+        """The index of `name`, or -1 when it was never interned."""
+        return self._index.get(name, -1)
+
+    def intern(self, name: str) -> int:
+        index = self._index.get(name)
+        if index is None:
+            index = len(self._names)
+            self._index[name] = index
+            self._names.append(name)
+        return index
+
+    def name(self, index: int) -> str:
+        assert 0 <= index < len(self._names), index
+        return self._names[index]
+
+    @property
+    def names(self) -> list[str]:
+        """All names in index order (the live list: do not mutate)."""
+        return self._names

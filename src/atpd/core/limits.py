@@ -1,0 +1,33 @@
+"""Limits on everything a caller can make the server hold or compute.
+
+Each limit has a name used in config files and in error messages, so a refused request says
+which limit it hit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Quantities live in int32 arrays; on_hand is capped well below 2**31 so that on_hand, reserved
+# and safety stock arithmetic can never overflow.
+MAX_QUANTITY = 1_000_000_000
+MAX_GEO_DEPTH = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_lines_per_reservation: int = 100
+    min_ttl_ms: int = 1_000
+    max_ttl_ms: int = 7 * 24 * 3600 * 1000
+    max_open_reservations: int = 5_000_000
+    max_skus_per_query: int = 1_000
+    max_nodes: int = 65_000
+    max_skus: int = 50_000_000
+    # Terminal reservations (released, expired, fulfilled) are kept this long so that a retried
+    # Reserve with the same id is answered from its stored outcome instead of reserving twice.
+    terminal_retention_ms: int = 24 * 3600 * 1000
+
+    def __post_init__(self) -> None:
+        assert 0 < self.min_ttl_ms <= self.max_ttl_ms
+        assert self.max_lines_per_reservation >= 1
+        assert self.max_skus_per_query >= 1

@@ -1,0 +1,105 @@
+"""Reservations and the expiry index."""
+
+from __future__ import annotations
+
+import enum
+
+from sortedcontainers import SortedList
+
+from atpd.core.commands import Line, ReservationKind
+
+
+class ReservationStatus(enum.IntEnum):
+    # Numbers match atpd.v1.ReservationStatus.
+    HELD = 1
+    CONFIRMED = 2
+    FULFILLED = 3
+    RELEASED = 4
+    EXPIRED = 5
+
+    @property
+    def is_open(self) -> bool:
+        return self in (ReservationStatus.HELD, ReservationStatus.CONFIRMED)
+
+
+class Reservation:
+    """One reservation. `held[i]` is what line i still holds; `fulfilled[i]` what left."""
+
+    __slots__ = (
+        "cells",
+        "channel",
+        "created_at_ms",
+        "expires_at_ms",
+        "fingerprint",
+        "fulfilled",
+        "held",
+        "kind",
+        "lines",
+        "reservation_id",
+        "segment",
+        "status",
+        "ttl_ms",
+        "updated_at_ms",
+    )
+
+    def __init__(
+        self,
+        reservation_id: str,
+        lines: tuple[Line, ...],
+        cells: tuple[tuple[int, int], ...],
+        kind: ReservationKind,
+        channel: str,
+        segment: str,
+        ttl_ms: int,
+        now_ms: int,
+        fingerprint: tuple[object, ...],
+    ) -> None:
+        assert len(lines) == len(cells) and lines
+        self.reservation_id = reservation_id
+        self.lines = lines
+        self.cells = cells  # (sku index, node index) per line
+        self.kind = kind
+        self.channel = channel
+        self.segment = segment
+        self.ttl_ms = ttl_ms
+        self.created_at_ms = now_ms
+        self.updated_at_ms = now_ms
+        self.expires_at_ms = now_ms + ttl_ms
+        self.status = ReservationStatus.HELD
+        self.held = [line.quantity for line in lines]
+        self.fulfilled = [0] * len(lines)
+        self.fingerprint = fingerprint
+
+    def __repr__(self) -> str:
+        return f"Reservation({self.reservation_id!r}, {self.status.name}, held={self.held})"
+
+
+class ExpiryIndex:
+    """Open HELD reservations ordered by expiry time (ties broken by id, deterministically)."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: SortedList = SortedList()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, expires_at_ms: int, reservation_id: str) -> None:
+        self._entries.add((expires_at_ms, reservation_id))
+
+    def remove(self, expires_at_ms: int, reservation_id: str) -> None:
+        self._entries.remove((expires_at_ms, reservation_id))
+
+    def next_expiry_ms(self) -> int | None:
+        return self._entries[0][0] if self._entries else None
+
+    def pop_due(self, now_ms: int) -> list[str]:
+        """Remove and return the ids of every hold with expires_at_ms <= now_ms, in order."""
+        entries = self._entries
+        count = entries.bisect_left((now_ms + 1, ""))
+        if count == 0:
+            return []
+        due = [reservation_id for _, reservation_id in entries[:count]]
+        del entries[:count]
+        return due

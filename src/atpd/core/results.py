@@ -1,0 +1,103 @@
+"""Results: expected outcomes are values; caller mistakes are exceptions raised before any
+mutation (so a failed command never leaves a trace in state or journal)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from atpd.core.reservations import Reservation
+
+
+class Outcome(enum.IntEnum):
+    # Numbers match atpd.v1.Outcome.
+    OK = 1
+    INSUFFICIENT_STOCK = 2
+    STALE = 3
+    NEGATIVE_ON_HAND = 4
+    NODE_DISABLED = 5
+    INVALID_STATE = 6
+    EXPIRED = 7
+    EXCEEDS_HELD = 8
+
+
+class CommandRejected(Exception):
+    """Base of caller mistakes found by the core; nothing was changed."""
+
+
+class NotFound(CommandRejected):
+    pass
+
+
+class AlreadyExists(CommandRejected):
+    pass
+
+
+class InvalidCommand(CommandRejected):
+    pass
+
+
+class LimitExceeded(CommandRejected):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Shortage:
+    sku: str
+    node_id: str
+    requested: int
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    sku: str
+    node_id: str
+    on_hand: int
+    reserved: int
+    safety_stock: int
+    atp: int
+    last_source_sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class StockResult:
+    outcome: Outcome
+    position: PositionView
+    last_source_sequence: int = 0
+    changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResult:
+    outcome: Outcome
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    outcome: Outcome
+    reservation: Reservation | None = None
+    shortages: tuple[Shortage, ...] = ()
+    replayed: bool = False
+    disabled_node_id: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome is Outcome.OK and not self.replayed
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationResult:
+    outcome: Outcome
+    reservation: Reservation
+    changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    expired: tuple[str, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.expired)
