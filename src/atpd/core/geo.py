@@ -36,12 +36,13 @@ def prefixes(segments: tuple[str, ...]) -> list[str]:
 
 
 class Geography:
-    __slots__ = ("geo_ids", "geo_level", "node_geo")
+    __slots__ = ("_order", "geo_ids", "geo_level", "node_geo")
 
     def __init__(self, node_capacity: int) -> None:
         self.geo_ids = IdMap()
         self.geo_level: list[int] = []
         self.node_geo: npt.NDArray[np.int32] = np.full((MAX_GEO_DEPTH, node_capacity), -1, np.int32)
+        self._order: list[int] | None = []
 
     def grow(self, node_capacity: int) -> None:
         old = self.node_geo
@@ -58,7 +59,15 @@ class Geography:
             if geo < 0:
                 geo = self.geo_ids.intern(prefix)
                 self.geo_level.append(level)
+                self._order = None
             self.node_geo[level, node_index] = geo
+
+    def ordered(self) -> list[int]:
+        """Geo ids in tree order ("AM", "AM/US", "AM/US/Miami", "APAC", ...), for display."""
+        if self._order is None:
+            names = self.geo_ids.names
+            self._order = sorted(range(len(names)), key=lambda geo: names[geo].split("/"))
+        return self._order
 
     def lookup_prefix(self, prefix: str) -> tuple[int, int]:
         """(geo id, level) of a prefix, or (-1, -1) when no node was ever placed under it."""

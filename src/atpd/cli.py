@@ -1,0 +1,341 @@
+"""The `atpd` command: run the server, and small human-facing client commands.
+
+atpd serve [--config FILE] [--demo] [--port N] ...
+atpd availability SKU... [--geo EU/FR] [--nodes]    readable tables
+atpd reserve ID SKU@NODE=QTY... [--ttl 15m]
+atpd confirm | release | get ID ;  atpd fulfil ID [SKU@NODE=QTY...]
+atpd nodes [--geo PREFIX] ;  atpd status
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from atpd import __version__
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
+DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
+LINE = re.compile(r"^([^@=\s]+)@([^@=\s]+)=(\d+)$")
+
+
+def parse_duration_ms(text: str) -> int:
+    match = DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 900ms, 30s, 15m, 2h")
+    return int(match.group(1)) * DURATION_MS[match.group(2)]
+
+
+def parse_line(text: str) -> tuple[str, str, int]:
+    match = LINE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a line like SKU@NODE=QTY")
+    return match.group(1), match.group(2), int(match.group(3))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain text table with right-aligned numbers."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [all(isinstance(row[i], int) for row in rows) and rows for i in range(len(headers))]
+    out = []
+    for r, row in enumerate(cells):
+        parts = [
+            c.rjust(widths[i]) if numeric[i] else c.ljust(widths[i]) for i, c in enumerate(row)
+        ]
+        out.append("  ".join(parts).rstrip())
+        if r == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from atpd.config import ConfigError, load_config
+    from atpd.service.server import serve
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "metrics_port": args.metrics_port,
+        "data_dir": str(args.data_dir) if args.data_dir else None,
+        "fsync": args.fsync,
+    }
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as error:
+        print(f"atpd: config error: {error}", file=sys.stderr)
+        return 2
+    prepare: Callable[[Any], None] | None = None
+    if args.demo:
+
+        def prepare(state: Any) -> None:
+            from atpd.demo.dataset import load_demo
+            from atpd.service.engine import wall_clock_ms
+
+            summary = load_demo(state, wall_clock_ms())
+            logging.getLogger("atpd").info("demo data set loaded: %s", summary)
+
+    try:
+        asyncio.run(serve(config, prepare))
+    except OSError as error:
+        print(f"atpd: cannot serve: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------- client
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    return grpc.insecure_channel(args.target)
+
+
+def _call(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except grpc.RpcError as error:
+        code = error.code()
+        details = error.details()
+        print(f"atpd: {code.name}: {details}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _outcome_name(value: int) -> str:
+    from atpd.v1 import common_pb2
+
+    return common_pb2.Outcome.Name(value).removeprefix("OUTCOME_")
+
+
+def _print_reservation(reservation: Any) -> None:
+    from atpd.v1 import common_pb2
+
+    status = common_pb2.ReservationStatus.Name(reservation.status).removeprefix(
+        "RESERVATION_STATUS_"
+    )
+    print(f"reservation {reservation.reservation_id}: {status}", end="")
+    if reservation.expires_at_ms:
+        print(f" (expires at {reservation.expires_at_ms} ms)", end="")
+    print()
+    fulfilled = {(x.sku, x.node_id): x.quantity for x in reservation.fulfilled}
+    rows = [
+        (x.sku, x.node_id, x.quantity, fulfilled.get((x.sku, x.node_id), 0))
+        for x in reservation.lines
+    ]
+    print(table(("sku", "node", "qty", "fulfilled"), rows))
+
+
+def cmd_availability(args: argparse.Namespace) -> int:
+    from atpd.v1 import availability_pb2, availability_pb2_grpc
+
+    stub = availability_pb2_grpc.AvailabilityServiceStub(_channel(args))
+    request = availability_pb2.GetAvailabilityRequest(
+        skus=args.skus,
+        geo_prefix=args.geo or "",
+        node_ids=args.node or [],
+        channel=args.channel or "",
+        segment=args.segment or "",
+        include_nodes=args.nodes,
+    )
+    response = _call(lambda: stub.GetAvailability(request, timeout=args.timeout))
+    for item in response.items:
+        known = "" if item.known else " (unknown SKU)"
+        print(f"{item.sku}: {item.total_atp} available{known}")
+        if item.geo:
+            print(table(("geo", "atp"), [("  " * (g.level - 1) + g.geo, g.atp) for g in item.geo]))
+        if args.nodes and item.nodes:
+            rows = [(n.node_id, n.on_hand, n.reserved, n.safety_stock, n.atp) for n in item.nodes]
+            print(table(("node", "on_hand", "reserved", "safety", "atp"), rows))
+        print()
+    return 0
+
+
+def cmd_reserve(args: argparse.Namespace) -> int:
+    from atpd.v1 import common_pb2, reservations_pb2, reservations_pb2_grpc
+
+    stub = reservations_pb2_grpc.ReservationServiceStub(_channel(args))
+    kind = common_pb2.RESERVATION_KIND_POS_SALE if args.pos else common_pb2.RESERVATION_KIND_CART
+    request = reservations_pb2.ReserveRequest(
+        reservation_id=args.reservation_id,
+        lines=[
+            reservations_pb2.ReservationLine(sku=s, node_id=n, quantity=q) for s, n, q in args.lines
+        ],
+        ttl_ms=args.ttl,
+        kind=kind,
+        channel=args.channel or "",
+        segment=args.segment or "",
+    )
+    response = _call(lambda: stub.Reserve(request, timeout=args.timeout))
+    print(
+        f"outcome: {_outcome_name(response.outcome)}" + (" (replayed)" if response.replayed else "")
+    )
+    if response.shortages:
+        rows = [(s.sku, s.node_id, s.requested, s.available) for s in response.shortages]
+        print(table(("sku", "node", "requested", "available"), rows))
+    if response.HasField("reservation"):
+        _print_reservation(response.reservation)
+    return 0 if response.outcome == common_pb2.OUTCOME_OK else 3
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    from atpd.v1 import common_pb2, reservations_pb2, reservations_pb2_grpc
+
+    stub = reservations_pb2_grpc.ReservationServiceStub(_channel(args))
+    rid = args.reservation_id
+    calls: dict[str, Callable[[], Any]] = {
+        "confirm": lambda: stub.Confirm(reservations_pb2.ConfirmRequest(reservation_id=rid)),
+        "release": lambda: stub.Release(reservations_pb2.ReleaseRequest(reservation_id=rid)),
+        "get": lambda: stub.GetReservation(
+            reservations_pb2.GetReservationRequest(reservation_id=rid)
+        ),
+        "fulfil": lambda: stub.Fulfil(
+            reservations_pb2.FulfilRequest(
+                reservation_id=rid,
+                lines=[
+                    reservations_pb2.ReservationLine(sku=s, node_id=n, quantity=q)
+                    for s, n, q in getattr(args, "lines", [])
+                ],
+                release_remainder=getattr(args, "release_remainder", False),
+            )
+        ),
+    }
+    response = _call(calls[args.command])
+    print(f"outcome: {_outcome_name(response.outcome)}")
+    _print_reservation(response.reservation)
+    return 0 if response.outcome == common_pb2.OUTCOME_OK else 3
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from atpd.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc
+
+    stub = inventory_pb2_grpc.InventoryServiceStub(_channel(args))
+    response = _call(
+        lambda: stub.ListNodes(inventory_pb2.ListNodesRequest(geo_prefix=args.geo or ""))
+    )
+    rows = [
+        (
+            n.node_id,
+            common_pb2.NodeKind.Name(n.kind).removeprefix("NODE_KIND_"),
+            n.geo_path,
+            "yes" if n.ships else "",
+            "yes" if n.pickup else "",
+            "" if n.enabled else "DISABLED",
+            ",".join(n.tags),
+        )
+        for n in response.nodes
+    ]
+    print(table(("node", "kind", "geo", "ships", "pickup", "state", "tags"), rows))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from atpd.v1 import admin_pb2, admin_pb2_grpc
+
+    stub = admin_pb2_grpc.AdminServiceStub(_channel(args))
+    response = _call(lambda: stub.GetStatus(admin_pb2.GetStatusRequest(), timeout=args.timeout))
+    rows = [
+        ("version", response.version),
+        ("nodes", response.nodes),
+        ("skus", response.skus),
+        ("positions", response.positions),
+        ("open reservations", response.open_reservations),
+    ]
+    print(table(("", ""), rows))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atpd",
+        description="atpd: in-memory, real-time availability-to-promise server.",
+    )
+    parser.add_argument("--version", action="version", version=f"atpd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the server", description="Run the gRPC server.")
+    serve.add_argument("--config", type=Path, help="TOML config file (see README)")
+    serve.add_argument("--demo", action="store_true", help="load the embedded demo data set")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="gRPC port (default 50051; 0 picks one)")
+    serve.add_argument("--metrics-port", type=int, help="Prometheus port (default 9464; -1 off)")
+    serve.add_argument("--data-dir", type=Path, help="journal and snapshot directory")
+    serve.add_argument("--fsync", choices=("always", "everysec", "none"), help="fsync policy")
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve.set_defaults(func=cmd_serve)
+
+    def client(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--target", default=DEFAULT_TARGET, help=f"server (default {DEFAULT_TARGET})"
+        )
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        return p
+
+    p = client("availability", "show what can be promised for SKUs, rolled up by geography")
+    p.add_argument("skus", nargs="+", metavar="SKU")
+    p.add_argument("--geo", help="only nodes under this geo prefix, e.g. EU/FR")
+    p.add_argument("--node", action="append", help="only this node (repeatable)")
+    p.add_argument("--nodes", action="store_true", help="list every node with stock")
+    p.add_argument("--channel", help="sales channel, e.g. web")
+    p.add_argument("--segment", help="customer segment, e.g. vip")
+    p.set_defaults(func=cmd_availability)
+
+    p = client("reserve", "hold stock for a cart, an order or a POS sale (all or nothing)")
+    p.add_argument("reservation_id")
+    p.add_argument("lines", nargs="+", type=parse_line, metavar="SKU@NODE=QTY")
+    p.add_argument("--ttl", type=parse_duration_ms, default=15 * 60_000, help="hold time (15m)")
+    p.add_argument("--pos", action="store_true", help="a POS sale: reserve and fulfil at once")
+    p.add_argument("--channel", help="sales channel")
+    p.add_argument("--segment", help="customer segment")
+    p.set_defaults(func=cmd_reserve)
+
+    for name, text in (
+        ("confirm", "confirm a held reservation (it stops expiring)"),
+        ("release", "release a reservation (stock is freed)"),
+        ("get", "show a reservation"),
+    ):
+        p = client(name, text)
+        p.add_argument("reservation_id")
+        p.set_defaults(func=cmd_lifecycle)
+    p = client("fulfil", "record that goods left (all that is held, or the lines given)")
+    p.add_argument("reservation_id")
+    p.add_argument("lines", nargs="*", type=parse_line, metavar="SKU@NODE=QTY")
+    p.add_argument("--release-remainder", action="store_true", help="free what is left")
+    p.set_defaults(func=cmd_lifecycle)
+
+    p = client("nodes", "list nodes")
+    p.add_argument("--geo", help="only nodes under this geo prefix")
+    p.set_defaults(func=cmd_nodes)
+
+    p = client("status", "show server counts")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

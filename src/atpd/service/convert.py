@@ -1,0 +1,120 @@
+"""Core values to proto messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atpd.core.nodes import Node
+from atpd.core.reservations import Reservation
+from atpd.core.results import PositionView, ReserveResult
+from atpd.core.state import AtpState, AvailabilityView
+from atpd.v1 import availability_pb2, inventory_pb2, reservations_pb2
+
+
+def pb_enum(value: int) -> Any:
+    """A core IntEnum as a proto enum value (the generated stubs want their own wrapper type;
+    the numbers are kept equal on purpose, see core.results.Outcome)."""
+    return int(value)
+
+
+def node_message(node: Node) -> inventory_pb2.Node:
+    return inventory_pb2.Node(
+        node_id=node.node_id,
+        kind=pb_enum(node.kind),
+        geo_path=node.geo,
+        ships=node.ships,
+        pickup=node.pickup,
+        enabled=node.enabled,
+        tags=node.tags,
+    )
+
+
+def position_message(view: PositionView) -> inventory_pb2.Position:
+    return inventory_pb2.Position(
+        sku=view.sku,
+        node_id=view.node_id,
+        on_hand=view.on_hand,
+        reserved=view.reserved,
+        safety_stock=view.safety_stock,
+        atp=view.atp,
+        last_source_sequence=view.last_source_sequence,
+    )
+
+
+def reservation_message(reservation: Reservation) -> reservations_pb2.Reservation:
+    line_type = reservations_pb2.ReservationLine
+    return reservations_pb2.Reservation(
+        reservation_id=reservation.reservation_id,
+        status=pb_enum(reservation.status),
+        kind=pb_enum(reservation.kind),
+        lines=[
+            line_type(sku=x.sku, node_id=x.node_id, quantity=x.quantity) for x in reservation.lines
+        ],
+        fulfilled=[
+            line_type(sku=x.sku, node_id=x.node_id, quantity=q)
+            for x, q in zip(reservation.lines, reservation.fulfilled, strict=True)
+            if q
+        ],
+        created_at_ms=reservation.created_at_ms,
+        expires_at_ms=reservation.expires_at_ms,
+        updated_at_ms=reservation.updated_at_ms,
+        channel=reservation.channel,
+        segment=reservation.segment,
+    )
+
+
+def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:
+    response = reservations_pb2.ReserveResponse(
+        outcome=pb_enum(result.outcome),
+        replayed=result.replayed,
+        disabled_node_id=result.disabled_node_id,
+    )
+    if result.reservation is not None:
+        response.reservation.CopyFrom(reservation_message(result.reservation))
+    for shortage in result.shortages:
+        response.shortages.add(
+            sku=shortage.sku,
+            node_id=shortage.node_id,
+            requested=shortage.requested,
+            available=shortage.available,
+        )
+    return response
+
+
+def availability_response(
+    state: AtpState, view: AvailabilityView, include_nodes: bool, now_ms: int
+) -> availability_pb2.GetAvailabilityResponse:
+    """Only geo prefixes with ATP > 0 are listed, in tree order; nodes in scope with a position
+    when asked."""
+    response = availability_pb2.GetAvailabilityResponse(as_of_ms=now_ms)
+    node_count = view.node_count
+    geo_names = state.geo.geo_ids.names
+    geo_levels = state.geo.geo_level
+    geo_order = state.geo.ordered()
+    node_names = state.node_ids.names
+    cells = state.stock.cells
+    present = state.stock.present
+    for k, sku in enumerate(view.skus):
+        row = view.matrix[k].tolist()
+        sku_row = int(view.sku_rows[k])
+        item = response.items.add(sku=sku, known=sku_row >= 0, total_atp=row[-1])
+        if sku_row < 0:
+            continue
+        for geo in geo_order:
+            atp = row[node_count + geo]
+            if atp:
+                item.geo.add(geo=geo_names[geo], level=geo_levels[geo] + 1, atp=atp)
+        if include_nodes:
+            mask = view.node_mask
+            block = cells[sku_row].tolist()
+            present_row = present[sku_row].tolist()
+            for node in range(node_count):
+                if mask[node] and present_row[node]:
+                    item.nodes.add(
+                        node_id=node_names[node],
+                        atp=row[node],
+                        on_hand=block[0][node],
+                        reserved=block[1][node],
+                        safety_stock=block[2][node],
+                    )
+    return response

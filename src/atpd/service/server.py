@@ -1,0 +1,167 @@
+"""Server lifecycle: build (`create_server`), start-up, serve, graceful shutdown.
+
+`create_server` only wires things and binds the port (0 picks a free one, as tests do); the
+phases of a real run live in `serve`: start NOT_SERVING -> load state and compile kernels ->
+SERVING -> wait for SIGTERM/SIGINT -> NOT_SERVING, drain, stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
+
+from atpd.config import Config
+from atpd.core import kernels
+from atpd.core.state import AtpState
+from atpd.metrics import Metrics
+from atpd.service.engine import CommandLog, Engine
+from atpd.service.servicers import (
+    AdminServicer,
+    AvailabilityServicer,
+    InventoryServicer,
+    ReservationServicer,
+)
+from atpd.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    availability_pb2,
+    availability_pb2_grpc,
+    inventory_pb2,
+    inventory_pb2_grpc,
+    reservations_pb2,
+    reservations_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    availability_pb2.DESCRIPTOR.services_by_name["AvailabilityService"].full_name,
+    reservations_pb2.DESCRIPTOR.services_by_name["ReservationService"].full_name,
+    inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+DRAIN_SECONDS = 5.0
+
+
+@dataclass
+class App:
+    server: grpc.aio.Server
+    port: int
+    engine: Engine
+    health: health_aio.HealthServicer
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+
+def create_server(
+    config: Config,
+    state: AtpState | None = None,
+    journal: CommandLog | None = None,
+    metrics: Metrics | None = None,
+    clock_ms: Callable[[], int] | None = None,
+) -> App:
+    """Wire servicers, health and reflection onto a grpc.aio server bound to config.host:port.
+    The server is not started; health is NOT_SERVING and writes are refused until ready."""
+    state = state or AtpState(config.limits)
+    engine = (
+        Engine(state, journal, metrics, clock_ms)
+        if clock_ms is not None
+        else Engine(state, journal, metrics)
+    )
+    server = grpc.aio.server(
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    availability_pb2_grpc.add_AvailabilityServiceServicer_to_server(
+        AvailabilityServicer(engine), server
+    )
+    reservations_pb2_grpc.add_ReservationServiceServicer_to_server(
+        ReservationServicer(engine), server
+    )
+    inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(engine), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"cannot bind {config.host}:{config.port}")
+    engine.metrics.bind_state(
+        lambda: state.stock.position_count,
+        lambda: state.open_reservations,
+        lambda: state.expired_total,
+        lambda: len(state.skus),
+        lambda: len(state.nodes),
+    )
+    return App(server, port, engine, health)
+
+
+async def start(app: App, prepare: Callable[[], None] | None = None) -> None:
+    """Start serving NOT_SERVING, run `prepare` (recovery, demo load) and compile the kernels
+    off the loop, then flip to SERVING."""
+    await app.set_serving(False)
+    await app.server.start()
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, kernels.warm_up)
+    if prepare is not None:
+        # Nothing else writes before `ready`, so preparing off the loop is safe; reads may see
+        # a partly loaded state while health says NOT_SERVING.
+        await loop.run_in_executor(None, prepare)
+    app.engine.ready = True
+    app.engine.start()
+    await app.set_serving(True)
+    log.info("ready in %.2f s on port %d", time.perf_counter() - started, app.port)
+
+
+async def stop(app: App, grace_s: float = DRAIN_SECONDS) -> None:
+    await app.set_serving(False)
+    app.engine.ready = False
+    app.engine.stop()
+    await app.server.stop(grace_s)
+
+
+async def serve(config: Config, prepare: Callable[[AtpState], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT."""
+    app = create_server(config)
+    if config.metrics_port >= 0:
+        metrics_port = app.engine.metrics.serve_http(config.host, config.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", config.host, metrics_port)
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_event.set)
+    state = app.engine.state
+    log.info("atpd listening on %s:%d (NOT_SERVING until ready)", config.host, app.port)
+    await start(app, (lambda: prepare(state)) if prepare is not None else None)
+    await stop_event.wait()
+    log.info("shutting down: draining for up to %.0f s", DRAIN_SECONDS)
+    await stop(app)
+    log.info("stopped")

@@ -1,0 +1,228 @@
+"""gRPC servicers: decode and validate, hand a command to the engine, encode the result.
+
+Status mapping, in one place (`_guard`): InvalidArgument / InvalidCommand -> INVALID_ARGUMENT,
+NotFound -> NOT_FOUND, AlreadyExists -> ALREADY_EXISTS, LimitExceeded -> RESOURCE_EXHAUSTED,
+server not ready -> UNAVAILABLE. Expected business outcomes travel in the response body.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from atpd import __version__
+from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
+from atpd.service import convert, validation
+from atpd.service.engine import Engine
+from atpd.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    availability_pb2,
+    availability_pb2_grpc,
+    inventory_pb2,
+    inventory_pb2_grpc,
+    reservations_pb2,
+    reservations_pb2_grpc,
+)
+
+Response = TypeVar("Response")
+
+_STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (validation.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidCommand, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+)
+
+
+class NotReady(Exception):
+    pass
+
+
+class _Base:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.limits = engine.state.limits
+        self._latency: dict[str, Any] = {}
+
+    async def _guard(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        handler: Callable[[], Awaitable[Response]],
+        *,
+        write: bool,
+    ) -> Response:
+        metrics = self.engine.metrics
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            if write and not self.engine.ready:
+                raise NotReady("the server is starting up (recovery in progress); retry shortly")
+            return await handler()
+        except NotReady as error:
+            code = grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, str(error))
+        except Exception as error:
+            for error_type, status in _STATUS_BY_ERROR:
+                if isinstance(error, error_type):
+                    code = status
+                    await context.abort(code, str(error))
+            code = grpc.StatusCode.INTERNAL
+            raise
+        finally:
+            timer = self._latency.get(method)
+            if timer is None:
+                timer = self._latency[method] = metrics.rpc_latency.labels(method)
+            timer.observe(time.perf_counter() - started)
+            metrics.rpc_calls.labels(method, code.name).inc()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServiceServicer):
+    async def GetAvailability(
+        self, request: availability_pb2.GetAvailabilityRequest, context: Any
+    ) -> availability_pb2.GetAvailabilityResponse:
+        async def handle() -> availability_pb2.GetAvailabilityResponse:
+            skus, node_ids, geo_prefix = validation.availability_query(request, self.limits)
+            state = self.engine.state
+            view = state.availability(skus, node_ids, geo_prefix)
+            return convert.availability_response(
+                state, view, request.include_nodes, self.engine.now_ms()
+            )
+
+        return await self._guard("GetAvailability", context, handle, write=False)
+
+
+class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceServicer):
+    async def Reserve(
+        self, request: reservations_pb2.ReserveRequest, context: Any
+    ) -> reservations_pb2.ReserveResponse:
+        async def handle() -> reservations_pb2.ReserveResponse:
+            command = validation.reserve(request, self.limits)
+            return convert.reserve_response(await self.engine.execute(command))
+
+        return await self._guard("Reserve", context, handle, write=True)
+
+    async def _lifecycle(self, method: str, command: Any, context: Any) -> Any:
+        async def handle() -> reservations_pb2.ReservationResponse:
+            result = await self.engine.execute(command())
+            return reservations_pb2.ReservationResponse(
+                outcome=convert.pb_enum(result.outcome),
+                reservation=convert.reservation_message(result.reservation),
+            )
+
+        return await self._guard(method, context, handle, write=True)
+
+    async def Confirm(
+        self, request: reservations_pb2.ConfirmRequest, context: Any
+    ) -> reservations_pb2.ReservationResponse:
+        return await self._lifecycle("Confirm", lambda: validation.confirm(request), context)  # type: ignore[no-any-return]
+
+    async def Release(
+        self, request: reservations_pb2.ReleaseRequest, context: Any
+    ) -> reservations_pb2.ReservationResponse:
+        return await self._lifecycle("Release", lambda: validation.release(request), context)  # type: ignore[no-any-return]
+
+    async def Fulfil(
+        self, request: reservations_pb2.FulfilRequest, context: Any
+    ) -> reservations_pb2.ReservationResponse:
+        return await self._lifecycle(  # type: ignore[no-any-return]
+            "Fulfil", lambda: validation.fulfil(request, self.limits), context
+        )
+
+    async def GetReservation(
+        self, request: reservations_pb2.GetReservationRequest, context: Any
+    ) -> reservations_pb2.ReservationResponse:
+        async def handle() -> reservations_pb2.ReservationResponse:
+            reservation_id = validation.reservation_id(request.reservation_id)
+            reservation = self.engine.state.reservation(reservation_id)
+            return reservations_pb2.ReservationResponse(
+                outcome=convert.pb_enum(1), reservation=convert.reservation_message(reservation)
+            )
+
+        return await self._guard("GetReservation", context, handle, write=False)
+
+
+class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServiceServicer):
+    async def UpsertNode(
+        self, request: inventory_pb2.UpsertNodeRequest, context: Any
+    ) -> inventory_pb2.UpsertNodeResponse:
+        async def handle() -> inventory_pb2.UpsertNodeResponse:
+            result = await self.engine.execute(validation.upsert_node(request, self.limits))
+            return inventory_pb2.UpsertNodeResponse(
+                outcome=convert.pb_enum(result.outcome), created=result.created
+            )
+
+        return await self._guard("UpsertNode", context, handle, write=True)
+
+    async def ListNodes(
+        self, request: inventory_pb2.ListNodesRequest, context: Any
+    ) -> inventory_pb2.ListNodesResponse:
+        async def handle() -> inventory_pb2.ListNodesResponse:
+            prefix = validation.geo_prefix(request.geo_prefix)
+            nodes = self.engine.state.list_nodes(prefix)
+            return inventory_pb2.ListNodesResponse(nodes=[convert.node_message(n) for n in nodes])
+
+        return await self._guard("ListNodes", context, handle, write=False)
+
+    async def _stock(self, method: str, command: Any, context: Any) -> Any:
+        async def handle() -> Any:
+            result = await self.engine.execute(command())
+            response_type = (
+                inventory_pb2.SetStockResponse
+                if method == "SetStock"
+                else inventory_pb2.AdjustStockResponse
+            )
+            response: Any = response_type(
+                outcome=convert.pb_enum(result.outcome),
+                position=convert.position_message(result.position),
+            )
+            if method == "SetStock":
+                response.last_source_sequence = result.last_source_sequence
+            return response
+
+        return await self._guard(method, context, handle, write=True)
+
+    async def SetStock(
+        self, request: inventory_pb2.SetStockRequest, context: Any
+    ) -> inventory_pb2.SetStockResponse:
+        return await self._stock("SetStock", lambda: validation.set_stock(request), context)  # type: ignore[no-any-return]
+
+    async def AdjustStock(
+        self, request: inventory_pb2.AdjustStockRequest, context: Any
+    ) -> inventory_pb2.AdjustStockResponse:
+        return await self._stock("AdjustStock", lambda: validation.adjust_stock(request), context)  # type: ignore[no-any-return]
+
+    async def GetStock(
+        self, request: inventory_pb2.GetStockRequest, context: Any
+    ) -> inventory_pb2.GetStockResponse:
+        async def handle() -> inventory_pb2.GetStockResponse:
+            sku = validation.sku_id(request.sku, "sku")
+            node_id = validation.node_id(request.node_id, "node_id")
+            view = self.engine.state.position(sku, node_id)
+            return inventory_pb2.GetStockResponse(position=convert.position_message(view))
+
+        return await self._guard("GetStock", context, handle, write=False)
+
+
+class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
+    async def GetStatus(
+        self, request: admin_pb2.GetStatusRequest, context: Any
+    ) -> admin_pb2.GetStatusResponse:
+        async def handle() -> admin_pb2.GetStatusResponse:
+            state = self.engine.state
+            return admin_pb2.GetStatusResponse(
+                nodes=len(state.nodes),
+                skus=len(state.skus),
+                positions=state.stock.position_count,
+                open_reservations=state.open_reservations,
+                now_ms=self.engine.now_ms(),
+                version=__version__,
+            )
+
+        return await self._guard("GetStatus", context, handle, write=False)

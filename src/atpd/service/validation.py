@@ -1,0 +1,243 @@
+"""Proto requests to core commands, checking every field at the edge.
+
+Bad input never reaches the core: each check raises `InvalidArgument` with the field path and
+what is wrong, which the servicer turns into gRPC INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from atpd.core.commands import (
+    AdjustStock,
+    Confirm,
+    Fulfil,
+    Line,
+    NodeKind,
+    Release,
+    ReservationKind,
+    Reserve,
+    SetStock,
+    UpsertNode,
+)
+from atpd.core.geo import parse_geo_path
+from atpd.core.ids import ID_PATTERN, NODE_ID_PATTERN
+from atpd.core.limits import MAX_QUANTITY, Limits
+from atpd.v1 import availability_pb2, inventory_pb2, reservations_pb2
+
+RESERVATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@#-]{0,127}$")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+MAX_TAGS = 16
+MAX_REASON_CHARS = 128
+
+
+class InvalidArgument(ValueError):
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+def sku_id(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is empty")
+    if not ID_PATTERN.match(value):
+        raise InvalidArgument(
+            field, f"{value!r} is not 1-64 characters of letters, digits and . _ : / -"
+        )
+    return value
+
+
+def node_id(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is empty")
+    if not NODE_ID_PATTERN.match(value):
+        raise InvalidArgument(field, f"{value!r} is not 1-64 characters of letters, digits, . _ -")
+    return value
+
+
+def reservation_id(value: str, field: str = "reservation_id") -> str:
+    if not value:
+        raise InvalidArgument(field, "is empty")
+    if not RESERVATION_ID_PATTERN.match(value):
+        raise InvalidArgument(
+            field, f"{value!r} is not 1-128 characters of letters, digits and . _ : / @ # -"
+        )
+    return value
+
+
+def name(value: str, field: str) -> str:
+    """A channel or segment name ('' means the default)."""
+    if value and not NAME_PATTERN.match(value):
+        raise InvalidArgument(field, f"{value!r} is not 1-32 lowercase letters, digits, _ -")
+    return value
+
+
+def quantity(value: int, field: str, *, minimum: int = 1) -> int:
+    if value < minimum:
+        raise InvalidArgument(field, f"must be >= {minimum}, got {value}")
+    if value > MAX_QUANTITY:
+        raise InvalidArgument(field, f"must be <= {MAX_QUANTITY}, got {value}")
+    return value
+
+
+def geo_prefix(value: str, field: str = "geo_prefix") -> str:
+    if not value:
+        return value
+    try:
+        parse_geo_path(value)
+    except ValueError as error:
+        raise InvalidArgument(field, f"{value!r} {error}") from None
+    return value
+
+
+def lines(
+    values: Sequence[reservations_pb2.ReservationLine], limits: Limits, *, allow_empty: bool
+) -> tuple[Line, ...]:
+    if not values and not allow_empty:
+        raise InvalidArgument("lines", "is empty: a reservation needs at least one line")
+    if len(values) > limits.max_lines_per_reservation:
+        raise InvalidArgument(
+            "lines",
+            f"has {len(values)} lines, max_lines_per_reservation is "
+            f"{limits.max_lines_per_reservation}",
+        )
+    result: list[Line] = []
+    seen: set[tuple[str, str]] = set()
+    for i, value in enumerate(values):
+        field = f"lines[{i}]"
+        line = Line(
+            sku_id(value.sku, f"{field}.sku"),
+            node_id(value.node_id, f"{field}.node_id"),
+            quantity(value.quantity, f"{field}.quantity"),
+        )
+        key = (line.sku, line.node_id)
+        if key in seen:
+            raise InvalidArgument(
+                field, f"duplicate line for sku {line.sku!r} at node {line.node_id!r}"
+            )
+        seen.add(key)
+        result.append(line)
+    return tuple(result)
+
+
+def reserve(request: reservations_pb2.ReserveRequest, limits: Limits) -> Reserve:
+    kind_value = request.kind or ReservationKind.CART
+    try:
+        kind = ReservationKind(kind_value)
+    except ValueError:
+        raise InvalidArgument("kind", f"unknown reservation kind {request.kind}") from None
+    ttl_ms = request.ttl_ms
+    if kind is not ReservationKind.POS_SALE and not (
+        limits.min_ttl_ms <= ttl_ms <= limits.max_ttl_ms
+    ):
+        raise InvalidArgument(
+            "ttl_ms", f"{ttl_ms} is outside [{limits.min_ttl_ms}, {limits.max_ttl_ms}]"
+        )
+    return Reserve(
+        reservation_id(request.reservation_id),
+        lines(request.lines, limits, allow_empty=False),
+        ttl_ms if kind is not ReservationKind.POS_SALE else 0,
+        kind,
+        name(request.channel, "channel"),
+        name(request.segment, "segment"),
+    )
+
+
+def confirm(request: reservations_pb2.ConfirmRequest) -> Confirm:
+    return Confirm(reservation_id(request.reservation_id))
+
+
+def release(request: reservations_pb2.ReleaseRequest) -> Release:
+    return Release(reservation_id(request.reservation_id))
+
+
+def fulfil(request: reservations_pb2.FulfilRequest, limits: Limits) -> Fulfil:
+    return Fulfil(
+        reservation_id(request.reservation_id),
+        lines(request.lines, limits, allow_empty=True),
+        request.release_remainder,
+    )
+
+
+def upsert_node(request: inventory_pb2.UpsertNodeRequest, limits: Limits) -> UpsertNode:
+    if not request.HasField("node"):
+        raise InvalidArgument("node", "is missing")
+    node = request.node
+    try:
+        kind = NodeKind(node.kind)
+    except ValueError:
+        raise InvalidArgument(
+            "node.kind", f"unknown or unspecified node kind {node.kind}"
+        ) from None
+    try:
+        path = parse_geo_path(node.geo_path)
+    except ValueError as error:
+        raise InvalidArgument("node.geo_path", f"{node.geo_path!r} {error}") from None
+    if len(node.tags) > MAX_TAGS:
+        raise InvalidArgument("node.tags", f"has {len(node.tags)} tags, at most {MAX_TAGS}")
+    for i, tag in enumerate(node.tags):
+        if not TAG_PATTERN.match(tag):
+            raise InvalidArgument(f"node.tags[{i}]", f"{tag!r} is not 1-32 letters, digits, _ -")
+    return UpsertNode(
+        node_id(node.node_id, "node.node_id"),
+        kind,
+        path,
+        node.ships,
+        node.pickup,
+        node.enabled,
+        tuple(sorted(set(node.tags))),
+    )
+
+
+def set_stock(request: inventory_pb2.SetStockRequest) -> SetStock:
+    if request.source_sequence < 1:
+        raise InvalidArgument("source_sequence", f"must be >= 1, got {request.source_sequence}")
+    safety = None
+    if request.HasField("safety_stock"):
+        safety = quantity(request.safety_stock, "safety_stock", minimum=0)
+    return SetStock(
+        sku_id(request.sku, "sku"),
+        node_id(request.node_id, "node_id"),
+        quantity(request.on_hand, "on_hand", minimum=0),
+        request.source_sequence,
+        safety,
+    )
+
+
+def adjust_stock(request: inventory_pb2.AdjustStockRequest) -> AdjustStock:
+    if request.delta == 0:
+        raise InvalidArgument("delta", "is 0: an adjustment must change on_hand")
+    if abs(request.delta) > MAX_QUANTITY:
+        raise InvalidArgument("delta", f"magnitude must be <= {MAX_QUANTITY}")
+    if len(request.reason) > MAX_REASON_CHARS:
+        raise InvalidArgument("reason", f"is longer than {MAX_REASON_CHARS} characters")
+    return AdjustStock(
+        sku_id(request.sku, "sku"),
+        node_id(request.node_id, "node_id"),
+        request.delta,
+        request.reason,
+    )
+
+
+def availability_query(
+    request: availability_pb2.GetAvailabilityRequest, limits: Limits
+) -> tuple[list[str], tuple[str, ...], str]:
+    if not request.skus:
+        raise InvalidArgument("skus", "is empty: ask for at least one SKU")
+    if len(request.skus) > limits.max_skus_per_query:
+        raise InvalidArgument(
+            "skus",
+            f"has {len(request.skus)} SKUs, max_skus_per_query is {limits.max_skus_per_query}",
+        )
+    skus = list(request.skus)
+    for i, sku in enumerate(skus):
+        if not sku or not ID_PATTERN.match(sku):
+            sku_id(sku, f"skus[{i}]")
+    node_ids = tuple(request.node_ids)
+    for i, value in enumerate(node_ids):
+        node_id(value, f"node_ids[{i}]")
+    name(request.channel, "channel")
+    name(request.segment, "segment")
+    return skus, node_ids, geo_prefix(request.geo_prefix)
