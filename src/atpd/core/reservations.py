@@ -9,6 +9,19 @@ from sortedcontainers import SortedList
 from atpd.core.commands import Line, ReservationKind
 
 
+def fingerprint(
+    kind: ReservationKind, channel: str, segment: str, ttl_ms: int, lines: tuple[Line, ...]
+) -> tuple[object, ...]:
+    """What makes two Reserve requests "the same" for idempotency (line order does not)."""
+    return (
+        kind,
+        channel,
+        segment,
+        ttl_ms,
+        tuple(sorted((line.sku, line.node_id, line.quantity) for line in lines)),
+    )
+
+
 class ReservationStatus(enum.IntEnum):
     # Numbers match atpd.v1.ReservationStatus.
     HELD = 1

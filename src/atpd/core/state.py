@@ -35,6 +35,7 @@ from atpd.core.ids import IdMap
 from atpd.core.limits import MAX_QUANTITY, Limits
 from atpd.core.nodes import Node
 from atpd.core.reservations import ExpiryIndex, Reservation, ReservationStatus
+from atpd.core.reservations import fingerprint as reservation_fingerprint
 from atpd.core.results import (
     AlreadyExists,
     InvalidCommand,
@@ -227,12 +228,12 @@ class AtpState:
 
     def _reserve(self, command: Reserve, now_ms: int) -> ReserveResult:
         pos_sale = command.kind is ReservationKind.POS_SALE
-        fingerprint = (
+        fingerprint = reservation_fingerprint(
             command.kind,
             command.channel,
             command.segment,
             0 if pos_sale else command.ttl_ms,
-            tuple(sorted((line.sku, line.node_id, line.quantity) for line in command.lines)),
+            command.lines,
         )
         existing = self.reservations.get(command.reservation_id)
         if existing is not None:

@@ -1,0 +1,185 @@
+"""The whole core state as named arrays and blobs (for snapshot files), and back.
+
+Stock travels as the used part of the numpy arrays; reservations travel columnar (one int64
+row per reservation, one per line) with their string ids joined by newlines — none of the id
+alphabets allows a newline — so 1M reservations load without a million small parses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from atpd.core.commands import Line, NodeKind, ReservationKind
+from atpd.core.limits import Limits
+from atpd.core.nodes import Node
+from atpd.core.reservations import Reservation, ReservationStatus, fingerprint
+from atpd.core.state import AtpState
+from atpd.core.stock import FIELD_COUNT
+
+STATE_FORMAT = 1
+
+# Columns of the per-reservation table.
+R_STATUS, R_KIND, R_CREATED, R_EXPIRES, R_UPDATED, R_TTL, R_FIRST_LINE, R_LINES, R_PURGE_AT = range(
+    9
+)
+# Columns of the per-line table.
+L_SKU, L_NODE, L_QUANTITY, L_HELD, L_FULFILLED = range(5)
+
+Arrays = dict[str, npt.NDArray[Any]]
+Blobs = dict[str, bytes]
+
+
+def _join(names: list[str]) -> bytes:
+    return "\n".join(names).encode()
+
+
+def _split(blob: bytes, count: int) -> list[str]:
+    if count == 0:
+        return []
+    names = blob.decode().split("\n")
+    assert len(names) == count, (len(names), count)
+    return names
+
+
+def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
+    """A consistent copy of everything (arrays are copied, so the caller may write them out
+    while the state moves on)."""
+    sku_count, node_count = len(state.skus), len(state.nodes)
+    stock = state.stock
+    reservations = list(state.reservations.values())
+    purge_at = {reservation_id: at for at, reservation_id in state.retention}
+    line_count = sum(len(r.lines) for r in reservations)
+    table = np.zeros((len(reservations), 9), np.int64)
+    lines = np.zeros((line_count, 5), np.int64)
+    line_index = 0
+    for i, r in enumerate(reservations):
+        table[i] = (
+            r.status,
+            r.kind,
+            r.created_at_ms,
+            r.expires_at_ms,
+            r.updated_at_ms,
+            r.ttl_ms,
+            line_index,
+            len(r.lines),
+            purge_at.get(r.reservation_id, 0),
+        )
+        for (sku, node), line, held, fulfilled in zip(
+            r.cells, r.lines, r.held, r.fulfilled, strict=True
+        ):
+            lines[line_index] = (sku, node, line.quantity, held, fulfilled)
+            line_index += 1
+    arrays: Arrays = {
+        "cells": np.ascontiguousarray(stock.cells[:sku_count, :, :node_count]),
+        "source_seq": np.ascontiguousarray(stock.source_seq[:sku_count, :node_count]),
+        "present": np.ascontiguousarray(stock.present[:sku_count, :node_count]),
+        "reservations": table,
+        "reservation_lines": lines,
+    }
+    nodes = [
+        [n.node_id, int(n.kind), "/".join(n.geo_path), n.ships, n.pickup, n.enabled, list(n.tags)]
+        for n in state.nodes
+    ]
+    meta = {
+        "format": STATE_FORMAT,
+        "now_ms": state.now_ms,
+        "expired_total": state.expired_total,
+        "skus": sku_count,
+        "nodes": node_count,
+        "reservations": len(reservations),
+    }
+    blobs: Blobs = {
+        "meta": json.dumps(meta).encode(),
+        "skus": _join(state.skus.names),
+        "nodes": json.dumps(nodes).encode(),
+        "reservation_ids": _join([r.reservation_id for r in reservations]),
+        "reservation_channels": _join([r.channel for r in reservations]),
+        "reservation_segments": _join([r.segment for r in reservations]),
+    }
+    return arrays, blobs
+
+
+def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> AtpState:
+    meta = json.loads(blobs["meta"])
+    if meta["format"] != STATE_FORMAT:
+        raise ValueError(
+            f"state format {meta['format']} is not supported (expected {STATE_FORMAT})"
+        )
+    state = AtpState(limits)
+    for node_id, kind, geo, ships, pickup, enabled, tags in json.loads(blobs["nodes"]):
+        index = state.node_ids.intern(node_id)
+        state.nodes.append(
+            Node(
+                node_id,
+                index,
+                NodeKind(kind),
+                tuple(geo.split("/")),
+                ships,
+                pickup,
+                enabled,
+                tuple(tags),
+            )
+        )
+    sku_names = _split(blobs["skus"], meta["skus"])
+    for name in sku_names:
+        state.skus.intern(name)
+    sku_count, node_count = len(sku_names), len(state.nodes)
+    stock = state.stock
+    stock.ensure(max(sku_count, 1), max(node_count, 1))
+    cells = arrays["cells"]
+    assert cells.shape == (sku_count, FIELD_COUNT, node_count), cells.shape
+    stock.cells[:sku_count, :, :node_count] = cells
+    stock.source_seq[:sku_count, :node_count] = arrays["source_seq"]
+    stock.present[:sku_count, :node_count] = arrays["present"]
+    stock.position_count = int(np.count_nonzero(arrays["present"]))
+    if state.geo.node_geo.shape[1] < stock.node_capacity:
+        state.geo.grow(stock.node_capacity)
+    for node in state.nodes:
+        state.geo.place(node.index, node.geo_path)
+    state.enabled_mask = np.array([n.enabled for n in state.nodes], np.bool_)
+
+    count = meta["reservations"]
+    ids = _split(blobs["reservation_ids"], count)
+    channels = _split(blobs["reservation_channels"], count)
+    segments = _split(blobs["reservation_segments"], count)
+    table = arrays["reservations"].tolist()
+    line_rows = arrays["reservation_lines"].tolist()
+    node_names = state.node_ids.names
+    retention = []
+    for i, reservation_id in enumerate(ids):
+        row = table[i]
+        first, n_lines = row[R_FIRST_LINE], row[R_LINES]
+        rows = line_rows[first : first + n_lines]
+        lines = tuple(Line(sku_names[x[L_SKU]], node_names[x[L_NODE]], x[L_QUANTITY]) for x in rows)
+        kind = ReservationKind(row[R_KIND])
+        r = Reservation(
+            reservation_id,
+            lines,
+            tuple((x[L_SKU], x[L_NODE]) for x in rows),
+            kind,
+            channels[i],
+            segments[i],
+            row[R_TTL],
+            row[R_CREATED],
+            fingerprint(kind, channels[i], segments[i], row[R_TTL], lines),
+        )
+        r.status = ReservationStatus(row[R_STATUS])
+        r.expires_at_ms = row[R_EXPIRES]
+        r.updated_at_ms = row[R_UPDATED]
+        r.held = [x[L_HELD] for x in rows]
+        r.fulfilled = [x[L_FULFILLED] for x in rows]
+        state.reservations[reservation_id] = r
+        if r.status is ReservationStatus.HELD:
+            state.expiry.add(r.expires_at_ms, reservation_id)
+        if r.status.is_open:
+            state.open_reservations += 1
+        else:
+            retention.append((row[R_PURGE_AT], reservation_id))
+    state.retention.update(retention)
+    state.now_ms = meta["now_ms"]
+    state.expired_total = meta["expired_total"]
+    return state
