@@ -115,11 +115,15 @@ class AtpState:
         return TickResult(expired=self.last_expired)
 
     def _expire_due(self, now_ms: int) -> tuple[str, ...]:
+        due = self.expiry.pop_due(now_ms)
+        if due:
+            self._expire(due)
+        # After expiring: a hold that expired long ago may already be past its retention.
         if self.retention and self.retention[0][0] <= now_ms:
             self._purge_terminal(now_ms)
-        due = self.expiry.pop_due(now_ms)
-        if not due:
-            return ()
+        return tuple(due)
+
+    def _expire(self, due: list[str]) -> None:
         cells = self.stock.cells
         for reservation_id in due:
             reservation = self.reservations[reservation_id]
@@ -132,7 +136,6 @@ class AtpState:
             reservation.updated_at_ms = reservation.expires_at_ms
             self._close(reservation, reservation.expires_at_ms)
         self.expired_total += len(due)
-        return tuple(due)
 
     def _purge_terminal(self, now_ms: int) -> None:
         count = self.retention.bisect_left((now_ms + 1, ""))
@@ -280,6 +283,9 @@ class AtpState:
         self.open_reservations += 1
         if pos_sale:
             # A POS sale is a reserve and a fulfilment in one step: the goods left the store.
+            # It never waits in the expiry index, so it passes through CONFIRMED, not HELD.
+            reservation.status = ReservationStatus.CONFIRMED
+            reservation.expires_at_ms = 0
             self._take_out(reservation, list(reservation.held), now_ms)
         else:
             self.expiry.add(reservation.expires_at_ms, reservation.reservation_id)
