@@ -16,9 +16,10 @@ Layout (little endian):
         name (utf-8), dtype (numpy dtype.str, ascii), shape (ndim x i64),
         zero padding up to a 64-byte file offset, data
 
-Arrays are written straight from their buffers (no pickle) and loaded with np.frombuffer as
-views into one buffer read with readinto, so a load of hundreds of MB costs one read and one
-checksum pass. Data is 64-byte aligned so those views are aligned for SIMD kernels.
+Arrays are written straight from their buffers (no pickle) and loaded as views into one
+uninitialised numpy buffer filled with readinto, so a load of hundreds of MB costs one read
+and one checksum pass (a bytearray would first spend as long zero-filling itself). Data is
+64-byte aligned so those views are aligned for SIMD kernels.
 
 A snapshot is written to a temp file in the same directory, fsynced, renamed into place and
 the directory fsynced: a crash leaves either the old set of snapshots or the new one, plus
@@ -263,10 +264,10 @@ def _write_blob(writer: _ChecksummedWriter, name: str, blob: bytes) -> None:
     writer.large(memoryview(blob).cast("B"))
 
 
-def _read_file(path: Path) -> bytearray:
+def _read_file(path: Path) -> npt.NDArray[np.uint8]:
     with path.open("rb", buffering=0) as file:
         size_bytes = os.fstat(file.fileno()).st_size
-        buffer = bytearray(size_bytes)
+        buffer = np.empty(size_bytes, dtype=np.uint8)
         view = memoryview(buffer)
         done = 0
         for _ in range(READ_PASSES_MAX):
@@ -320,7 +321,7 @@ def load_snapshot(path: Path) -> LoadedSnapshot:
 
 def _read_entry(
     path: Path,
-    buffer: bytearray,
+    buffer: npt.NDArray[np.uint8],
     offset: int,
     arrays: dict[str, npt.NDArray[np.generic]],
     blobs: dict[str, bytes],
@@ -338,9 +339,9 @@ def _read_entry(
     if ndim > NDIM_MAX or name_bytes > NAME_BYTES_MAX or offset + prefix_bytes > len(buffer):
         raise SnapshotCorrupt(path, f"entry at {offset} has a bad header")
     try:
-        name = bytes(buffer[offset : offset + name_bytes]).decode("utf-8")
+        name = buffer[offset : offset + name_bytes].tobytes().decode("utf-8")
         offset += name_bytes
-        dtype_text = bytes(buffer[offset : offset + dtype_bytes]).decode("ascii")
+        dtype_text = buffer[offset : offset + dtype_bytes].tobytes().decode("ascii")
         offset += dtype_bytes
     except UnicodeDecodeError as error:
         raise SnapshotCorrupt(path, f"entry at {offset}: {error}") from None
@@ -351,7 +352,7 @@ def _read_entry(
         raise SnapshotCorrupt(path, f"entry {name!r} data runs past the end")
 
     if kind == EntryKind.BLOB:
-        blobs[name] = bytes(buffer[offset : offset + data_bytes])
+        blobs[name] = buffer[offset : offset + data_bytes].tobytes()
     elif kind == EntryKind.ARRAY:
         try:
             dtype = np.dtype(dtype_text)
@@ -364,8 +365,7 @@ def _read_entry(
             count *= extent
         if min(shape, default=0) < 0 or count * dtype.itemsize != data_bytes:
             raise SnapshotCorrupt(path, f"entry {name!r}: shape {shape} does not fit the data")
-        array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
-        arrays[name] = array.reshape(shape)
+        arrays[name] = buffer[offset : offset + data_bytes].view(dtype).reshape(shape)
     else:
         raise SnapshotCorrupt(path, f"entry {name!r} has unknown kind {kind}")
     next_offset: int = offset + data_bytes
