@@ -268,7 +268,7 @@ def _read_file(path: Path) -> npt.NDArray[np.uint8]:
     with path.open("rb", buffering=0) as file:
         size_bytes = os.fstat(file.fileno()).st_size
         buffer = np.empty(size_bytes, dtype=np.uint8)
-        view = memoryview(buffer)
+        view = buffer.data
         done = 0
         for _ in range(READ_PASSES_MAX):
             if done == size_bytes:
@@ -289,11 +289,11 @@ def load_snapshot(path: Path) -> LoadedSnapshot:
     if len(buffer) < FILE_HEADER_BYTES:
         raise SnapshotCorrupt(path, f"file is {len(buffer)} bytes, shorter than its header")
     magic, version, entry_count, last_sequence, content_bytes, content_checksum, header_checksum = (
-        FILE_HEADER.unpack_from(buffer, 0)
+        FILE_HEADER.unpack_from(buffer.data, 0)
     )
     if magic != MAGIC:
         raise SnapshotCorrupt(path, f"bad magic {magic!r}")
-    view = memoryview(buffer)
+    view = buffer.data
     if crc32c.crc32c(view[: FILE_HEADER_BYTES - 4]) != header_checksum:
         raise SnapshotCorrupt(path, "header checksum mismatch")
     if version != FORMAT_VERSION:
@@ -333,7 +333,9 @@ def _read_entry(
     """
     if offset + ENTRY_HEADER_BYTES > len(buffer):
         raise SnapshotCorrupt(path, f"entry header at {offset} runs past the end")
-    kind, ndim, name_bytes, dtype_bytes, _, data_bytes = ENTRY_HEADER.unpack_from(buffer, offset)
+    kind, ndim, name_bytes, dtype_bytes, _, data_bytes = ENTRY_HEADER.unpack_from(
+        buffer.data, offset
+    )
     offset += ENTRY_HEADER_BYTES
     prefix_bytes = name_bytes + dtype_bytes + 8 * ndim
     if ndim > NDIM_MAX or name_bytes > NAME_BYTES_MAX or offset + prefix_bytes > len(buffer):
@@ -345,7 +347,7 @@ def _read_entry(
         offset += dtype_bytes
     except UnicodeDecodeError as error:
         raise SnapshotCorrupt(path, f"entry at {offset}: {error}") from None
-    shape = struct.unpack_from(f"<{ndim}q", buffer, offset)
+    shape = struct.unpack_from(f"<{ndim}q", buffer.data, offset)
     offset += 8 * ndim
     offset += _padding_bytes(offset)
     if offset + data_bytes > len(buffer):
