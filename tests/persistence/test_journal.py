@@ -442,3 +442,34 @@ def test_append_after_close_is_refused(tmp_path: Path) -> None:
             journal.append(b"late", timestamp_ms=0)
 
     asyncio.run(run())
+
+
+def test_damage_in_segments_covered_by_the_snapshot_is_ignored(tmp_path: Path) -> None:
+    """Segments wholly inside the snapshot are not read at open, so their damage cannot block."""
+    append_all(tmp_path, [payload_for(s) for s in range(1, 61)], segment_bytes=600)
+    files = segment_files(tmp_path)
+    flip_byte(files[0], HEADER_BYTES + 1)
+    second_first = int(files[1].name[len("journal-") : -len(".seg")])
+    with pytest.raises(JournalCorrupt):
+        Journal.open(tmp_path, fsync_policy=FsyncPolicy.NONE, segment_bytes=600)
+    records = read_all(tmp_path, after_sequence=second_first - 1, segment_bytes=600)
+    assert [record.sequence for record in records] == list(range(second_first, 61))
+
+
+def test_records_after_refuses_records_no_longer_present(tmp_path: Path) -> None:
+    """Asking for records older than the first segment raises instead of silently skipping."""
+    append_all(tmp_path, [payload_for(s) for s in range(1, 61)], segment_bytes=600)
+    files = segment_files(tmp_path)
+    second_first = int(files[1].name[len("journal-") : -len(".seg")])
+    files[0].unlink()
+    journal = Journal.open(
+        tmp_path,
+        fsync_policy=FsyncPolicy.NONE,
+        segment_bytes=600,
+        snapshot_sequence=second_first - 1,
+    )
+    try:
+        with pytest.raises(JournalCorrupt, match="not in the journal"):
+            list(journal.records_after(0))
+    finally:
+        journal.close()

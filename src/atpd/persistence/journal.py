@@ -135,11 +135,12 @@ class JournalScan:
 
     directory: Path
     segment_count: int
+    covered_segment_count: int  # listed but not read: wholly covered by the snapshot
     usable_segments: list[SegmentInfo]
     later_segments: list[Path]
     problem: JournalProblem | None
-    record_count: int
-    first_record_sequence: int | None
+    record_count: int  # in the segments read
+    first_record_sequence: int | None  # first record read
     last_record_sequence: int | None
 
     @property
@@ -165,16 +166,31 @@ def _list_segments(directory: Path) -> list[tuple[int, Path]]:
     return segments
 
 
-def scan_journal(directory: Path) -> JournalScan:
-    """Validate every segment in `directory`; stop at the first problem."""
+def scan_journal(directory: Path, *, covered_sequence: int = 0) -> JournalScan:
+    """Validate the segments in `directory`; stop at the first problem.
+
+    Segments whose records are all <= `covered_sequence` (already in the snapshot being
+    loaded) are listed but not read: damage there cannot matter, and must not make a repair
+    cut away the records after it that recovery does need.
+    """
+    assert covered_sequence >= 0, covered_sequence
     segments = _list_segments(directory)
     usable: list[SegmentInfo] = []
     later: list[Path] = []
     problem: JournalProblem | None = None
     record_count = 0
+    first_record: int | None = None
+    covered_count = 0
     expected_sequence: int | None = None
     for index, (first_sequence, path) in enumerate(segments):
         is_last = index == len(segments) - 1
+        if not is_last and segments[index + 1][0] - 1 <= covered_sequence:
+            next_first_sequence = segments[index + 1][0]
+            info = SegmentInfo(path, first_sequence, next_first_sequence - 1, path.stat().st_size)
+            usable.append(info)
+            covered_count += 1
+            expected_sequence = next_first_sequence
+            continue
         if expected_sequence is not None and first_sequence != expected_sequence:
             problem = JournalProblem(
                 kind=ProblemKind.SEGMENT_GAP,
@@ -192,6 +208,8 @@ def scan_journal(directory: Path) -> JournalScan:
             keep_payloads=False,
         )
         record_count += result.record_count
+        if first_record is None and result.record_count > 0:
+            first_record = first_sequence
         usable.append(SegmentInfo(path, first_sequence, result.last_sequence, result.valid_bytes))
         expected_sequence = result.last_sequence + 1
         if result.state is ScanState.CLEAN:
@@ -212,10 +230,8 @@ def scan_journal(directory: Path) -> JournalScan:
         later = [later_path for _, later_path in segments[index + 1 :]]
         break
 
-    first_record: int | None = None
     last_record: int | None = None
     if record_count > 0:
-        first_record = next(info.first_sequence for info in usable if info.valid_bytes > 0)
         last_record = usable[-1].last_sequence
     if problem is None:
         assert len(usable) == len(segments)
@@ -226,6 +242,7 @@ def scan_journal(directory: Path) -> JournalScan:
     return JournalScan(
         directory=directory,
         segment_count=len(segments),
+        covered_segment_count=covered_count,
         usable_segments=usable,
         later_segments=later,
         problem=problem,
@@ -487,12 +504,13 @@ class Journal:
         firsts = list(self._segment_first_sequences)
         if sequence >= self._last_sequence:
             return
-        assert firsts, "records exist, so segments exist"
-        if sequence + 1 < firsts[0]:
+        first_available = firsts[0] if firsts else self._last_sequence + 1
+        if sequence + 1 < first_available:
+            # Asked for records the journal no longer (or never) had: recovery would be wrong.
             raise JournalCorrupt(
-                segment_path(self._directory, firsts[0]),
+                segment_path(self._directory, first_available),
                 0,
-                f"records {sequence + 1}..{firsts[0] - 1} are not in the journal",
+                f"records {sequence + 1}..{first_available - 1} are not in the journal",
             )
         for index, first_sequence in enumerate(firsts):
             if index + 1 < len(firsts):
@@ -601,7 +619,10 @@ class Journal:
     async def wait_durable(self, sequence: int) -> None:
         """Return once `sequence` is acknowledged under the fsync policy.
 
-        Raises JournalUnavailable if the journal failed before acknowledging it.
+        Raises JournalUnavailable if the journal failed before acknowledging it. Call it right
+        after `append`, with no await in between: try_reopen hands the sequences of failed
+        records out again, so a wait registered only after a failure and a reopen could
+        mistake someone else's record for its own.
         """
         assert sequence >= 1, sequence
         if sequence <= self._durable_sequence:
@@ -905,7 +926,8 @@ class Journal:
             await asyncio.wait([task])
         if self._needs_final_sync():
             loop = self._bind_loop()
-            await loop.run_in_executor(self._executor, self._final_sync)
+            if await loop.run_in_executor(self._executor, self._final_sync):
+                self._synced_sequence = self._written_sequence
         self._close_resources()
 
     def close(self) -> None:
@@ -914,8 +936,8 @@ class Journal:
             return
         assert self._flush_task is None or self._flush_task.done(), "flush in flight: use aclose"
         self._closing = True
-        if self._needs_final_sync():
-            self._final_sync()
+        if self._needs_final_sync() and self._final_sync():
+            self._synced_sequence = self._written_sequence
         self._close_resources()
 
     def _needs_final_sync(self) -> bool:
@@ -925,14 +947,15 @@ class Journal:
             and self._synced_sequence < self._written_sequence
         )
 
-    def _final_sync(self) -> None:
+    def _final_sync(self) -> bool:
         assert self._active is not None
         try:
             self._sync_function(self._active.fd)
-            self.fsync_count += 1
-            self._synced_sequence = self._written_sequence
         except OSError as error:
             logger.error("%s", _describe_os_error("final fsync", self._active.path, error))
+            return False
+        self.fsync_count += 1
+        return True
 
     def _close_resources(self) -> None:
         if self._sync_timer is not None:
@@ -955,7 +978,7 @@ def _recover_directory(
 ) -> tuple[list[SegmentInfo], int]:
     """Validate and fix up the directory; return its segments and the next sequence."""
     (directory / PROBE_FILE_NAME).unlink(missing_ok=True)
-    scan = scan_journal(directory)
+    scan = scan_journal(directory, covered_sequence=snapshot_sequence)
     problem = scan.problem
     if problem is not None:
         if problem.kind is ProblemKind.TORN_TAIL:
