@@ -558,7 +558,17 @@ class Journal:
 
     @property
     def pending_bytes(self) -> int:
+        """Bytes appended but not yet handed to the disk."""
         return self._pending_bytes
+
+    @property
+    def max_pending_bytes(self) -> int:
+        """Bound on pending_bytes: an append past it raises JournalBacklogFull."""
+        return self._max_pending_bytes
+
+    @property
+    def segment_bytes(self) -> int:
+        return self._segment_bytes
 
     @property
     def failed(self) -> bool:
