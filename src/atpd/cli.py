@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from atpd.config import ConfigError, load_config
-    from atpd.service.server import serve
+    from atpd.persistence.journal import JournalCorrupt, JournalUnavailable
+    from atpd.persistence.snapshot_file import SnapshotCorrupt
+    from atpd.service.server import ServeOptions, serve
 
     overrides = {
         "host": args.host,
@@ -77,22 +80,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"atpd: config error: {error}", file=sys.stderr)
         return 2
-    prepare: Callable[[Any], None] | None = None
-    if args.demo:
-
-        def prepare(state: Any) -> None:
-            from atpd.demo.dataset import load_demo
-            from atpd.service.engine import wall_clock_ms
-
-            summary = load_demo(state, wall_clock_ms())
-            logging.getLogger("atpd").info("demo data set loaded: %s", summary)
-
+    options = ServeOptions(demo=args.demo, repair=args.repair, in_memory=args.in_memory)
     try:
-        asyncio.run(serve(config, prepare))
-    except OSError as error:
+        asyncio.run(serve(config, options))
+    except JournalCorrupt as error:
+        print(
+            f"atpd: refusing to start: {error}\n"
+            "  inspect with `atpd verify-journal DIR`; `atpd serve --repair` keeps a backup and "
+            "truncates at the bad record (later records are lost)",
+            file=sys.stderr,
+        )
+        return 1
+    except (SnapshotCorrupt, JournalUnavailable, OSError) as error:
         print(f"atpd: cannot serve: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_verify_journal(args: argparse.Namespace) -> int:
+    from atpd.persistence.journal import JournalUnavailable
+    from atpd.persistence.verify import format_report, verify_journal
+
+    try:
+        report = verify_journal(args.directory, args.repair)
+    except JournalUnavailable as error:
+        print(f"atpd: {error}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    return 0 if report.ok or report.repaired else 1
 
 
 # ---------------------------------------------------------------------------- client
@@ -125,8 +140,9 @@ def _print_reservation(reservation: Any) -> None:
         "RESERVATION_STATUS_"
     )
     print(f"reservation {reservation.reservation_id}: {status}", end="")
-    if reservation.expires_at_ms:
-        print(f" (expires at {reservation.expires_at_ms} ms)", end="")
+    if reservation.status == common_pb2.RESERVATION_STATUS_HELD:
+        expires = datetime.fromtimestamp(reservation.expires_at_ms / 1000, UTC)
+        print(f" until {expires:%Y-%m-%d %H:%M:%S} UTC", end="")
     print()
     fulfilled = {(x.sku, x.node_id): x.quantity for x in reservation.fulfilled}
     rows = [
@@ -239,6 +255,19 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from atpd.v1 import admin_pb2, admin_pb2_grpc
+
+    stub = admin_pb2_grpc.AdminServiceStub(_channel(args))
+    response = _call(lambda: stub.Snapshot(admin_pb2.SnapshotRequest(), timeout=args.timeout))
+    print(
+        f"snapshot at sequence {response.last_sequence}: {response.path} "
+        f"({response.bytes} bytes, {response.seconds:.2f} s, "
+        f"{response.segments_removed} journal segments removed)"
+    )
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from atpd.v1 import admin_pb2, admin_pb2_grpc
 
@@ -250,6 +279,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("skus", response.skus),
         ("positions", response.positions),
         ("open reservations", response.open_reservations),
+        ("fsync policy", response.fsync_policy),
+        ("journal sequence", response.journal_sequence),
+        ("durable sequence", response.durable_sequence),
+        ("last snapshot at", response.last_snapshot_sequence),
+        ("journal failure", response.journal_failure or "none"),
     ]
     print(table(("", ""), rows))
     return 0
@@ -274,8 +308,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (default 9464; -1 off)")
     serve.add_argument("--data-dir", type=Path, help="journal and snapshot directory")
     serve.add_argument("--fsync", choices=("always", "everysec", "none"), help="fsync policy")
+    serve.add_argument(
+        "--repair",
+        action="store_true",
+        help="if the journal is corrupt mid-way, back it up and truncate at the bad record",
+    )
+    serve.add_argument(
+        "--in-memory", action="store_true", help="no journal, no snapshots (benchmarks, trials)"
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=cmd_serve)
+
+    verify = sub.add_parser(
+        "verify-journal",
+        help="check journal segments offline (the server must be stopped)",
+        description="Check every journal segment's records and checksums, like redis-check-aof.",
+    )
+    verify.add_argument("directory", type=Path, help="the data directory (data_dir)")
+    verify.add_argument(
+        "--repair", action="store_true", help="back up and truncate at the first bad record"
+    )
+    verify.set_defaults(func=cmd_verify_journal)
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -321,8 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geo", help="only nodes under this geo prefix")
     p.set_defaults(func=cmd_nodes)
 
-    p = client("status", "show server counts")
+    p = client("status", "show server counts and journal state")
     p.set_defaults(func=cmd_status)
+
+    p = client("snapshot", "write a snapshot now (journal segments it covers are removed)")
+    p.set_defaults(func=cmd_snapshot)
     return parser
 
 
@@ -333,7 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except BrokenPipeError:  # `atpd availability ... | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
     return result
 
 

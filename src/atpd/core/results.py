@@ -72,6 +72,7 @@ class StockResult:
 class NodeResult:
     outcome: Outcome
     created: bool
+    changed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,9 @@ class ReservationResult:
 @dataclass(frozen=True, slots=True)
 class TickResult:
     expired: tuple[str, ...] = field(default=())
+    # Expiries or purges of old terminal reservations happened.
+    time_moved: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.expired)
+        return self.time_moved

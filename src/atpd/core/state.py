@@ -38,6 +38,7 @@ from atpd.core.reservations import ExpiryIndex, Reservation, ReservationStatus
 from atpd.core.reservations import fingerprint as reservation_fingerprint
 from atpd.core.results import (
     AlreadyExists,
+    CommandRejected,
     InvalidCommand,
     LimitExceeded,
     NodeResult,
@@ -87,6 +88,8 @@ class AtpState:
         # Ids expired by the last `apply` (the engine journals a Tick when a rejected command
         # expired holds, so the journal alone explains every change).
         self.last_expired: tuple[str, ...] = ()
+        self.time_moved = False
+        self.purged_total = 0
         self._mask_cache: dict[tuple[tuple[str, ...], str], npt.NDArray[np.bool_]] = {}
         self._handlers: dict[type, Callable[[Any, int], Any]] = {
             UpsertNode: self._upsert_node,
@@ -102,17 +105,29 @@ class AtpState:
     # ------------------------------------------------------------------ commands
 
     def apply(self, command: Command, now_ms: int) -> Any:
-        """Apply one command at time `now_ms` (never earlier than the previous one)."""
+        """Apply one command at time `now_ms` (never earlier than the previous one).
+
+        Time passing is applied first (expiries, purges of old terminal reservations);
+        `time_moved` says whether it changed anything. A rejected command that moved no time
+        leaves no trace at all, not even the clock."""
         assert now_ms >= self.now_ms, (now_ms, self.now_ms)
+        previous_now_ms = self.now_ms
         self.now_ms = now_ms
+        purged_before = self.purged_total
         self.last_expired = self._expire_due(now_ms)
-        return self._handlers[type(command)](command, now_ms)
+        self.time_moved = bool(self.last_expired) or self.purged_total != purged_before
+        try:
+            return self._handlers[type(command)](command, now_ms)
+        except CommandRejected:
+            if not self.time_moved:
+                self.now_ms = previous_now_ms
+            raise
 
     def next_expiry_ms(self) -> int | None:
         return self.expiry.next_expiry_ms()
 
     def _tick(self, command: Tick, now_ms: int) -> TickResult:
-        return TickResult(expired=self.last_expired)
+        return TickResult(expired=self.last_expired, time_moved=self.time_moved)
 
     def _expire_due(self, now_ms: int) -> tuple[str, ...]:
         due = self.expiry.pop_due(now_ms)
@@ -139,6 +154,7 @@ class AtpState:
 
     def _purge_terminal(self, now_ms: int) -> None:
         count = self.retention.bisect_left((now_ms + 1, ""))
+        self.purged_total += count
         for _, reservation_id in self.retention[:count]:
             del self.reservations[reservation_id]
         del self.retention[:count]
@@ -168,6 +184,22 @@ class AtpState:
                 self.geo.grow(self.stock.node_capacity)
             self.nodes.append(Node(command.node_id, index, command.kind, (), True, False, True, ()))
         node = self.nodes[index]
+        if not created and (
+            node.kind,
+            node.geo_path,
+            node.ships,
+            node.pickup,
+            node.enabled,
+            node.tags,
+        ) == (
+            command.kind,
+            command.geo_path,
+            command.ships,
+            command.pickup,
+            command.enabled,
+            command.tags,
+        ):
+            return NodeResult(Outcome.OK, created=False, changed=False)
         node.kind = command.kind
         node.geo_path = command.geo_path
         node.ships = command.ships

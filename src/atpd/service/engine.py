@@ -21,12 +21,21 @@ from atpd.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
+class WritesUnavailable(Exception):
+    """The journal cannot take writes (disk full, I/O error): the command was not applied.
+    Reads go on being served from the last durable state."""
+
+
 class CommandLog(Protocol):
     """Where applied commands go (the journal). `append` never blocks; `wait_durable` resolves
-    once every record up to `sequence` is durable under the configured fsync policy."""
+    once every record up to `sequence` is durable under the configured fsync policy. Both
+    raise WritesUnavailable when the journal cannot take records; `check_writable` raises it
+    before a command is applied, so a refused command never touches the state."""
 
     @property
     def last_sequence(self) -> int: ...
+
+    def check_writable(self) -> None: ...
 
     def append(self, command: Command, now_ms: int) -> int: ...
 
@@ -42,6 +51,9 @@ class NoJournal:
     @property
     def last_sequence(self) -> int:
         return self._sequence
+
+    def check_writable(self) -> None:
+        return None
 
     def append(self, command: Command, now_ms: int) -> int:
         self._sequence += 1
@@ -71,7 +83,15 @@ class Engine:
         self._expiry_at_ms: int | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._core_timers: dict[str, Any] = {}
+        self._outcome_counters: dict[tuple[str, Any], Any] = {}
         self.ready = False
+        # Set when the journal failed: why writes are refused until it is writable again.
+        self.write_failure: str | None = None
+        # Called with the failure reason, once per failure: restores the durable state and
+        # waits for the journal to come back (see Durability.on_write_failure).
+        self.on_write_failure: Callable[[str], None] | None = None
+        # Called after each journaled record (snapshot scheduling).
+        self.on_record: Callable[[], None] | None = None
 
     def now_ms(self) -> int:
         """Wall-clock time, never earlier than the last time the core saw (clock steps back)."""
@@ -81,7 +101,12 @@ class Engine:
 
     async def execute(self, command: Command) -> Any:
         """Apply `command` now, journal it if it changed anything, and return its result once
-        everything it may depend on is durable. Raises CommandRejected for caller mistakes."""
+        everything it may depend on is durable. Raises CommandRejected for caller mistakes and
+        WritesUnavailable when the journal cannot take it (then nothing of it remains)."""
+        if self.write_failure is not None:
+            raise WritesUnavailable(self.write_failure)
+        journal = self.journal
+        journal.check_writable()
         state = self.state
         now = self.now_ms()
         kind = type(command).__name__
@@ -92,24 +117,73 @@ class Engine:
         try:
             result = state.apply(command, now)
         except CommandRejected:
-            if state.last_expired:
-                # The rejected command still moved the clock past some expiries: log that.
-                self.journal.append(Tick(), now)
-                self._arm_expiry()
+            if state.time_moved:
+                # The rejected command still moved the clock past expiries or purges: log that.
+                self._append(Tick(), now)
             raise
         finally:
             timer.observe(time.perf_counter() - started)
-        journal = self.journal
+        outcome = getattr(result, "outcome", None)
+        if outcome is not None:
+            counter = self._outcome_counters.get((kind, outcome))
+            if counter is None:
+                counter = self.metrics.outcomes.labels(kind, outcome.name)
+                self._outcome_counters[(kind, outcome)] = counter
+            counter.inc()
         if result.changed:
-            journal.append(command, now)
-            self._arm_expiry()
-        elif state.last_expired:
-            journal.append(Tick(), now)
-            self._arm_expiry()
+            self._append(command, now)
+        elif state.time_moved:
+            self._append(Tick(), now)
         # Even an answer that changed nothing (a replayed reservation, a refusal) may rest on
         # records not yet durable: reply only once all of them are.
-        await journal.wait_durable(journal.last_sequence)
+        try:
+            await journal.wait_durable(journal.last_sequence)
+        except WritesUnavailable as error:
+            self._writes_failed(str(error))
+            raise
         return result
+
+    def catch_up(self) -> int:
+        """Before a read: apply expiries already due, so no read ever shows a hold past its
+        expiry time even if the timer has not fired yet. Returns the time of the read."""
+        now = self.now_ms()
+        next_ms = self.state.next_expiry_ms()
+        if next_ms is not None and next_ms <= now and self.ready and self.write_failure is None:
+            try:
+                self.journal.check_writable()
+                self.state.apply(Tick(), now)
+                # Not awaited: a reader does not wait for the disk, and an expiry is implied by
+                # time anyway (replay at a later time expires the same holds).
+                self._append(Tick(), now)
+            except WritesUnavailable:
+                pass
+        return now
+
+    def _append(self, command: Command, now_ms: int) -> None:
+        try:
+            self.journal.append(command, now_ms)
+        except WritesUnavailable as error:
+            # Applied but not journaled: the state must go back to what is durable.
+            self._writes_failed(str(error))
+            raise
+        self._arm_expiry()
+        if self.on_record is not None:
+            self.on_record()
+
+    def _writes_failed(self, reason: str) -> None:
+        if self.write_failure is not None:
+            return
+        log.error("journal failed, refusing writes until it recovers: %s", reason)
+        self.write_failure = reason
+        if self.on_write_failure is not None:
+            self.on_write_failure(reason)
+
+    def replace_state(self, state: AtpState) -> None:
+        """Swap in a rebuilt state (after a journal failure): same loop, no await."""
+        assert state.now_ms <= max(self.state.now_ms, state.now_ms)
+        self.stop()
+        self.state = state
+        self._arm_expiry()
 
     # ------------------------------------------------------------------ expiry timer
 
@@ -122,6 +196,7 @@ class Engine:
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
             self._expiry_handle = None
+        self._expiry_at_ms = None
 
     def _arm_expiry(self) -> None:
         next_ms = self.state.next_expiry_ms()

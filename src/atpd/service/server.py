@@ -22,7 +22,11 @@ from grpc_reflection.v1alpha import reflection
 from atpd.config import Config
 from atpd.core import kernels
 from atpd.core.state import AtpState
+from atpd.demo.dataset import load_demo
 from atpd.metrics import Metrics
+from atpd.persistence.journal import FsyncPolicy
+from atpd.persistence.recovery import recover
+from atpd.service.durability import Durability, clean_staging, write_snapshot_now
 from atpd.service.engine import CommandLog, Engine
 from atpd.service.servicers import (
     AdminServicer,
@@ -58,6 +62,7 @@ class App:
     port: int
     engine: Engine
     health: health_aio.HealthServicer
+    durability: Durability | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -99,7 +104,8 @@ def create_server(
         ReservationServicer(engine), server
     )
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(engine), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
+    admin = AdminServicer(engine)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -113,14 +119,17 @@ def create_server(
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise OSError(f"cannot bind {config.host}:{config.port}")
+    # Read through the engine: the state object is replaced at recovery.
     engine.metrics.bind_state(
-        lambda: state.stock.position_count,
-        lambda: state.open_reservations,
-        lambda: state.expired_total,
-        lambda: len(state.skus),
-        lambda: len(state.nodes),
+        lambda: engine.state.stock.position_count,
+        lambda: engine.state.open_reservations,
+        lambda: engine.state.expired_total,
+        lambda: len(engine.state.skus),
+        lambda: len(engine.state.nodes),
     )
-    return App(server, port, engine, health)
+    app = App(server, port, engine, health)
+    admin.durability_of = lambda: app.durability
+    return app
 
 
 async def start(app: App, prepare: Callable[[], None] | None = None) -> None:
@@ -148,8 +157,50 @@ async def stop(app: App, grace_s: float = DRAIN_SECONDS) -> None:
     await app.server.stop(grace_s)
 
 
-async def serve(config: Config, prepare: Callable[[AtpState], None] | None = None) -> None:
-    """Run until SIGTERM or SIGINT."""
+@dataclass
+class ServeOptions:
+    demo: bool = False
+    repair: bool = False
+    # Run without journal or snapshots (benchmarks of the bare core over gRPC).
+    in_memory: bool = False
+
+
+def open_durable_state(
+    config: Config, options: ServeOptions, now_ms: Callable[[], int]
+) -> tuple[AtpState, Durability | None]:
+    """Recovery (or an empty state), then the demo data set if asked and the state is empty.
+    Runs before SERVING, off the event loop."""
+    if options.in_memory:
+        state = AtpState(config.limits)
+        if options.demo:
+            log.info("demo data set loaded: %s", load_demo(state, now_ms()))
+        return state, None
+    clean_staging(config.data_dir)
+    recovered = recover(
+        config.data_dir,
+        limits=config.limits,
+        fsync_policy=FsyncPolicy(config.fsync),
+        segment_bytes=config.journal_segment_bytes,
+        repair=options.repair,
+    )
+    state = recovered.state
+    durability = Durability(
+        recovered.journal,
+        config.data_dir,
+        config.limits,
+        config.snapshot_every_records,
+        config.snapshot_every_seconds,
+    )
+    if options.demo and not state.nodes:
+        log.info("demo data set loaded: %s", load_demo(state, now_ms()))
+        # Made durable compactly: one snapshot instead of ~100k journal records.
+        write_snapshot_now(state, config.data_dir, recovered.journal)
+    return state, durability
+
+
+async def serve(config: Config, options: ServeOptions | None = None) -> None:
+    """Run until SIGTERM or SIGINT: NOT_SERVING -> recovery -> SERVING -> drain -> stop."""
+    options = options or ServeOptions()
     app = create_server(config)
     if config.metrics_port >= 0:
         metrics_port = app.engine.metrics.serve_http(config.host, config.metrics_port)
@@ -158,10 +209,21 @@ async def serve(config: Config, prepare: Callable[[AtpState], None] | None = Non
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_event.set)
-    state = app.engine.state
     log.info("atpd listening on %s:%d (NOT_SERVING until ready)", config.host, app.port)
-    await start(app, (lambda: prepare(state)) if prepare is not None else None)
+    engine = app.engine
+    durability: Durability | None = None
+
+    def prepare() -> None:
+        nonlocal durability
+        engine.state, durability = open_durable_state(config, options, engine.now_ms)
+
+    await start(app, prepare)
+    if durability is not None:
+        durability.attach(engine)
+        app.durability = durability
     await stop_event.wait()
     log.info("shutting down: draining for up to %.0f s", DRAIN_SECONDS)
     await stop(app)
+    if durability is not None:
+        await durability.close(final_snapshot=True)
     log.info("stopped")

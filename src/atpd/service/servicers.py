@@ -2,7 +2,8 @@
 
 Status mapping, in one place (`_guard`): InvalidArgument / InvalidCommand -> INVALID_ARGUMENT,
 NotFound -> NOT_FOUND, AlreadyExists -> ALREADY_EXISTS, LimitExceeded -> RESOURCE_EXHAUSTED,
-server not ready -> UNAVAILABLE. Expected business outcomes travel in the response body.
+server not ready or journal not writable -> UNAVAILABLE. Expected business outcomes travel
+in the response body.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import grpc
 from atpd import __version__
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
 from atpd.service import convert, validation
-from atpd.service.engine import Engine
+from atpd.service.durability import Durability
+from atpd.service.engine import Engine, WritesUnavailable
 from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -64,7 +66,7 @@ class _Base:
             if write and not self.engine.ready:
                 raise NotReady("the server is starting up (recovery in progress); retry shortly")
             return await handler()
-        except NotReady as error:
+        except (NotReady, WritesUnavailable) as error:
             code = grpc.StatusCode.UNAVAILABLE
             await context.abort(code, str(error))
         except Exception as error:
@@ -89,11 +91,10 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServiceServi
     ) -> availability_pb2.GetAvailabilityResponse:
         async def handle() -> availability_pb2.GetAvailabilityResponse:
             skus, node_ids, geo_prefix = validation.availability_query(request, self.limits)
+            now_ms = self.engine.catch_up()
             state = self.engine.state
             view = state.availability(skus, node_ids, geo_prefix)
-            return convert.availability_response(
-                state, view, request.include_nodes, self.engine.now_ms()
-            )
+            return convert.availability_response(state, view, request.include_nodes, now_ms)
 
         return await self._guard("GetAvailability", context, handle, write=False)
 
@@ -140,6 +141,7 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
     ) -> reservations_pb2.ReservationResponse:
         async def handle() -> reservations_pb2.ReservationResponse:
             reservation_id = validation.reservation_id(request.reservation_id)
+            self.engine.catch_up()
             reservation = self.engine.state.reservation(reservation_id)
             return reservations_pb2.ReservationResponse(
                 outcome=convert.pb_enum(1), reservation=convert.reservation_message(reservation)
@@ -204,6 +206,7 @@ class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServiceServicer):
         async def handle() -> inventory_pb2.GetStockResponse:
             sku = validation.sku_id(request.sku, "sku")
             node_id = validation.node_id(request.node_id, "node_id")
+            self.engine.catch_up()
             view = self.engine.state.position(sku, node_id)
             return inventory_pb2.GetStockResponse(position=convert.position_message(view))
 
@@ -211,18 +214,53 @@ class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServiceServicer):
 
 
 class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        # Set by create_server: the durability layer appears once recovery is done.
+        self.durability_of: Callable[[], Durability | None] = lambda: None
+
     async def GetStatus(
         self, request: admin_pb2.GetStatusRequest, context: Any
     ) -> admin_pb2.GetStatusResponse:
         async def handle() -> admin_pb2.GetStatusResponse:
             state = self.engine.state
-            return admin_pb2.GetStatusResponse(
+            response = admin_pb2.GetStatusResponse(
                 nodes=len(state.nodes),
                 skus=len(state.skus),
                 positions=state.stock.position_count,
                 open_reservations=state.open_reservations,
                 now_ms=self.engine.now_ms(),
                 version=__version__,
+                journal_failure=self.engine.write_failure or "",
             )
+            durability = self.durability_of()
+            if durability is not None:
+                journal = durability.journal
+                response.journal_sequence = journal.last_sequence
+                response.durable_sequence = journal.durable_sequence
+                response.fsync_policy = journal.fsync_policy.value
+                if durability.snapshotter is not None:
+                    response.last_snapshot_sequence = durability.snapshotter.last_sequence
+            else:
+                response.fsync_policy = "in-memory (no journal)"
+            return response
 
         return await self._guard("GetStatus", context, handle, write=False)
+
+    async def Snapshot(
+        self, request: admin_pb2.SnapshotRequest, context: Any
+    ) -> admin_pb2.SnapshotResponse:
+        async def handle() -> admin_pb2.SnapshotResponse:
+            durability = self.durability_of()
+            if durability is None:
+                raise NotReady("no journal: the server runs in memory only (or is starting)")
+            info = await durability.snapshot()
+            return admin_pb2.SnapshotResponse(
+                last_sequence=info.last_sequence,
+                path=str(info.path),
+                bytes=info.size_bytes,
+                seconds=info.seconds,
+                segments_removed=info.segments_removed,
+            )
+
+        return await self._guard("Snapshot", context, handle, write=True)

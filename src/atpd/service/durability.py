@@ -1,0 +1,319 @@
+"""The engine's durability: the journal adapter, background snapshots, write-failure handling.
+
+Snapshots fork the process, as Redis BGSAVE does: the child sees a copy-on-write image of the
+state at one journal sequence and writes it out, while the parent goes on serving after a
+stall of one fork (milliseconds, whatever the state size). A snapshot only becomes visible
+(renamed from `.staging/` into the data directory) once the parent knows every record it covers
+is durable, so a snapshot never contains an effect that was not acknowledged-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from atpd.core.commands import Command
+from atpd.core.limits import Limits
+from atpd.core.state import AtpState
+from atpd.persistence.codec import encode_command
+from atpd.persistence.fsutil import fsync_directory
+from atpd.persistence.journal import Journal, JournalUnavailable
+from atpd.persistence.recovery import rebuild_durable_state
+from atpd.persistence.snapshot_file import list_snapshots, prune_snapshots, write_snapshot
+from atpd.persistence.state_snapshot import export_state
+from atpd.service.engine import Engine, WritesUnavailable
+
+log = logging.getLogger(__name__)
+
+STAGING = ".staging"
+SNAPSHOTS_KEPT = 2
+PR_SET_PDEATHSIG = 1
+# No command encodes to more than this (a Reserve of 100 lines is ~20 KiB): the journal is
+# asked to keep this much backlog room free before a command is applied.
+LARGEST_RECORD_BYTES = 1 << 20
+REOPEN_INTERVAL_S = 1.0
+
+
+class JournalLog:
+    """CommandLog over the persistence journal: commands are encoded once, here, and journal
+    errors become WritesUnavailable for the engine."""
+
+    __slots__ = ("journal",)
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    @property
+    def last_sequence(self) -> int:
+        return self.journal.last_sequence
+
+    def check_writable(self) -> None:
+        journal = self.journal
+        if journal.failed:
+            raise WritesUnavailable(f"journal unavailable: {journal.failure_reason}")
+        if journal.pending_bytes + LARGEST_RECORD_BYTES > journal.max_pending_bytes:
+            # Back-pressure, not a failure: the disk is behind; the command was not applied.
+            raise WritesUnavailable(
+                f"journal backlog full ({journal.pending_bytes} bytes waiting for the disk); "
+                "retry shortly"
+            )
+
+    def append(self, command: Command, now_ms: int) -> int:
+        try:
+            return self.journal.append(encode_command(command), now_ms)
+        except JournalUnavailable as error:
+            raise WritesUnavailable(f"journal unavailable: {error}") from error
+
+    async def wait_durable(self, sequence: int) -> None:
+        if sequence <= 0:
+            return  # nothing journaled yet
+        try:
+            await self.journal.wait_durable(sequence)
+        except JournalUnavailable as error:
+            raise WritesUnavailable(f"journal unavailable: {error}") from error
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    last_sequence: int
+    path: Path
+    size_bytes: int
+    seconds: float
+    fork_ms: float
+    segments_removed: int
+
+
+def _die_with_parent() -> None:
+    """In a snapshot child: be killed if the server dies, so no orphan writes on."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not glibc: the staging directory is cleaned at the next start anyway
+        pass
+
+
+def clean_staging(data_dir: Path) -> None:
+    shutil.rmtree(data_dir / STAGING, ignore_errors=True)
+
+
+def write_snapshot_now(state: AtpState, data_dir: Path, journal: Journal) -> Path:
+    """Synchronous snapshot (start-up, shutdown), when no command is in flight."""
+    sequence = journal.last_sequence
+    assert journal.durable_sequence == sequence, "snapshot of effects that are not durable"
+    arrays, blobs = export_state(state)
+    path = write_snapshot(data_dir, sequence, arrays, blobs)
+    prune_snapshots(data_dir, keep=SNAPSHOTS_KEPT)
+    journal.remove_segments_before(list_snapshots(data_dir)[0][0])
+    return path
+
+
+class Snapshotter:
+    """Takes snapshots in a forked child; one at a time; callers of `take` share a run."""
+
+    def __init__(self, state_of: Callable[[], AtpState], journal: Journal, data_dir: Path) -> None:
+        self.state_of = state_of
+        self.journal = journal
+        self.data_dir = data_dir
+        self._running: asyncio.Task[SnapshotInfo] | None = None
+        snapshots = list_snapshots(data_dir)
+        self.last_sequence = snapshots[-1][0] if snapshots else 0
+        self.last_info: SnapshotInfo | None = None
+
+    async def take(self) -> SnapshotInfo:
+        if self._running is None or self._running.done():
+            self._running = asyncio.get_running_loop().create_task(self._take())
+        return await asyncio.shield(self._running)
+
+    def take_in_background(self) -> None:
+        if self._running is None or self._running.done():
+            self._running = asyncio.get_running_loop().create_task(self._take())
+            self._running.add_done_callback(self._log_failure)
+
+    @staticmethod
+    def _log_failure(task: asyncio.Task[SnapshotInfo]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background snapshot failed: %s", task.exception())
+
+    async def _take(self) -> SnapshotInfo:
+        started = time.perf_counter()
+        sequence = self.journal.last_sequence
+        existing = self.data_dir / f"snapshot-{sequence:020d}.snap"
+        if sequence == self.last_sequence and existing.exists():
+            # Nothing was journaled since the last snapshot: it already is this snapshot.
+            return SnapshotInfo(sequence, existing, existing.stat().st_size, 0.0, 0.0, 0)
+        staging = self.data_dir / STAGING
+        clean_staging(self.data_dir)
+        staging.mkdir(parents=True)
+        state = self.state_of()
+        fork_started = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child, measured by the snapshot tests
+            code = 1
+            try:
+                _die_with_parent()
+                arrays, blobs = export_state(state)
+                write_snapshot(staging, sequence, arrays, blobs)
+                code = 0
+            except BaseException:
+                log.exception("snapshot child failed")
+            finally:
+                os._exit(code)
+        fork_ms = (time.perf_counter() - fork_started) * 1000
+        loop = asyncio.get_running_loop()
+        _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            clean_staging(self.data_dir)
+            raise OSError(f"snapshot child exited with status {os.waitstatus_to_exitcode(status)}")
+        # Publish only what is durable: raises JournalUnavailable if those records were lost.
+        try:
+            if sequence > 0:
+                await self.journal.wait_durable(sequence)
+        except BaseException:
+            clean_staging(self.data_dir)
+            raise
+        name = f"snapshot-{sequence:020d}.snap"
+        final = self.data_dir / name
+        os.replace(staging / name, final)
+        fsync_directory(self.data_dir)
+        clean_staging(self.data_dir)
+        prune_snapshots(self.data_dir, keep=SNAPSHOTS_KEPT)
+        # Keep the journal back to the oldest kept snapshot, so falling back to it still works.
+        oldest_kept = list_snapshots(self.data_dir)[0][0]
+        removed = self.journal.remove_segments_before(oldest_kept)
+        self.last_sequence = sequence
+        info = SnapshotInfo(
+            sequence,
+            final,
+            final.stat().st_size,
+            time.perf_counter() - started,
+            fork_ms,
+            removed,
+        )
+        self.last_info = info
+        log.info(
+            "snapshot at sequence %d: %s, %d bytes, %.2f s (fork %.1f ms), %d segments removed",
+            sequence,
+            final.name,
+            info.size_bytes,
+            info.seconds,
+            fork_ms,
+            removed,
+        )
+        return info
+
+
+class Durability:
+    """Journal + snapshots + write-failure handling, attached to an engine.
+
+    On a journal write failure the engine refuses writes; this object rebuilds the state from
+    what is durable (snapshot + journal up to the last durable record, so no unacknowledged
+    effect survives), swaps it in, and retries the journal every second until the disk takes
+    writes again. Reads are served throughout.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        data_dir: Path,
+        limits: Limits,
+        snapshot_every_records: int,
+        snapshot_every_seconds: float,
+    ) -> None:
+        self.journal = journal
+        self.log = JournalLog(journal)
+        self.data_dir = data_dir
+        self.limits = limits
+        self.snapshot_every_records = snapshot_every_records
+        self.snapshot_every_seconds = snapshot_every_seconds
+        self.engine: Engine | None = None
+        self.snapshotter: Snapshotter | None = None
+        self._records_since_snapshot = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._recovery: asyncio.Task[None] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """Make `engine` journal through us; call on the serving loop."""
+        self.engine = engine
+        engine.journal = self.log
+        engine.on_record = self._on_record
+        engine.on_write_failure = self._on_write_failure
+        self.snapshotter = Snapshotter(lambda: engine.state, self.journal, self.data_dir)
+        self._records_since_snapshot = self.journal.last_sequence - self.snapshotter.last_sequence
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.snapshot_every_seconds, self._on_timer)
+
+    def _on_timer(self) -> None:
+        if self._records_since_snapshot > 0:
+            self._snapshot_in_background()
+        self._arm_timer()
+
+    def _on_record(self) -> None:
+        self._records_since_snapshot += 1
+        if self._records_since_snapshot >= self.snapshot_every_records:
+            self._snapshot_in_background()
+
+    def _snapshot_in_background(self) -> None:
+        assert self.snapshotter is not None
+        if self.engine is not None and self.engine.write_failure is None:
+            self._records_since_snapshot = 0
+            self.snapshotter.take_in_background()
+
+    async def snapshot(self) -> SnapshotInfo:
+        assert self.snapshotter is not None
+        self._records_since_snapshot = 0
+        return await self.snapshotter.take()
+
+    def _on_write_failure(self, reason: str) -> None:
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.get_running_loop().create_task(self._recover_writes())
+
+    async def _recover_writes(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        loop = asyncio.get_running_loop()
+        durable = self.journal.durable_sequence
+        state = await loop.run_in_executor(
+            None, rebuild_durable_state, self.data_dir, self.limits, durable
+        )
+        engine.replace_state(state)
+        log.warning("state rebuilt from durable records (up to sequence %d)", durable)
+        attempts = 0
+        while True:
+            attempts += 1
+            if await self.journal.try_reopen():
+                break
+            if attempts == 1 or attempts % 60 == 0:
+                log.error(
+                    "journal still not writable (%s); retrying every %.0f s",
+                    self.journal.failure_reason,
+                    REOPEN_INTERVAL_S,
+                )
+            await asyncio.sleep(REOPEN_INTERVAL_S)
+        engine.write_failure = None
+        log.warning("journal writable again after %d attempts: accepting writes", attempts)
+
+    async def close(self, final_snapshot: bool = True) -> None:
+        """Flush the journal, write a final snapshot (graceful shutdown), release the files."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._recovery is not None:
+            self._recovery.cancel()
+        engine = self.engine
+        if final_snapshot and engine is not None and engine.write_failure is None:
+            try:
+                await self.log.wait_durable(self.journal.last_sequence)
+                write_snapshot_now(engine.state, self.data_dir, self.journal)
+            except (WritesUnavailable, OSError) as error:
+                log.error("final snapshot skipped: %s", error)
+        await self.journal.aclose()
