@@ -11,7 +11,15 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from atpd.config import Config
 from atpd.service.server import SERVICE_NAMES, stop
-from atpd.v1 import admin_pb2, availability_pb2, common_pb2, inventory_pb2, reservations_pb2
+from atpd.v1 import (
+    admin_pb2,
+    availability_pb2,
+    common_pb2,
+    inventory_pb2,
+    reservations_pb2,
+    rules_pb2,
+    supply_pb2,
+)
 
 from .harness import RPC_TIMEOUT_S, ServerThread, Stubs, rpc_error, seed_nodes
 
@@ -20,6 +28,8 @@ API_SERVICES = (
     "atpd.v1.ReservationService",
     "atpd.v1.InventoryService",
     "atpd.v1.AdminService",
+    "atpd.v1.RulesService",
+    "atpd.v1.SupplyService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -31,8 +41,8 @@ def health_of(api: Stubs, service: str) -> int:
     return status
 
 
-def test_service_names_are_the_four_api_services() -> None:
-    """SERVICE_NAMES (what health and reflection advertise) are exactly the four atpd.v1 APIs."""
+def test_service_names_are_the_api_services() -> None:
+    """SERVICE_NAMES (what health and reflection advertise) are exactly the atpd.v1 APIs."""
     assert sorted(SERVICE_NAMES) == sorted(API_SERVICES)
 
 
@@ -90,7 +100,14 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
     pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(server.channel()))
     compiled = {
         service.full_name: service
-        for module in (availability_pb2, reservations_pb2, inventory_pb2, admin_pb2)
+        for module in (
+            availability_pb2,
+            reservations_pb2,
+            inventory_pb2,
+            admin_pb2,
+            rules_pb2,
+            supply_pb2,
+        )
         for service in module.DESCRIPTOR.services_by_name.values()
     }
     assert sorted(compiled) == sorted(API_SERVICES)

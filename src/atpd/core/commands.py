@@ -93,4 +93,49 @@ class Tick:
     """Expire every hold due at `now_ms` (the clock moving is a command too, for replay)."""
 
 
-Command = UpsertNode | SetStock | AdjustStock | Reserve | Confirm | Fulfil | Release | Tick
+@dataclass(frozen=True, slots=True)
+class SetRules:
+    """Replace the availability rules (TOML text) atomically; refused whole if anything in it
+    is wrong, the previous rules staying in force."""
+
+    text: str
+    source: str = "<rules>"
+
+
+@dataclass(frozen=True, slots=True)
+class AddSupply:
+    supply_id: str
+    sku: str
+    node_id: str
+    quantity: int
+    eta_ms: int
+    kind: int  # SupplyKind
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveSupply:
+    """Move supply into on_hand: all that is still expected, or `quantity` of it."""
+
+    supply_id: str
+    quantity: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelSupply:
+    supply_id: str
+
+
+Command = (
+    UpsertNode
+    | SetStock
+    | AdjustStock
+    | Reserve
+    | Confirm
+    | Fulfil
+    | Release
+    | Tick
+    | SetRules
+    | AddSupply
+    | ReceiveSupply
+    | CancelSupply
+)

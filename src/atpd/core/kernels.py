@@ -70,3 +70,80 @@ def warm_up() -> None:
     cells = np.ones((2, 3, 4), np.int32)
     node_geo = np.zeros((4, 4), np.int32)
     rollup_atp(cells, np.array([0, -1], np.int64), np.ones(4, np.bool_), node_geo, 1)
+    mask = np.ones(4, np.bool_)
+    rollup_atp_rules(
+        cells,
+        0,
+        mask,
+        node_geo,
+        1,
+        np.full(4, -1, np.int32),
+        -1,
+        0,
+        np.zeros(4, np.int64),
+        np.ones((1, 4), np.bool_),
+        np.ones(1, np.int64),
+        np.zeros(1, np.int64),
+        np.ones(1, np.bool_),
+        np.zeros((1, 4), np.int32),
+        np.zeros(4 + 1 + 1, np.int64),
+    )
+
+
+@njit(nogil=True, cache=True)
+def rollup_atp_rules(
+    cells: Int32Array,
+    row: int,
+    node_mask: BoolArray,
+    node_geo: Int32Array,
+    geo_count: int,
+    safety_node: Int32Array,
+    sku_safety: int,
+    buffer: int,
+    supply: Int64Array,
+    protection_mask: BoolArray,
+    protection_units: Int64Array,
+    protection_percent: Int64Array,
+    protection_against: BoolArray,
+    consumed: Int32Array,
+    out: Int64Array,
+) -> None:
+    """One SKU's ATP for one caller, written into `out` = [per node | per geo | total].
+
+    Per node: safety is the strictest of the caller's overrides (node/kind, SKU prefix) or
+    else the position's own; free = on_hand - reserved - safety - buffer + counted supply;
+    then every protection held back from this caller (`protection_against`) at this node
+    removes what it still protects (units, or percent of on_hand, minus what its
+    beneficiaries already hold). ATP = max(0, free - protected). `out` must be zeroed.
+    """
+    n_nodes = node_mask.shape[0]
+    depth = node_geo.shape[0]
+    n_protections = protection_against.shape[0]
+    total = 0
+    for j in range(n_nodes):
+        if not node_mask[j]:
+            continue
+        on_hand = np.int64(cells[row, FIELD_ON_HAND, j])
+        safety = np.int64(safety_node[j])
+        if sku_safety > safety:
+            safety = np.int64(sku_safety)
+        if safety < 0:
+            safety = np.int64(cells[row, FIELD_SAFETY, j])
+        atp = on_hand - cells[row, FIELD_RESERVED, j] - safety - buffer + supply[j]
+        for p in range(n_protections):
+            if protection_against[p] and protection_mask[p, j]:
+                units = protection_units[p]
+                if units == 0:
+                    units = on_hand * protection_percent[p] // 100
+                remaining = units - consumed[p, j]
+                if remaining > 0:
+                    atp -= remaining
+        if atp <= 0:
+            continue
+        out[j] = atp
+        total += atp
+        for level in range(depth):
+            geo = node_geo[level, j]
+            if geo >= 0:
+                out[n_nodes + geo] += atp
+    out[n_nodes + geo_count] = total

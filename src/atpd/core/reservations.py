@@ -48,6 +48,7 @@ class Reservation:
         "held",
         "kind",
         "lines",
+        "protected",
         "reservation_id",
         "segment",
         "status",
@@ -82,6 +83,9 @@ class Reservation:
         self.held = [line.quantity for line in lines]
         self.fulfilled = [0] * len(lines)
         self.fingerprint = fingerprint
+        # Per line, the protected units it took: [(protection name, units)], or None when the
+        # caller is no protection's beneficiary (the common case: no list at all).
+        self.protected: list[list[tuple[str, int]]] | None = None
 
     def __repr__(self) -> str:
         return f"Reservation({self.reservation_id!r}, {self.status.name}, held={self.held})"

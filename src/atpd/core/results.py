@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass, field
 
 from atpd.core.reservations import Reservation
+from atpd.core.supply import Supply
 
 
 class Outcome(enum.IntEnum):
@@ -104,3 +105,18 @@ class TickResult:
     @property
     def changed(self) -> bool:
         return self.time_moved
+
+
+@dataclass(frozen=True, slots=True)
+class RulesResult:
+    outcome: Outcome
+    version: str
+    previous_version: str
+    changed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SupplyResult:
+    outcome: Outcome
+    supply: Supply
+    changed: bool = True

@@ -18,14 +18,18 @@ from sortedcontainers import SortedList
 
 from atpd.core import kernels
 from atpd.core.commands import (
+    AddSupply,
     AdjustStock,
+    CancelSupply,
     Command,
     Confirm,
     Fulfil,
     Line,
+    ReceiveSupply,
     Release,
     ReservationKind,
     Reserve,
+    SetRules,
     SetStock,
     Tick,
     UpsertNode,
@@ -47,13 +51,29 @@ from atpd.core.results import (
     PositionView,
     ReservationResult,
     ReserveResult,
+    RulesResult,
     Shortage,
     StockResult,
+    SupplyResult,
     TickResult,
 )
+from atpd.core.rules import (
+    CompiledPolicy,
+    CompiledRules,
+    RulesError,
+    RuleSet,
+    check_references,
+    compile_rules,
+    open_rules,
+    parse_rules,
+    sku_safety,
+)
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY, StockTable
+from atpd.core.supply import Supply, SupplyBook, SupplyKind, eligible
 
 MASK_CACHE_SIZE = 1024
+# Per-policy caches keyed by SKU row are cleared when they reach this size.
+SKU_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,14 @@ class AtpState:
         self.time_moved = False
         self.purged_total = 0
         self._mask_cache: dict[tuple[tuple[str, ...], str], npt.NDArray[np.bool_]] = {}
+        self.rules: RuleSet = open_rules()
+        self._compiled: CompiledRules | None = None
+        self.supply = SupplyBook()
+        # Units of each protection (index in the current rules) held by its beneficiaries,
+        # per SKU row: [protection, node]. Only SKUs with such holds have an entry.
+        self.protection_consumed: dict[int, npt.NDArray[np.int32]] = {}
+        # Open reservations whose lines took protected units (see Reservation.protected).
+        self.protected_reservations: set[str] = set()
         self._handlers: dict[type, Callable[[Any, int], Any]] = {
             UpsertNode: self._upsert_node,
             SetStock: self._set_stock,
@@ -100,6 +128,10 @@ class AtpState:
             Fulfil: self._fulfil,
             Release: self._release,
             Tick: self._tick,
+            SetRules: self._set_rules,
+            AddSupply: self._add_supply,
+            ReceiveSupply: self._receive_supply,
+            CancelSupply: self._cancel_supply,
         }
 
     # ------------------------------------------------------------------ commands
@@ -139,13 +171,10 @@ class AtpState:
         return tuple(due)
 
     def _expire(self, due: list[str]) -> None:
-        cells = self.stock.cells
         for reservation_id in due:
             reservation = self.reservations[reservation_id]
             assert reservation.status is ReservationStatus.HELD
-            for (sku, node), held in zip(reservation.cells, reservation.held, strict=True):
-                cells[sku, FIELD_RESERVED, node] -= held
-            reservation.held = [0] * len(reservation.held)
+            self._free_held(reservation)
             reservation.status = ReservationStatus.EXPIRED
             # The hold ended at its expiry time exactly, whenever the clock noticed.
             reservation.updated_at_ms = reservation.expires_at_ms
@@ -209,6 +238,7 @@ class AtpState:
         self.geo.place(index, command.geo_path)
         self.enabled_mask = np.array([n.enabled for n in self.nodes], np.bool_)
         self._mask_cache.clear()
+        self._compiled = None  # node masks of the rules are rebuilt on next use
         return NodeResult(Outcome.OK, created)
 
     def _register_sku(self, sku: str) -> int:
@@ -289,10 +319,19 @@ class AtpState:
         for line, node in zip(command.lines, nodes, strict=True):
             if not self.nodes[node].enabled:
                 return ReserveResult(Outcome.NODE_DISABLED, disabled_node_id=line.node_id)
+        policy = self.policy(command.channel, command.segment)
         skus = [self.skus.get(line.sku) for line in command.lines]
         shortages: list[Shortage] = []
         for line, sku, node in zip(command.lines, skus, nodes, strict=True):
-            available = self._atp(sku, node) if sku >= 0 else 0
+            if sku < 0:
+                available = 0
+            elif policy is None:
+                available = self._atp(sku, node)
+            else:
+                available = self.caller_atp(policy, sku, node)
+                cap = policy.policy.max_per_line
+                if cap and available > cap:
+                    available = cap
             if line.quantity > available:
                 shortages.append(Shortage(line.sku, line.node_id, line.quantity, available))
         if shortages:
@@ -300,6 +339,11 @@ class AtpState:
         cells = self.stock.cells
         for line, sku, node in zip(command.lines, skus, nodes, strict=True):
             cells[sku, FIELD_RESERVED, node] += line.quantity
+        protected = (
+            self._take_protected(policy, command.lines, skus, nodes)
+            if policy is not None and policy.mine
+            else None
+        )
         reservation = Reservation(
             command.reservation_id,
             command.lines,
@@ -313,6 +357,9 @@ class AtpState:
         )
         self.reservations[command.reservation_id] = reservation
         self.open_reservations += 1
+        if protected is not None:
+            reservation.protected = protected
+            self.protected_reservations.add(command.reservation_id)
         if pos_sale:
             # A POS sale is a reserve and a fulfilment in one step: the goods left the store.
             # It never waits in the expiry index, so it passes through CONFIRMED, not HELD.
@@ -363,11 +410,41 @@ class AtpState:
         return ReservationResult(Outcome.OK, reservation, changed=True)
 
     def _free_held(self, reservation: Reservation) -> None:
+        for i, held in enumerate(reservation.held):
+            if held:
+                self._unhold(reservation, i, held)
+        self.protected_reservations.discard(reservation.reservation_id)
+
+    def _unhold(self, reservation: Reservation, line: int, quantity: int) -> None:
+        """Line `line` holds `quantity` fewer units: reserved drops, and protected units it
+        took go back to their protection (the last taken first)."""
+        sku, node = reservation.cells[line]
         cells = self.stock.cells
-        for (sku, node), held in zip(reservation.cells, reservation.held, strict=True):
-            cells[sku, FIELD_RESERVED, node] -= held
-            assert cells[sku, FIELD_RESERVED, node] >= 0
-        reservation.held = [0] * len(reservation.held)
+        cells[sku, FIELD_RESERVED, node] -= quantity
+        assert cells[sku, FIELD_RESERVED, node] >= 0
+        reservation.held[line] -= quantity
+        assert reservation.held[line] >= 0
+        records = reservation.protected[line] if reservation.protected is not None else None
+        if not records:
+            return
+        # Protected units are given back only once the general-pool part is gone.
+        protected_units = sum(units for _, units in records)
+        give_back = protected_units - min(protected_units, reservation.held[line])
+        for _ in range(len(records)):
+            if give_back <= 0:
+                break
+            name, units = records[-1]
+            returned = min(units, give_back)
+            give_back -= returned
+            if returned == units:
+                records.pop()
+            else:
+                records[-1] = (name, units - returned)
+            index = self._protection_index(name)
+            consumed = self.protection_consumed.get(sku)
+            if index >= 0 and consumed is not None:
+                consumed[index, node] -= returned
+                assert consumed[index, node] >= 0
 
     def _fulfil(self, command: Fulfil, now_ms: int) -> ReservationResult:
         reservation = self._reservation(command.reservation_id)
@@ -411,22 +488,271 @@ class AtpState:
             assert 0 <= quantity <= reservation.held[i]
             if quantity == 0:
                 continue
-            cells[sku, FIELD_RESERVED, node] -= quantity
+            self._unhold(reservation, i, quantity)
             # A recount may have set on_hand below what was held; on_hand never goes negative.
             on_hand = int(cells[sku, FIELD_ON_HAND, node]) - quantity
             cells[sku, FIELD_ON_HAND, node] = on_hand if on_hand > 0 else 0
-            reservation.held[i] -= quantity
             reservation.fulfilled[i] += quantity
         if release_remainder:
             self._free_held(reservation)
         reservation.updated_at_ms = now_ms
         if not any(reservation.held):
+            self.protected_reservations.discard(reservation.reservation_id)
             self._stop_expiry(reservation)
             fulfilled_any = any(reservation.fulfilled)
             reservation.status = (
                 ReservationStatus.FULFILLED if fulfilled_any else ReservationStatus.RELEASED
             )
             self._close(reservation, now_ms)
+
+    # ------------------------------------------------------------------ rules and supply
+
+    def _set_rules(self, command: SetRules, now_ms: int) -> RulesResult:
+        try:
+            rules = parse_rules(command.text, command.source)
+            check_references(rules, self.nodes, set(self.geo.geo_ids.names))
+        except RulesError as error:
+            raise InvalidCommand(f"rules: {error}") from None
+        previous = self.rules
+        self.rules = rules
+        self._compiled = None
+        self._rebuild_protection_consumption()
+        return RulesResult(Outcome.OK, rules.version, previous.version)
+
+    def _compiled_rules(self) -> CompiledRules:
+        compiled = self._compiled
+        if compiled is None:
+            compiled = compile_rules(self.rules, self.nodes, self.stock.node_capacity)
+            self._compiled = compiled
+            count = compiled.protection_mask.shape[0]
+            for row, consumed in list(self.protection_consumed.items()):
+                if consumed.shape != (count, self.stock.node_capacity):
+                    grown = np.zeros((count, self.stock.node_capacity), np.int32)
+                    rows = min(count, consumed.shape[0])
+                    grown[:rows, : consumed.shape[1]] = consumed[:rows]
+                    self.protection_consumed[row] = grown
+        return compiled
+
+    def _protection_index(self, name: str) -> int:
+        for index, protection in enumerate(self.rules.protections):
+            if protection.name == name:
+                return index
+        return -1
+
+    def _rebuild_protection_consumption(self) -> None:
+        """After a rule swap: protections are matched by name; holds on protections that no
+        longer exist simply stop counting against anything."""
+        self.protection_consumed.clear()
+        capacity = self.stock.node_capacity
+        count = max(len(self.rules.protections), 1)
+        for reservation_id in self.protected_reservations:
+            reservation = self.reservations[reservation_id]
+            assert reservation.protected is not None
+            for (sku, node), records in zip(reservation.cells, reservation.protected, strict=True):
+                for name, units in records:
+                    index = self._protection_index(name)
+                    if index < 0:
+                        continue
+                    consumed = self.protection_consumed.get(sku)
+                    if consumed is None:
+                        consumed = np.zeros((count, capacity), np.int32)
+                        self.protection_consumed[sku] = consumed
+                    consumed[index, node] += units
+
+    def policy(self, channel: str, segment: str) -> CompiledPolicy | None:
+        """The caller's compiled policy; None when no rule set is loaded (everyone sees every
+        enabled node with the positions' own safety stock). Unknown names: InvalidCommand."""
+        if not self.rules.policies:
+            return None
+        try:
+            key = self.rules.resolve(channel, segment)
+        except KeyError as error:
+            raise InvalidCommand(str(error.args[0])) from None
+        return self._compiled_rules().policies[key]
+
+    def _protection_inputs(
+        self, policy: CompiledPolicy, row: int, sku: str
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
+        """Which protections hold units back from this caller for this SKU, and what their
+        beneficiaries already hold of it. Shared read-only arrays on the common paths."""
+        compiled = self._compiled_rules()
+        against = policy.against
+        if compiled.prefixed_protections:
+            cached = policy.against_by_sku.get(row)
+            if cached is None:
+                cached = against.copy()
+                for index in compiled.prefixed_protections:
+                    if cached[index] and not self.rules.protections[index].covers_sku(sku):
+                        cached[index] = False
+                if len(policy.against_by_sku) >= SKU_CACHE_SIZE:
+                    policy.against_by_sku.clear()
+                policy.against_by_sku[row] = cached
+            against = cached
+        consumed = self.protection_consumed.get(row)
+        return against, compiled.no_consumption if consumed is None else consumed
+
+    def _supply_row(self, policy: CompiledPolicy, row: int) -> npt.NDArray[np.int64]:
+        entries = self.supply.by_sku.get(row)
+        if not entries:
+            return self._compiled_rules().no_supply
+        supply = np.zeros(self.stock.node_capacity, np.int64)
+        kinds = policy.policy.supply_kinds
+        horizon = policy.policy.supply_horizon_ms
+        for entry in entries:
+            if eligible(entry, kinds, self.now_ms, horizon):
+                supply[entry.node_index] += entry.quantity
+        return supply
+
+    def caller_atp(self, policy: CompiledPolicy, row: int, node: int) -> int:
+        """ATP of one position for one caller (the scalar twin of kernels.rollup_atp_rules)."""
+        if not policy.visible[node]:
+            return 0
+        return self.explain_position(policy, row, node)["atp"]
+
+    def explain_position(self, policy: CompiledPolicy, row: int, node: int) -> dict[str, int]:
+        """Why a caller sees what it sees at one node: every term of the ATP formula."""
+        compiled = self._compiled_rules()
+        cells = self.stock.cells
+        on_hand = int(cells[row, FIELD_ON_HAND, node])
+        reserved = int(cells[row, FIELD_RESERVED, node])
+        safety = max(int(policy.safety_node[node]), sku_safety(policy, row, self.skus.name(row)))
+        if safety < 0:
+            safety = int(cells[row, FIELD_SAFETY, node])
+        buffer = policy.policy.buffer
+        supply = 0
+        if row in self.supply.by_sku:
+            supply = self.supply.counted(
+                row,
+                node,
+                policy.policy.supply_kinds,
+                self.now_ms,
+                policy.policy.supply_horizon_ms,
+            )
+        protected = 0
+        if self.rules.protections:
+            against, consumed = self._protection_inputs(policy, row, self.skus.name(row))
+            for index in range(len(self.rules.protections)):
+                if against[index] and compiled.protection_mask[index, node]:
+                    units = int(compiled.protection_units[index])
+                    if units == 0:
+                        units = on_hand * int(compiled.protection_percent[index]) // 100
+                    remaining = units - int(consumed[index, node])
+                    if remaining > 0:
+                        protected += remaining
+        atp = on_hand - reserved - safety - buffer + supply - protected
+        return {
+            "on_hand": on_hand,
+            "reserved": reserved,
+            "safety_stock": safety,
+            "buffer": buffer,
+            "supply": supply,
+            "protected_for_others": protected,
+            "atp": atp if atp > 0 else 0,
+        }
+
+    def _take_protected(
+        self,
+        policy: CompiledPolicy,
+        lines: tuple[Line, ...],
+        skus: list[int],
+        nodes: list[int],
+    ) -> list[list[tuple[str, int]]] | None:
+        """A beneficiary's holds use its protected units before the general pool."""
+        compiled = self._compiled_rules()
+        protections = self.rules.protections
+        records: list[list[tuple[str, int]]] = []
+        took_any = False
+        cells = self.stock.cells
+        for line, sku, node in zip(lines, skus, nodes, strict=True):
+            taken: list[tuple[str, int]] = []
+            left = line.quantity
+            for index in policy.mine:
+                if left == 0:
+                    break
+                protection = protections[index]
+                if not compiled.protection_mask[index, node] or not protection.covers_sku(line.sku):
+                    continue
+                units = (
+                    protection.units
+                    or int(cells[sku, FIELD_ON_HAND, node]) * protection.percent // 100
+                )
+                consumed = self.protection_consumed.get(sku)
+                used = int(consumed[index, node]) if consumed is not None else 0
+                take = min(left, units - used)
+                if take <= 0:
+                    continue
+                if consumed is None:
+                    consumed = np.zeros(compiled.protection_mask.shape, np.int32)
+                    self.protection_consumed[sku] = consumed
+                consumed[index, node] += take
+                taken.append((protection.name, take))
+                left -= take
+            took_any = took_any or bool(taken)
+            records.append(taken)
+        return records if took_any else None
+
+    def _supply(self, supply_id: str) -> Supply:
+        supply = self.supply.by_id.get(supply_id)
+        if supply is None:
+            raise NotFound(f"supply_id: unknown supply {supply_id!r}")
+        return supply
+
+    def _add_supply(self, command: AddSupply, now_ms: int) -> SupplyResult:
+        existing = self.supply.by_id.get(command.supply_id)
+        node = self._node_index(command.node_id, "node_id")
+        if existing is not None:
+            same = (
+                existing.sku,
+                existing.node_id,
+                existing.quantity + existing.received,
+                existing.eta_ms,
+                int(existing.kind),
+            )
+            if same == (
+                command.sku,
+                command.node_id,
+                command.quantity,
+                command.eta_ms,
+                command.kind,
+            ):
+                return SupplyResult(Outcome.OK, existing, changed=False)
+            raise AlreadyExists(f"supply_id: {command.supply_id!r} exists with different content")
+        sku = self._register_sku(command.sku)
+        supply = Supply(
+            command.supply_id,
+            command.sku,
+            command.node_id,
+            sku,
+            node,
+            command.quantity,
+            command.eta_ms,
+            SupplyKind(command.kind),
+        )
+        self.supply.add(supply)
+        return SupplyResult(Outcome.OK, supply, changed=True)
+
+    def _receive_supply(self, command: ReceiveSupply, now_ms: int) -> SupplyResult:
+        supply = self._supply(command.supply_id)
+        quantity = supply.quantity if command.quantity is None else command.quantity
+        if quantity > supply.quantity:
+            raise InvalidCommand(
+                f"quantity: {quantity} is more than the {supply.quantity} still expected"
+            )
+        on_hand = int(self.stock.cells[supply.sku_index, FIELD_ON_HAND, supply.node_index])
+        if on_hand + quantity > MAX_QUANTITY:
+            raise InvalidCommand(f"quantity: on_hand would exceed {MAX_QUANTITY}")
+        self.stock.cells[supply.sku_index, FIELD_ON_HAND, supply.node_index] = on_hand + quantity
+        self.stock.mark_present(supply.sku_index, supply.node_index)
+        supply.quantity -= quantity
+        supply.received += quantity
+        if supply.quantity == 0:
+            self.supply.remove(supply)
+        return SupplyResult(Outcome.OK, supply, changed=True)
+
+    def _cancel_supply(self, command: CancelSupply, now_ms: int) -> SupplyResult:
+        supply = self._supply(command.supply_id)
+        self.supply.remove(supply)
+        return SupplyResult(Outcome.OK, supply, changed=True)
 
     # ------------------------------------------------------------------ reads
 
@@ -455,14 +781,50 @@ class AtpState:
         return mask
 
     def availability(
-        self, skus: Sequence[str], node_ids: Sequence[str] = (), geo_prefix: str = ""
+        self,
+        skus: Sequence[str],
+        node_ids: Sequence[str] = (),
+        geo_prefix: str = "",
+        channel: str = "",
+        segment: str = "",
     ) -> AvailabilityView:
+        """ATP of `skus` for one caller, per node, per geo prefix and in total."""
         mask = self.node_mask(node_ids, geo_prefix)
         sku_get = self.skus.get
         rows = np.array([sku_get(sku) for sku in skus], np.int64)
         geo_count = len(self.geo)
-        matrix = kernels.rollup_atp(self.stock.cells, rows, mask, self.geo.node_geo, geo_count)
-        return AvailabilityView(tuple(skus), rows, mask, matrix, len(self.nodes), geo_count)
+        policy = self.policy(channel, segment)
+        if policy is None:
+            matrix = kernels.rollup_atp(self.stock.cells, rows, mask, self.geo.node_geo, geo_count)
+            return AvailabilityView(tuple(skus), rows, mask, matrix, len(self.nodes), geo_count)
+        compiled = self._compiled_rules()
+        mask = mask & policy.visible
+        node_count = len(self.nodes)
+        matrix = np.zeros((len(rows), node_count + geo_count + 1), np.int64)
+        buffer = policy.policy.buffer
+        for k, row in enumerate(rows.tolist()):
+            if row < 0:
+                continue
+            sku = skus[k]
+            against, consumed = self._protection_inputs(policy, row, sku)
+            kernels.rollup_atp_rules(
+                self.stock.cells,
+                row,
+                mask,
+                self.geo.node_geo,
+                geo_count,
+                policy.safety_node,
+                sku_safety(policy, row, sku),
+                buffer,
+                self._supply_row(policy, row),
+                compiled.protection_mask,
+                compiled.protection_units,
+                compiled.protection_percent,
+                against,
+                consumed,
+                matrix[k],
+            )
+        return AvailabilityView(tuple(skus), rows, mask, matrix, node_count, geo_count)
 
     def position(self, sku: str, node_id: str) -> PositionView:
         node = self._node_index(node_id, "node_id")
@@ -526,6 +888,14 @@ class AtpState:
         h.update(np.ascontiguousarray(self.stock.cells[:sku_count, :, :node_count]).tobytes())
         h.update(np.ascontiguousarray(self.stock.source_seq[:sku_count, :node_count]).tobytes())
         h.update(np.ascontiguousarray(self.stock.present[:sku_count, :node_count]).tobytes())
+        h.update(self.rules.text.encode())
+        for supply_id in sorted(self.supply.by_id):
+            x = self.supply.by_id[supply_id]
+            h.update(
+                repr(
+                    (supply_id, x.sku, x.node_id, x.quantity, x.eta_ms, x.kind, x.received)
+                ).encode()
+            )
         for reservation_id in sorted(self.reservations):
             r = self.reservations[reservation_id]
             h.update(
@@ -542,6 +912,7 @@ class AtpState:
                         r.kind,
                         r.channel,
                         r.segment,
+                        r.protected,
                     )
                 ).encode()
             )

@@ -8,15 +8,19 @@ frame's CRC guards it on disk) but not the current limits: a journal written und
 from __future__ import annotations
 
 from atpd.core.commands import (
+    AddSupply,
     AdjustStock,
+    CancelSupply,
     Command,
     Confirm,
     Fulfil,
     Line,
     NodeKind,
+    ReceiveSupply,
     Release,
     ReservationKind,
     Reserve,
+    SetRules,
     SetStock,
     Tick,
     UpsertNode,
@@ -95,6 +99,23 @@ def encode_command(command: Command) -> bytes:
             node.tags.extend(command.tags)
         case Tick():
             entry.tick.SetInParent()
+        case SetRules():
+            entry.set_rules.text = command.text
+            entry.set_rules.source = command.source
+        case AddSupply():
+            add = entry.add_supply
+            add.supply_id = command.supply_id
+            add.sku = command.sku
+            add.node_id = command.node_id
+            add.quantity = command.quantity
+            add.eta_ms = command.eta_ms
+            add.kind = command.kind  # type: ignore[assignment]
+        case ReceiveSupply():
+            entry.receive_supply.supply_id = command.supply_id
+            if command.quantity is not None:
+                entry.receive_supply.quantity = command.quantity
+        case CancelSupply():
+            entry.cancel_supply.supply_id = command.supply_id
         case _:
             raise AssertionError(f"no encoding for {command!r}")
     return entry.SerializeToString()
@@ -144,4 +165,14 @@ def decode_command(payload: bytes) -> Command:
         )
     if which == "tick":
         return Tick()
+    if which == "set_rules":
+        return SetRules(entry.set_rules.text, entry.set_rules.source)
+    if which == "add_supply":
+        a2 = entry.add_supply
+        return AddSupply(a2.supply_id, a2.sku, a2.node_id, a2.quantity, a2.eta_ms, a2.kind)
+    if which == "receive_supply":
+        r2 = entry.receive_supply
+        return ReceiveSupply(r2.supply_id, r2.quantity if r2.HasField("quantity") else None)
+    if which == "cancel_supply":
+        return CancelSupply(entry.cancel_supply.supply_id)
     raise UndecodableRecord(f"unknown command {which!r}")

@@ -17,8 +17,10 @@ from atpd.core.commands import Line, NodeKind, ReservationKind
 from atpd.core.limits import Limits
 from atpd.core.nodes import Node
 from atpd.core.reservations import Reservation, ReservationStatus, fingerprint
+from atpd.core.rules import parse_rules
 from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_COUNT
+from atpd.core.supply import Supply, SupplyKind
 
 STATE_FORMAT = 1
 
@@ -99,6 +101,16 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
         "reservation_ids": _join([r.reservation_id for r in reservations]),
         "reservation_channels": _join([r.channel for r in reservations]),
         "reservation_segments": _join([r.segment for r in reservations]),
+        "rules": state.rules.text.encode(),
+        "supply": json.dumps(
+            [
+                [x.supply_id, x.sku, x.node_id, x.quantity, x.eta_ms, int(x.kind), x.received]
+                for x in state.supply.by_id.values()
+            ]
+        ).encode(),
+        "protected": json.dumps(
+            {rid: state.reservations[rid].protected for rid in sorted(state.protected_reservations)}
+        ).encode(),
     }
     return arrays, blobs
 
@@ -180,6 +192,29 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
         else:
             retention.append((row[R_PURGE_AT], reservation_id))
     state.retention.update(retention)
+    if blobs.get("rules"):
+        state.rules = parse_rules(blobs["rules"].decode(), "<snapshot>")
+    for supply_id, sku, node_id, quantity, eta_ms, kind, received in json.loads(
+        blobs.get("supply", b"[]")
+    ):
+        supply = Supply(
+            supply_id,
+            sku,
+            node_id,
+            state.skus.get(sku),
+            state.node_ids.get(node_id),
+            quantity,
+            eta_ms,
+            SupplyKind(kind),
+            received,
+        )
+        state.supply.add(supply)
+    for reservation_id, records in json.loads(blobs.get("protected", b"{}")).items():
+        state.reservations[reservation_id].protected = [
+            [(name, units) for name, units in line] for line in records
+        ]
+        state.protected_reservations.add(reservation_id)
+    state._rebuild_protection_consumption()
     state.now_ms = meta["now_ms"]
     state.expired_total = meta["expired_total"]
     return state

@@ -7,8 +7,10 @@ from typing import Any
 from atpd.core.nodes import Node
 from atpd.core.reservations import Reservation
 from atpd.core.results import PositionView, ReserveResult
+from atpd.core.rules import CompiledPolicy
 from atpd.core.state import AtpState, AvailabilityView
-from atpd.v1 import availability_pb2, inventory_pb2, reservations_pb2
+from atpd.core.supply import Supply
+from atpd.v1 import availability_pb2, inventory_pb2, reservations_pb2, supply_pb2
 
 
 def pb_enum(value: int) -> Any:
@@ -81,12 +83,35 @@ def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:
     return response
 
 
+def supply_message(supply: Supply, now_ms: int) -> supply_pb2.Supply:
+    return supply_pb2.Supply(
+        supply_id=supply.supply_id,
+        sku=supply.sku,
+        node_id=supply.node_id,
+        quantity=supply.quantity,
+        eta_ms=supply.eta_ms,
+        kind=pb_enum(supply.kind),
+        received=supply.received,
+        counted=supply.eta_ms >= now_ms and supply.quantity > 0,
+    )
+
+
 def availability_response(
-    state: AtpState, view: AvailabilityView, include_nodes: bool, now_ms: int
+    state: AtpState,
+    view: AvailabilityView,
+    include_nodes: bool,
+    now_ms: int,
+    policy: CompiledPolicy | None = None,
+    explain: bool = False,
 ) -> availability_pb2.GetAvailabilityResponse:
     """Only geo prefixes with ATP > 0 are listed, in tree order; nodes in scope with a position
     when asked."""
-    response = availability_pb2.GetAvailabilityResponse(as_of_ms=now_ms)
+    response = availability_pb2.GetAvailabilityResponse(
+        as_of_ms=now_ms, rules_version=state.rules.version
+    )
+    if policy is not None:
+        response.channel = policy.channel
+        response.segment = policy.segment
     node_count = view.node_count
     geo_names = state.geo.geo_ids.names
     geo_levels = state.geo.geo_level
@@ -109,7 +134,22 @@ def availability_response(
             block = cells[sku_row].tolist()
             present_row = present[sku_row].tolist()
             for node in range(node_count):
-                if mask[node] and present_row[node]:
+                if not (mask[node] and (present_row[node] or row[node])):
+                    continue
+                if policy is not None:
+                    terms = state.explain_position(policy, sku_row, node)
+                    entry = item.nodes.add(
+                        node_id=node_names[node],
+                        atp=row[node],
+                        on_hand=terms["on_hand"],
+                        reserved=terms["reserved"],
+                        safety_stock=terms["safety_stock"],
+                    )
+                    if explain:
+                        entry.buffer = terms["buffer"]
+                        entry.supply = terms["supply"]
+                        entry.protected_for_others = terms["protected_for_others"]
+                else:
                     item.nodes.add(
                         node_id=node_names[node],
                         atp=row[node],

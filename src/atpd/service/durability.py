@@ -159,6 +159,9 @@ class Snapshotter:
             code = 1
             try:
                 _die_with_parent()
+                # Drop inherited descriptors (journal lock, segments, sockets): a child that
+                # outlives a killed parent for a moment must not keep the data dir locked.
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
                 arrays, blobs = export_state(state)
                 write_snapshot(staging, sequence, arrays, blobs)
                 code = 0

@@ -33,6 +33,8 @@ from atpd.service.servicers import (
     AvailabilityServicer,
     InventoryServicer,
     ReservationServicer,
+    RulesServicer,
+    SupplyServicer,
 )
 from atpd.v1 import (
     admin_pb2,
@@ -43,6 +45,10 @@ from atpd.v1 import (
     inventory_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
+    rules_pb2,
+    rules_pb2_grpc,
+    supply_pb2,
+    supply_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,8 @@ SERVICE_NAMES = (
     reservations_pb2.DESCRIPTOR.services_by_name["ReservationService"].full_name,
     inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    rules_pb2.DESCRIPTOR.services_by_name["RulesService"].full_name,
+    supply_pb2.DESCRIPTOR.services_by_name["SupplyService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 
@@ -104,6 +112,8 @@ def create_server(
         ReservationServicer(engine), server
     )
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(engine), server)
+    rules_pb2_grpc.add_RulesServiceServicer_to_server(RulesServicer(engine), server)
+    supply_pb2_grpc.add_SupplyServiceServicer_to_server(SupplyServicer(engine), server)
     admin = AdminServicer(engine)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     health = health_aio.HealthServicer()

@@ -28,6 +28,10 @@ from atpd.v1 import (
     inventory_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
+    rules_pb2,
+    rules_pb2_grpc,
+    supply_pb2,
+    supply_pb2_grpc,
 )
 
 Response = TypeVar("Response")
@@ -93,8 +97,11 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServiceServi
             skus, node_ids, geo_prefix = validation.availability_query(request, self.limits)
             now_ms = self.engine.catch_up()
             state = self.engine.state
-            view = state.availability(skus, node_ids, geo_prefix)
-            return convert.availability_response(state, view, request.include_nodes, now_ms)
+            policy = state.policy(request.channel, request.segment)
+            view = state.availability(skus, node_ids, geo_prefix, request.channel, request.segment)
+            return convert.availability_response(
+                state, view, request.include_nodes, now_ms, policy, request.explain
+            )
 
         return await self._guard("GetAvailability", context, handle, write=False)
 
@@ -211,6 +218,86 @@ class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServiceServicer):
             return inventory_pb2.GetStockResponse(position=convert.position_message(view))
 
         return await self._guard("GetStock", context, handle, write=False)
+
+
+class RulesServicer(_Base, rules_pb2_grpc.RulesServiceServicer):
+    async def SetRules(
+        self, request: rules_pb2.SetRulesRequest, context: Any
+    ) -> rules_pb2.SetRulesResponse:
+        async def handle() -> rules_pb2.SetRulesResponse:
+            result = await self.engine.execute(validation.set_rules(request))
+            return rules_pb2.SetRulesResponse(
+                outcome=convert.pb_enum(result.outcome),
+                version=result.version,
+                previous_version=result.previous_version,
+            )
+
+        return await self._guard("SetRules", context, handle, write=True)
+
+    async def GetRules(
+        self, request: rules_pb2.GetRulesRequest, context: Any
+    ) -> rules_pb2.GetRulesResponse:
+        async def handle() -> rules_pb2.GetRulesResponse:
+            rules = self.engine.state.rules
+            return rules_pb2.GetRulesResponse(
+                version=rules.version,
+                text=rules.text,
+                channels=[c for c in rules.channels if c],
+                segments=[s for s in rules.segments if s],
+                default_channel=rules.default_channel,
+                default_segment=rules.default_segment,
+            )
+
+        return await self._guard("GetRules", context, handle, write=False)
+
+
+class SupplyServicer(_Base, supply_pb2_grpc.SupplyServiceServicer):
+    async def _write(self, method: str, command: Callable[[], Any], context: Any) -> Any:
+        async def handle() -> supply_pb2.SupplyResponse:
+            result = await self.engine.execute(command())
+            return supply_pb2.SupplyResponse(
+                outcome=convert.pb_enum(result.outcome),
+                supply=convert.supply_message(result.supply, self.engine.now_ms()),
+            )
+
+        return await self._guard(method, context, handle, write=True)
+
+    async def AddSupply(
+        self, request: supply_pb2.AddSupplyRequest, context: Any
+    ) -> supply_pb2.SupplyResponse:
+        return await self._write("AddSupply", lambda: validation.add_supply(request), context)  # type: ignore[no-any-return]
+
+    async def ReceiveSupply(
+        self, request: supply_pb2.ReceiveSupplyRequest, context: Any
+    ) -> supply_pb2.SupplyResponse:
+        return await self._write(  # type: ignore[no-any-return]
+            "ReceiveSupply", lambda: validation.receive_supply(request), context
+        )
+
+    async def CancelSupply(
+        self, request: supply_pb2.CancelSupplyRequest, context: Any
+    ) -> supply_pb2.SupplyResponse:
+        return await self._write(  # type: ignore[no-any-return]
+            "CancelSupply", lambda: validation.cancel_supply(request), context
+        )
+
+    async def ListSupply(
+        self, request: supply_pb2.ListSupplyRequest, context: Any
+    ) -> supply_pb2.ListSupplyResponse:
+        async def handle() -> supply_pb2.ListSupplyResponse:
+            state = self.engine.state
+            now_ms = self.engine.now_ms()
+            if request.sku:
+                validation.sku_id(request.sku, "sku")
+                supplies = list(state.supply.by_sku.get(state.skus.get(request.sku), ()))
+            else:
+                supplies = list(state.supply.by_id.values())
+            supplies.sort(key=lambda x: (x.eta_ms, x.supply_id))
+            return supply_pb2.ListSupplyResponse(
+                supplies=[convert.supply_message(x, now_ms) for x in supplies]
+            )
+
+        return await self._guard("ListSupply", context, handle, write=False)
 
 
 class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):

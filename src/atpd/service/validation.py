@@ -10,27 +10,34 @@ import re
 from collections.abc import Sequence
 
 from atpd.core.commands import (
+    AddSupply,
     AdjustStock,
+    CancelSupply,
     Confirm,
     Fulfil,
     Line,
     NodeKind,
+    ReceiveSupply,
     Release,
     ReservationKind,
     Reserve,
+    SetRules,
     SetStock,
     UpsertNode,
 )
 from atpd.core.geo import parse_geo_path
 from atpd.core.ids import ID_PATTERN, NODE_ID_PATTERN
 from atpd.core.limits import MAX_QUANTITY, Limits
-from atpd.v1 import availability_pb2, inventory_pb2, reservations_pb2
+from atpd.core.supply import SupplyKind
+from atpd.v1 import availability_pb2, inventory_pb2, reservations_pb2, rules_pb2, supply_pb2
 
 RESERVATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@#-]{0,127}$")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 MAX_TAGS = 16
 MAX_REASON_CHARS = 128
+MAX_RULES_BYTES = 1 << 20
+MAX_SOURCE_CHARS = 256
 
 
 class InvalidArgument(ValueError):
@@ -241,3 +248,45 @@ def availability_query(
     name(request.channel, "channel")
     name(request.segment, "segment")
     return skus, node_ids, geo_prefix(request.geo_prefix)
+
+
+def set_rules(request: rules_pb2.SetRulesRequest) -> SetRules:
+    if not request.text.strip():
+        raise InvalidArgument("text", "is empty: send the whole rule set")
+    if len(request.text.encode()) > MAX_RULES_BYTES:
+        raise InvalidArgument("text", f"is larger than {MAX_RULES_BYTES} bytes")
+    if len(request.source) > MAX_SOURCE_CHARS:
+        raise InvalidArgument("source", f"is longer than {MAX_SOURCE_CHARS} characters")
+    return SetRules(request.text, request.source or "<rules>")
+
+
+def supply_id(value: str, field: str = "supply_id") -> str:
+    return reservation_id(value, field)
+
+
+def add_supply(request: supply_pb2.AddSupplyRequest) -> AddSupply:
+    try:
+        kind = SupplyKind(request.kind)
+    except ValueError:
+        raise InvalidArgument(
+            "kind", f"unknown or unspecified supply kind {request.kind}"
+        ) from None
+    if request.eta_ms <= 0:
+        raise InvalidArgument("eta_ms", f"must be epoch milliseconds > 0, got {request.eta_ms}")
+    return AddSupply(
+        supply_id(request.supply_id),
+        sku_id(request.sku, "sku"),
+        node_id(request.node_id, "node_id"),
+        quantity(request.quantity, "quantity"),
+        request.eta_ms,
+        int(kind),
+    )
+
+
+def receive_supply(request: supply_pb2.ReceiveSupplyRequest) -> ReceiveSupply:
+    amount = quantity(request.quantity, "quantity") if request.HasField("quantity") else None
+    return ReceiveSupply(supply_id(request.supply_id), amount)
+
+
+def cancel_supply(request: supply_pb2.CancelSupplyRequest) -> CancelSupply:
+    return CancelSupply(supply_id(request.supply_id))

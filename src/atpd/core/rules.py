@@ -1,0 +1,460 @@
+"""Availability rules: the same stock promised differently to each channel and segment.
+
+A rule set is TOML text (see README "Availability rules" and src/atpd/demo/rules.toml):
+
+    version = "2026-11-25.1"
+    [defaults]            channel = "web", segment = "standard" (used when a request names none)
+    [policy]              the base policy, for every caller
+    [segments.NAME]       overrides for a segment on every channel
+    [channels.NAME]       overrides for a channel
+    [channels.NAME.segments.SEGMENT]   overrides for one segment of one channel
+    [[protections]]       units held back for named callers
+
+A policy has: `nodes` (visibility: kinds, geo prefixes, tags, include, exclude), `safety`
+(overrides of the positions' own safety stock by node kind, node and SKU prefix; the strictest
+applicable override wins), `buffer` (never offer a node's last N units), `max_per_line`, and
+`supply` (which incoming supply kinds count, arriving within `horizon_hours`). Overrides merge
+key by key: base, then channel, then segment, then channel.segment.
+
+Parsing is pure (text -> RuleSet); `compile_rules` checks every reference against the nodes
+and builds the arrays the kernels read. Errors name the file, the key path and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from atpd.core.commands import NodeKind
+from atpd.core.nodes import Node
+from atpd.core.supply import SupplyKind
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+HOUR_MS = 3_600_000
+MAX_PROTECTIONS = 256
+POLICY_KEYS = ("nodes", "safety", "buffer", "max_per_line", "supply")
+SELECTOR_KEYS = ("kinds", "geo", "tags", "include", "exclude")
+
+
+class RulesError(ValueError):
+    """A rule set was refused; the message names where and what."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSelector:
+    kinds: tuple[NodeKind, ...] = ()
+    geo: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def matches(self, node: Node) -> bool:
+        if node.node_id in self.exclude:
+            return False
+        if node.node_id in self.include:
+            return True
+        if self.include and not (self.kinds or self.geo or self.tags):
+            return False  # an explicit list only
+        if self.kinds and node.kind not in self.kinds:
+            return False
+        if self.geo and not any(node.under(tuple(g.split("/"))) for g in self.geo):
+            return False
+        return not (self.tags and not set(self.tags) & set(node.tags))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    nodes: NodeSelector = NodeSelector()
+    safety_by_kind: tuple[tuple[NodeKind, int], ...] = ()
+    safety_by_node: tuple[tuple[str, int], ...] = ()
+    safety_by_sku_prefix: tuple[tuple[str, int], ...] = ()
+    buffer: int = 0
+    max_per_line: int = 0  # 0: no cap
+    supply_kinds: frozenset[SupplyKind] = frozenset()
+    supply_horizon_ms: int | None = None  # None: any future ETA
+
+
+@dataclass(frozen=True, slots=True)
+class Protection:
+    name: str
+    sku_prefixes: tuple[str, ...]
+    nodes: NodeSelector
+    units: int
+    percent: int
+    beneficiaries: tuple[tuple[str, str], ...]  # (channel or "*", segment or "*")
+
+    def protects(self, channel: str, segment: str) -> bool:
+        return any(c in ("*", channel) and s in ("*", segment) for c, s in self.beneficiaries)
+
+    def covers_sku(self, sku: str) -> bool:
+        return not self.sku_prefixes or sku.startswith(self.sku_prefixes)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    version: str
+    text: str
+    default_channel: str
+    default_segment: str
+    channels: tuple[str, ...]
+    segments: tuple[str, ...]
+    policies: Mapping[tuple[str, str], Policy]
+    protections: tuple[Protection, ...]
+
+    def resolve(self, channel: str, segment: str) -> tuple[str, str]:
+        """The (channel, segment) a request means; raises KeyError naming what is unknown."""
+        channel = channel or self.default_channel
+        segment = segment or self.default_segment
+        if channel not in self.channels:
+            raise KeyError(
+                f"channel: unknown channel {channel!r} (known: {', '.join(self.channels)})"
+            )
+        if segment not in self.segments:
+            raise KeyError(
+                f"segment: unknown segment {segment!r} (known: {', '.join(self.segments)})"
+            )
+        return channel, segment
+
+
+def open_rules() -> RuleSet:
+    """Without a rule file: one policy for everyone, every enabled node, positions' safety."""
+    return RuleSet(
+        version="",
+        text="",
+        default_channel="",
+        default_segment="",
+        channels=("",),
+        segments=("",),
+        policies={},
+        protections=(),
+    )
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise RulesError(f"{where}: expected {names}, got {value!r}")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise RulesError(f"{where}: unknown key {key!r} (allowed: {', '.join(allowed)})")
+
+
+def _count(value: Any, where: str) -> int:
+    value = _expect(value, int, where)
+    if not 0 <= value <= 1_000_000_000:
+        raise RulesError(f"{where}: {value} is not in 0..1000000000")
+    return int(value)
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    items = _expect(value, list, where)
+    for i, item in enumerate(items):
+        _expect(item, str, f"{where}[{i}]")
+    return tuple(items)
+
+
+def _kind(name: Any, where: str) -> NodeKind:
+    _expect(name, str, where)
+    try:
+        return NodeKind[name.upper()]
+    except KeyError:
+        known = ", ".join(k.name for k in NodeKind)
+        raise RulesError(f"{where}: unknown node kind {name!r} (known: {known})") from None
+
+
+def _selector(table: Any, where: str) -> NodeSelector:
+    _expect(table, dict, where)
+    _check_keys(table, SELECTOR_KEYS, where)
+    kinds = tuple(_kind(k, f"{where}.kinds[{i}]") for i, k in enumerate(table.get("kinds", [])))
+    return NodeSelector(
+        kinds,
+        _strings(table.get("geo", []), f"{where}.geo"),
+        _strings(table.get("tags", []), f"{where}.tags"),
+        _strings(table.get("include", []), f"{where}.include"),
+        _strings(table.get("exclude", []), f"{where}.exclude"),
+    )
+
+
+def _merge_policy(base: Policy, table: Any, where: str) -> Policy:
+    _expect(table, dict, where)
+    _check_keys(table, (*POLICY_KEYS, "segments"), where)
+    values: dict[str, Any] = {}
+    if "nodes" in table:
+        values["nodes"] = _selector(table["nodes"], f"{where}.nodes")
+    if "safety" in table:
+        safety = _expect(table["safety"], dict, f"{where}.safety")
+        _check_keys(safety, ("kinds", "nodes", "sku_prefixes"), f"{where}.safety")
+        kinds = _expect(safety.get("kinds", {}), dict, f"{where}.safety.kinds")
+        nodes = _expect(safety.get("nodes", {}), dict, f"{where}.safety.nodes")
+        prefixes = _expect(safety.get("sku_prefixes", {}), dict, f"{where}.safety.sku_prefixes")
+        values["safety_by_kind"] = tuple(
+            (_kind(k, f"{where}.safety.kinds"), _count(v, f"{where}.safety.kinds.{k}"))
+            for k, v in kinds.items()
+        )
+        values["safety_by_node"] = tuple(
+            (k, _count(v, f"{where}.safety.nodes.{k}")) for k, v in nodes.items()
+        )
+        values["safety_by_sku_prefix"] = tuple(
+            (k, _count(v, f"{where}.safety.sku_prefixes.{k}")) for k, v in prefixes.items()
+        )
+    if "buffer" in table:
+        values["buffer"] = _count(table["buffer"], f"{where}.buffer")
+    if "max_per_line" in table:
+        values["max_per_line"] = _count(table["max_per_line"], f"{where}.max_per_line")
+    if "supply" in table:
+        supply = _expect(table["supply"], dict, f"{where}.supply")
+        _check_keys(supply, ("kinds", "horizon_hours"), f"{where}.supply")
+        kinds_found: list[SupplyKind] = []
+        for i, name in enumerate(_strings(supply.get("kinds", []), f"{where}.supply.kinds")):
+            try:
+                kinds_found.append(SupplyKind[name.upper()])
+            except KeyError:
+                known = ", ".join(k.name for k in SupplyKind)
+                raise RulesError(
+                    f"{where}.supply.kinds[{i}]: unknown supply kind {name!r} (known: {known})"
+                ) from None
+        values["supply_kinds"] = frozenset(kinds_found)
+        if "horizon_hours" in supply:
+            hours = _expect(supply["horizon_hours"], (int, float), f"{where}.supply.horizon_hours")
+            if hours < 0:
+                raise RulesError(f"{where}.supply.horizon_hours: must be >= 0")
+            values["supply_horizon_ms"] = int(hours * HOUR_MS)
+        else:
+            values["supply_horizon_ms"] = None
+    return Policy(**{**{f: getattr(base, f) for f in Policy.__slots__}, **values})
+
+
+def _protection(table: Any, index: int, names: set[str]) -> Protection:
+    where = f"protections[{index}]"
+    _expect(table, dict, where)
+    _check_keys(table, ("name", "skus", "nodes", "units", "percent", "for"), where)
+    name = _expect(table.get("name"), str, f"{where}.name")
+    if not NAME.match(name) or name in names:
+        raise RulesError(f"{where}.name: {name!r} is not a new lowercase name")
+    names.add(name)
+    units = _count(table.get("units", 0), f"{where}.units")
+    percent = _count(table.get("percent", 0), f"{where}.percent")
+    if (units > 0) == (percent > 0):
+        raise RulesError(f"{where}: give exactly one of units or percent (> 0)")
+    if percent > 100:
+        raise RulesError(f"{where}.percent: {percent} is over 100")
+    beneficiaries = []
+    for i, pattern in enumerate(_strings(table.get("for", []), f"{where}.for")):
+        channel, _, segment = pattern.partition("/")
+        if not segment or not all(p == "*" or NAME.match(p) for p in (channel, segment)):
+            raise RulesError(f"{where}.for[{i}]: {pattern!r} is not CHANNEL/SEGMENT ('*' allowed)")
+        beneficiaries.append((channel, segment))
+    if not beneficiaries:
+        raise RulesError(f"{where}.for: name who may consume the protected units")
+    if "nodes" not in table:
+        raise RulesError(f"{where}.nodes: name the nodes (a selector) the protection holds at")
+    return Protection(
+        name,
+        _strings(table.get("skus", []), f"{where}.skus"),
+        _selector(table["nodes"], f"{where}.nodes"),
+        units,
+        percent,
+        tuple(beneficiaries),
+    )
+
+
+def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise RulesError(f"{source}: {error}") from None
+    try:
+        return _parse(document, text)
+    except RulesError as error:
+        raise RulesError(f"{source}: {error}") from None
+
+
+def _parse(document: dict[str, Any], text: str) -> RuleSet:
+    _check_keys(
+        document,
+        ("version", "defaults", "policy", "channels", "segments", "protections"),
+        "top level",
+    )
+    version = _expect(document.get("version"), str, "version")
+    if not version:
+        raise RulesError("version: must not be empty")
+    defaults = _expect(document.get("defaults", {}), dict, "defaults")
+    _check_keys(defaults, ("channel", "segment"), "defaults")
+    channels_table = _expect(document.get("channels", {}), dict, "channels")
+    segments_table = _expect(document.get("segments", {}), dict, "segments")
+    channels = set(channels_table)
+    segments = set(segments_table)
+    for channel, table in channels_table.items():
+        _expect(table, dict, f"channels.{channel}")
+        segments.update(_expect(table.get("segments", {}), dict, f"channels.{channel}.segments"))
+    default_channel = _expect(defaults.get("channel", ""), str, "defaults.channel")
+    default_segment = _expect(defaults.get("segment", ""), str, "defaults.segment")
+    if default_channel:
+        channels.add(default_channel)
+    if default_segment:
+        segments.add(default_segment)
+    if not channels:
+        raise RulesError("channels: define at least one channel (or defaults.channel)")
+    if not segments:
+        raise RulesError("segments: define at least one segment (or defaults.segment)")
+    for name in (*channels, *segments):
+        if not NAME.match(name):
+            raise RulesError(f"{name!r}: channel and segment names are 1-32 of a-z 0-9 _ -")
+    base = _merge_policy(Policy(), document.get("policy", {}), "policy")
+    policies: dict[tuple[str, str], Policy] = {}
+    for channel in sorted(channels):
+        channel_table = channels_table.get(channel, {})
+        by_channel = _merge_policy(
+            base, {k: v for k, v in channel_table.items() if k != "segments"}, f"channels.{channel}"
+        )
+        for segment in sorted(segments):
+            policy = by_channel
+            if segment in segments_table:
+                policy = _merge_policy(policy, segments_table[segment], f"segments.{segment}")
+            specific = channel_table.get("segments", {}).get(segment)
+            if specific is not None:
+                policy = _merge_policy(policy, specific, f"channels.{channel}.segments.{segment}")
+            policies[(channel, segment)] = policy
+    raw_protections = _expect(document.get("protections", []), list, "protections")
+    if len(raw_protections) > MAX_PROTECTIONS:
+        raise RulesError(f"protections: at most {MAX_PROTECTIONS}")
+    names: set[str] = set()
+    protections = tuple(_protection(t, i, names) for i, t in enumerate(raw_protections))
+    return RuleSet(
+        version,
+        text,
+        default_channel or sorted(channels)[0],
+        default_segment or sorted(segments)[0],
+        tuple(sorted(channels)),
+        tuple(sorted(segments)),
+        policies,
+        protections,
+    )
+
+
+# ----------------------------------------------------------------------------- compiling
+
+
+@dataclass(slots=True)
+class CompiledPolicy:
+    """One caller's policy as arrays over node indices (rebuilt when nodes change)."""
+
+    channel: str
+    segment: str
+    policy: Policy
+    visible: npt.NDArray[np.bool_]  # visible to this caller and enabled
+    safety_node: npt.NDArray[np.int32]  # override by node / kind, -1 where none
+    against: npt.NDArray[np.bool_]  # per protection: held back from this caller
+    mine: tuple[int, ...]  # protections this caller consumes first
+    sku_safety_cache: dict[int, int] = field(default_factory=dict)
+    against_by_sku: dict[int, npt.NDArray[np.bool_]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CompiledRules:
+    rules: RuleSet
+    node_count: int
+    protection_mask: npt.NDArray[np.bool_]  # [protection, node]
+    protection_units: npt.NDArray[np.int64]  # [protection]
+    protection_percent: npt.NDArray[np.int64]
+    policies: dict[tuple[str, str], CompiledPolicy]
+    prefixed_protections: tuple[int, ...]  # protections limited to SKU prefixes
+    no_consumption: npt.NDArray[np.int32]  # shared zeros [protection, node], never written
+    no_supply: npt.NDArray[np.int64]  # shared zeros [node], never written
+
+
+def check_references(rules: RuleSet, nodes: Sequence[Node], known_geo: set[str]) -> None:
+    """Refuse a rule naming a node or geo prefix that does not exist."""
+    node_ids = {n.node_id for n in nodes}
+
+    def check(selector: NodeSelector, where: str) -> None:
+        for node_id in (*selector.include, *selector.exclude):
+            if node_id not in node_ids:
+                raise RulesError(f"{where}: unknown node {node_id!r}")
+        for prefix in selector.geo:
+            if prefix not in known_geo:
+                raise RulesError(f"{where}.geo: no node under geo prefix {prefix!r}")
+
+    for (channel, segment), policy in rules.policies.items():
+        where = f"policy for {channel}/{segment}"
+        check(policy.nodes, f"{where} nodes")
+        for node_id, _ in policy.safety_by_node:
+            if node_id not in node_ids:
+                raise RulesError(f"{where} safety.nodes: unknown node {node_id!r}")
+    for protection in rules.protections:
+        check(protection.nodes, f"protection {protection.name!r} nodes")
+        for channel, segment in protection.beneficiaries:
+            if channel != "*" and channel not in rules.channels:
+                raise RulesError(f"protection {protection.name!r}: unknown channel {channel!r}")
+            if segment != "*" and segment not in rules.segments:
+                raise RulesError(f"protection {protection.name!r}: unknown segment {segment!r}")
+
+
+def compile_rules(rules: RuleSet, nodes: Sequence[Node], capacity: int) -> CompiledRules:
+    count = len(rules.protections)
+    protection_mask = np.zeros((max(count, 1), capacity), np.bool_)
+    for p, protection in enumerate(rules.protections):
+        for node in nodes:
+            protection_mask[p, node.index] = protection.nodes.matches(node)
+    policies: dict[tuple[str, str], CompiledPolicy] = {}
+    enabled = np.array([n.enabled for n in nodes], np.bool_)
+    for key, policy in rules.policies.items() or [(("", ""), Policy())]:
+        visible = np.zeros(len(nodes), np.bool_)
+        safety = np.full(capacity, -1, np.int32)
+        by_kind = dict(policy.safety_by_kind)
+        by_node = dict(policy.safety_by_node)
+        for node in nodes:
+            visible[node.index] = policy.nodes.matches(node) if rules.policies else True
+            overrides = [
+                v for v in (by_kind.get(node.kind), by_node.get(node.node_id)) if v is not None
+            ]
+            if overrides:
+                safety[node.index] = max(overrides)
+        against = np.zeros(max(count, 1), np.bool_)
+        mine = []
+        for p, protection in enumerate(rules.protections):
+            if protection.protects(*key):
+                mine.append(p)
+            else:
+                against[p] = True
+        policies[key] = CompiledPolicy(
+            key[0], key[1], policy, visible & enabled, safety, against, tuple(mine)
+        )
+    return CompiledRules(
+        rules,
+        len(nodes),
+        protection_mask,
+        np.array([p.units for p in rules.protections] or [0], np.int64),
+        np.array([p.percent for p in rules.protections] or [0], np.int64),
+        policies,
+        tuple(i for i, p in enumerate(rules.protections) if p.sku_prefixes),
+        np.zeros((max(count, 1), capacity), np.int32),
+        np.zeros(capacity, np.int64),
+    )
+
+
+def sku_safety(policy: CompiledPolicy, sku_index: int, sku: str) -> int:
+    """The SKU-prefix safety override for a SKU under a policy (-1: none); cached."""
+    if not policy.policy.safety_by_sku_prefix:
+        return -1
+    cached = policy.sku_safety_cache.get(sku_index)
+    if cached is None:
+        matches = [v for prefix, v in policy.policy.safety_by_sku_prefix if sku.startswith(prefix)]
+        cached = max(matches) if matches else -1
+        if len(policy.sku_safety_cache) >= 100_000:
+            policy.sku_safety_cache.clear()
+        policy.sku_safety_cache[sku_index] = cached
+    return cached
