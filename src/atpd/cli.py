@@ -64,6 +64,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from atpd.config import ConfigError, load_config
+    from atpd.core.rules import RulesError
     from atpd.persistence.journal import JournalCorrupt, JournalUnavailable
     from atpd.persistence.snapshot_file import SnapshotCorrupt
     from atpd.service.server import ServeOptions, serve
@@ -74,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "metrics_port": args.metrics_port,
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "fsync": args.fsync,
+        "rules_file": str(args.rules) if args.rules else None,
     }
     try:
         config = load_config(args.config, overrides)
@@ -90,6 +92,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "truncates at the bad record (later records are lost)",
             file=sys.stderr,
         )
+        return 1
+    except RulesError as error:
+        print(f"atpd: rules refused, not starting: {error}", file=sys.stderr)
         return 1
     except (SnapshotCorrupt, JournalUnavailable, OSError) as error:
         print(f"atpd: cannot serve: {error}", file=sys.stderr)
@@ -162,17 +167,45 @@ def cmd_availability(args: argparse.Namespace) -> int:
         node_ids=args.node or [],
         channel=args.channel or "",
         segment=args.segment or "",
-        include_nodes=args.nodes,
+        include_nodes=args.nodes or args.explain,
+        explain=args.explain,
     )
     response = _call(lambda: stub.GetAvailability(request, timeout=args.timeout))
+    if response.rules_version:
+        print(f"as {response.channel}/{response.segment} under rules {response.rules_version}\n")
     for item in response.items:
         known = "" if item.known else " (unknown SKU)"
         print(f"{item.sku}: {item.total_atp} available{known}")
         if item.geo:
             print(table(("geo", "atp"), [("  " * (g.level - 1) + g.geo, g.atp) for g in item.geo]))
-        if args.nodes and item.nodes:
-            rows = [(n.node_id, n.on_hand, n.reserved, n.safety_stock, n.atp) for n in item.nodes]
-            print(table(("node", "on_hand", "reserved", "safety", "atp"), rows))
+        if args.explain and item.nodes:
+            rows = [
+                (
+                    n.node_id,
+                    n.on_hand,
+                    n.reserved,
+                    n.safety_stock,
+                    n.buffer,
+                    n.supply,
+                    n.protected_for_others,
+                    n.atp,
+                )
+                for n in item.nodes
+            ]
+            headers = (
+                "node",
+                "on_hand",
+                "reserved",
+                "safety",
+                "buffer",
+                "supply",
+                "protected",
+                "atp",
+            )
+            print(table(headers, rows))
+        elif args.nodes and item.nodes:
+            plain = [(n.node_id, n.on_hand, n.reserved, n.safety_stock, n.atp) for n in item.nodes]
+            print(table(("node", "on_hand", "reserved", "safety", "atp"), plain))
         print()
     return 0
 
@@ -255,6 +288,81 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    from atpd.v1 import rules_pb2, rules_pb2_grpc
+
+    stub = rules_pb2_grpc.RulesServiceStub(_channel(args))
+    if args.action == "apply":
+        try:
+            text = args.file.read_text()
+        except OSError as error:
+            print(f"atpd: {args.file}: {error.strerror}", file=sys.stderr)
+            return 1
+        request = rules_pb2.SetRulesRequest(text=text, source=str(args.file))
+        response = _call(lambda: stub.SetRules(request, timeout=args.timeout))
+        print(f"rules {response.version} in force (was {response.previous_version or 'none'})")
+        return 0
+    rules = _call(lambda: stub.GetRules(rules_pb2.GetRulesRequest(), timeout=args.timeout))
+    if not rules.version:
+        print("no rules loaded: every caller sees every enabled node")
+        return 0
+    print(f"rules {rules.version}")
+    print(f"channels: {', '.join(rules.channels)} (default {rules.default_channel})")
+    print(f"segments: {', '.join(rules.segments)} (default {rules.default_segment})")
+    if args.text:
+        print()
+        print(rules.text)
+    return 0
+
+
+def cmd_supply(args: argparse.Namespace) -> int:
+    from atpd.v1 import common_pb2, supply_pb2, supply_pb2_grpc
+
+    stub = supply_pb2_grpc.SupplyServiceStub(_channel(args))
+    if args.action == "list":
+        response = _call(lambda: stub.ListSupply(supply_pb2.ListSupplyRequest(sku=args.sku or "")))
+        rows = [
+            (
+                x.supply_id,
+                x.sku,
+                x.node_id,
+                supply_pb2.SupplyKind.Name(x.kind).removeprefix("SUPPLY_KIND_"),
+                x.quantity,
+                f"{datetime.fromtimestamp(x.eta_ms / 1000, UTC):%Y-%m-%d %H:%M}",
+                "" if x.counted else "overdue",
+            )
+            for x in response.supplies
+        ]
+        print(table(("supply", "sku", "node", "kind", "qty", "eta (UTC)", ""), rows))
+        return 0
+    if args.action == "add":
+        kind: Any = supply_pb2.SupplyKind.Value("SUPPLY_KIND_" + args.kind.upper())
+        eta_ms = int((datetime.now(UTC).timestamp() + args.eta_hours * 3600) * 1000)
+        request: Any = supply_pb2.AddSupplyRequest(
+            supply_id=args.supply_id,
+            sku=args.sku,
+            node_id=args.node,
+            quantity=args.quantity,
+            eta_ms=eta_ms,
+            kind=kind,
+        )
+        response = _call(lambda: stub.AddSupply(request, timeout=args.timeout))
+    elif args.action == "receive":
+        request = supply_pb2.ReceiveSupplyRequest(supply_id=args.supply_id)
+        if args.quantity is not None:
+            request.quantity = args.quantity
+        response = _call(lambda: stub.ReceiveSupply(request, timeout=args.timeout))
+    else:
+        request = supply_pb2.CancelSupplyRequest(supply_id=args.supply_id)
+        response = _call(lambda: stub.CancelSupply(request, timeout=args.timeout))
+    x = response.supply
+    print(
+        f"outcome: {_outcome_name(response.outcome)}; supply {x.supply_id}: {x.quantity} of "
+        f"{x.sku} still expected at {x.node_id}, {x.received} received"
+    )
+    return 0 if response.outcome == common_pb2.OUTCOME_OK else 3
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from atpd.v1 import admin_pb2, admin_pb2_grpc
 
@@ -308,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (default 9464; -1 off)")
     serve.add_argument("--data-dir", type=Path, help="journal and snapshot directory")
     serve.add_argument("--fsync", choices=("always", "everysec", "none"), help="fsync policy")
+    serve.add_argument("--rules", type=Path, help="availability rules (TOML) to apply at start")
     serve.add_argument(
         "--repair",
         action="store_true",
@@ -343,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geo", help="only nodes under this geo prefix, e.g. EU/FR")
     p.add_argument("--node", action="append", help="only this node (repeatable)")
     p.add_argument("--nodes", action="store_true", help="list every node with stock")
+    p.add_argument("--explain", action="store_true", help="per node, every term of the ATP formula")
     p.add_argument("--channel", help="sales channel, e.g. web")
     p.add_argument("--segment", help="customer segment, e.g. vip")
     p.set_defaults(func=cmd_availability)
@@ -379,6 +489,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = client("snapshot", "write a snapshot now (journal segments it covers are removed)")
     p.set_defaults(func=cmd_snapshot)
+
+    rules = sub.add_parser("rules", help="show or replace the availability rules")
+    rules_sub = rules.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (("show", "show the rules in force"), ("apply", "replace the rules")):
+        p = rules_sub.add_parser(name, help=text, description=text)
+        p.add_argument(
+            "--target", default=DEFAULT_TARGET, help=f"server (default {DEFAULT_TARGET})"
+        )
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        if name == "apply":
+            p.add_argument("file", type=Path, help="TOML rule file")
+        else:
+            p.add_argument("--text", action="store_true", help="print the whole rule file")
+        p.set_defaults(func=cmd_rules)
+
+    supply = sub.add_parser("supply", help="incoming supply: add, receive, cancel, list")
+    supply_sub = supply.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (
+        ("add", "announce incoming supply (a PO, a transfer, a return in transit)"),
+        ("receive", "the supply arrived: move it into on_hand"),
+        ("cancel", "the supply will not come"),
+        ("list", "list incoming supply"),
+    ):
+        p = supply_sub.add_parser(name, help=text, description=text)
+        p.add_argument(
+            "--target", default=DEFAULT_TARGET, help=f"server (default {DEFAULT_TARGET})"
+        )
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        if name == "list":
+            p.add_argument("--sku", help="only this SKU")
+        else:
+            p.add_argument("supply_id")
+        if name == "add":
+            p.add_argument("sku")
+            p.add_argument("node")
+            p.add_argument("quantity", type=int)
+            p.add_argument("--eta-hours", type=float, default=24.0, help="arrives in (24)")
+            p.add_argument(
+                "--kind",
+                choices=("purchase_order", "transfer", "return_in_transit"),
+                default="purchase_order",
+            )
+        if name == "receive":
+            p.add_argument("--quantity", type=int, help="only part of it arrived")
+        p.set_defaults(func=cmd_supply)
     return parser
 
 

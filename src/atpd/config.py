@@ -36,6 +36,8 @@ class Config:
     # Concurrent RPCs the server accepts before answering RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024
+    # Availability rules (TOML) applied at start when they differ from the recovered ones.
+    rules_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -53,7 +55,7 @@ class Config:
 
 
 def _coerce(name: str, value: Any, expected: Any) -> Any:
-    if isinstance(expected, Path):
+    if isinstance(expected, Path) or name.endswith("rules_file"):
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected a path string, got {value!r}")
         return Path(value)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+from numba import njit, prange
 
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
 
@@ -147,3 +147,52 @@ def rollup_atp_rules(
             if geo >= 0:
                 out[n_nodes + geo] += atp
     out[n_nodes + geo_count] = total
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def catalogue_atp(
+    cells: Int32Array,
+    sku_count: int,
+    node_mask: BoolArray,
+    node_group: Int32Array,
+    group_count: int,
+    safety_node: Int32Array,
+    sku_safety: Int64Array,
+    buffer: int,
+    protection_mask: BoolArray,
+    protection_units: Int64Array,
+    protection_percent: Int64Array,
+    protection_against: BoolArray,
+) -> Int64Array:
+    """ATP of every SKU for one caller, summed per node group (e.g. per country).
+
+    The same formula as `rollup_atp_rules` with no supply and no protection consumption:
+    the caller patches the few SKUs that have either. `protection_against[sku, p]` says
+    whether protection p holds units of that SKU back from the caller; `node_group[node]` is
+    the group of each node (-1: none). Rows are independent, so they run in parallel.
+    """
+    n_nodes = node_mask.shape[0]
+    n_protections = protection_against.shape[1]
+    out = np.zeros((sku_count, group_count), np.int64)
+    for row in prange(sku_count):
+        for j in range(n_nodes):
+            group = node_group[j]
+            if not node_mask[j] or group < 0:
+                continue
+            on_hand = np.int64(cells[row, FIELD_ON_HAND, j])
+            safety = np.int64(safety_node[j])
+            if sku_safety[row] > safety:
+                safety = sku_safety[row]
+            if safety < 0:
+                safety = np.int64(cells[row, FIELD_SAFETY, j])
+            atp = on_hand - cells[row, FIELD_RESERVED, j] - safety - buffer
+            for p in range(n_protections):
+                if protection_against[row, p] and protection_mask[p, j]:
+                    units = protection_units[p]
+                    if units == 0:
+                        units = on_hand * protection_percent[p] // 100
+                    if units > 0:
+                        atp -= units
+            if atp > 0:
+                out[row, group] += atp
+    return out

@@ -826,6 +826,66 @@ class AtpState:
             )
         return AvailabilityView(tuple(skus), rows, mask, matrix, node_count, geo_count)
 
+    def catalogue(
+        self, channel: str = "", segment: str = "", level: int = 1
+    ) -> tuple[list[str], npt.NDArray[np.int64]]:
+        """ATP of every SKU for one caller, per geo prefix at `level` (0: region, 1: country,
+        ...): (prefix names, matrix[sku row, prefix]). One parallel kernel over the whole
+        catalogue, then the few SKUs with incoming supply or protected holds are redone
+        exactly through the per-SKU path."""
+        assert 0 <= level < self.geo.node_geo.shape[0]
+        node_count, sku_count = len(self.nodes), len(self.skus)
+        level_geo = self.geo.node_geo[level, :node_count]
+        geo_ids = sorted({int(g) for g in level_geo if g >= 0}, key=self.geo.geo_ids.name)
+        group_of = {geo: i for i, geo in enumerate(geo_ids)}
+        node_group = np.array([group_of.get(int(g), -1) for g in level_geo], np.int32)
+        names = [self.geo.geo_ids.name(g) for g in geo_ids]
+        policy = self.policy(channel, segment)
+        compiled = self._compiled_rules()
+        mask = self.node_mask()
+        if policy is None:
+            safety_node = np.full(node_count, -1, np.int32)
+            skus_safety = np.full(sku_count, -1, np.int64)
+            buffer = 0
+            against = np.zeros((sku_count, 1), np.bool_)
+        else:
+            mask = mask & policy.visible
+            safety_node = policy.safety_node
+            sku_names = self.skus.names
+            skus_safety = np.array(
+                [sku_safety(policy, row, sku_names[row]) for row in range(sku_count)], np.int64
+            )
+            buffer = policy.policy.buffer
+            against = np.repeat(policy.against[np.newaxis, :], sku_count, axis=0)
+            for index in compiled.prefixed_protections:
+                if policy.against[index]:
+                    prefixes = self.rules.protections[index].sku_prefixes
+                    against[:, index] = [sku.startswith(prefixes) for sku in sku_names]
+        matrix = kernels.catalogue_atp(
+            self.stock.cells,
+            sku_count,
+            mask,
+            node_group,
+            len(geo_ids),
+            safety_node,
+            skus_safety,
+            buffer,
+            compiled.protection_mask,
+            compiled.protection_units,
+            compiled.protection_percent,
+            against,
+        )
+        exact = set(self.supply.by_sku) | set(self.protection_consumed)
+        if policy is not None and exact:
+            in_groups = node_group >= 0
+            for row in sorted(exact):
+                view = self.availability([self.skus.name(row)], (), "", channel, segment)
+                per_node = view.matrix[0, :node_count]
+                matrix[row] = np.bincount(
+                    node_group[in_groups], per_node[in_groups], len(geo_ids)
+                ).astype(np.int64)
+        return names, matrix
+
     def position(self, sku: str, node_id: str) -> PositionView:
         node = self._node_index(node_id, "node_id")
         row = self.skus.get(sku)

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,6 +22,9 @@ from grpc_reflection.v1alpha import reflection
 
 from atpd.config import Config
 from atpd.core import kernels
+from atpd.core.commands import SetRules
+from atpd.core.results import InvalidCommand
+from atpd.core.rules import RulesError
 from atpd.core.state import AtpState
 from atpd.demo.dataset import load_demo
 from atpd.metrics import Metrics
@@ -208,6 +212,30 @@ def open_durable_state(
     return state, durability
 
 
+DEMO_RULES = Path(__file__).resolve().parent.parent / "demo" / "rules.toml"
+
+
+async def apply_rules_at_start(engine: Engine, config: Config, options: ServeOptions) -> None:
+    """The configured rule file (or, for a new demo, the demo rules) replaces the recovered
+    rules when its text differs; the change is journaled like any other."""
+    path = config.rules_file
+    if path is None and options.demo and not engine.state.rules.text:
+        path = DEMO_RULES
+    if path is None:
+        return
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise RulesError(f"{path}: cannot read: {error.strerror}") from error
+    if text == engine.state.rules.text:
+        return
+    try:
+        result = await engine.execute(SetRules(text, str(path)))
+    except InvalidCommand as error:
+        raise RulesError(str(error)) from error
+    log.info("rules %s applied from %s", result.version, path)
+
+
 async def serve(config: Config, options: ServeOptions | None = None) -> None:
     """Run until SIGTERM or SIGINT: NOT_SERVING -> recovery -> SERVING -> drain -> stop."""
     options = options or ServeOptions()
@@ -231,6 +259,13 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
     if durability is not None:
         durability.attach(engine)
         app.durability = durability
+    try:
+        await apply_rules_at_start(engine, config, options)
+    except RulesError:
+        await stop(app, grace_s=0)
+        if durability is not None:
+            await durability.close(final_snapshot=False)
+        raise
     await stop_event.wait()
     log.info("shutting down: draining for up to %.0f s", DRAIN_SECONDS)
     await stop(app)
