@@ -1,0 +1,2 @@
+"""Benchmark suites: every module here is imported by `bench.run` and registers benchmarks
+with `bench.registry.benchmark`."""
