@@ -363,6 +363,40 @@ def cmd_supply(args: argparse.Namespace) -> int:
     return 0 if response.outcome == common_pb2.OUTCOME_OK else 3
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from atpd.v1 import watch_pb2, watch_pb2_grpc
+
+    stub = watch_pb2_grpc.WatchServiceStub(_channel(args))
+    request = watch_pb2.WatchRequest(
+        skus=args.skus,
+        node_ids=args.node or [],
+        geo_prefix=args.geo or "",
+        channel=args.channel or "",
+        segment=args.segment or "",
+        from_sequence=args.from_sequence,
+        low_stock_threshold=args.low_stock,
+    )
+    try:
+        for event in stub.Watch(request):
+            kind = watch_pb2.WatchEventKind.Name(event.kind).removeprefix("WATCH_EVENT_KIND_")
+            if event.kind == watch_pb2.WATCH_EVENT_KIND_SYNC:
+                print(f"watching from sequence {event.sequence} (epoch {event.epoch})", flush=True)
+            elif event.kind == watch_pb2.WATCH_EVENT_KIND_RESYNC_REQUIRED:
+                print(f"{event.sequence:>10}  RESYNC_REQUIRED  {event.reason}", flush=True)
+            else:
+                print(
+                    f"{event.sequence:>10}  {kind:<15}  {event.sku}  {event.node_id}  "
+                    f"{event.old_atp} -> {event.new_atp}",
+                    flush=True,
+                )
+    except KeyboardInterrupt:
+        return 0
+    except grpc.RpcError as error:
+        print(f"atpd: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from atpd.v1 import admin_pb2, admin_pb2_grpc
 
@@ -486,6 +520,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = client("status", "show server counts and journal state")
     p.set_defaults(func=cmd_status)
+
+    p = client("watch", "print availability changes as they happen (Ctrl-C to stop)")
+    p.add_argument("skus", nargs="*", metavar="SKU", help="only these SKUs (default: all)")
+    p.add_argument("--geo", help="only nodes under this geo prefix")
+    p.add_argument("--node", action="append", help="only this node (repeatable)")
+    p.add_argument("--channel", help="sales channel")
+    p.add_argument("--segment", help="customer segment")
+    p.add_argument("--from-sequence", type=int, default=0, help="replay changes after this")
+    p.add_argument("--low-stock", type=int, default=0, help="LOW_STOCK below this ATP")
+    p.set_defaults(func=cmd_watch)
 
     p = client("snapshot", "write a snapshot now (journal segments it covers are removed)")
     p.set_defaults(func=cmd_snapshot)

@@ -36,6 +36,10 @@ class Config:
     # Concurrent RPCs the server accepts before answering RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024
+    # Change stream: events kept for reconnecting subscribers, per-subscriber queue bound.
+    watch_buffer_events: int = 100_000
+    watch_max_queue_events: int = 10_000
+    watch_max_subscribers: int = 1_000
     # Availability rules (TOML) applied at start when they differ from the recovered ones.
     rules_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
@@ -47,7 +51,14 @@ class Config:
             raise ConfigError(f"port: {self.port} is not in 0..65535")
         if not -1 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port: {self.metrics_port} is not in -1..65535")
-        for name in ("journal_segment_bytes", "snapshot_every_records", "max_concurrent_rpcs"):
+        for name in (
+            "journal_segment_bytes",
+            "snapshot_every_records",
+            "max_concurrent_rpcs",
+            "watch_buffer_events",
+            "watch_max_queue_events",
+            "watch_max_subscribers",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0")
         if self.snapshot_every_seconds <= 0:

@@ -19,6 +19,7 @@ from atpd.v1 import (
     reservations_pb2,
     rules_pb2,
     supply_pb2,
+    watch_pb2,
 )
 
 from .harness import RPC_TIMEOUT_S, ServerThread, Stubs, rpc_error, seed_nodes
@@ -30,6 +31,7 @@ API_SERVICES = (
     "atpd.v1.AdminService",
     "atpd.v1.RulesService",
     "atpd.v1.SupplyService",
+    "atpd.v1.WatchService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -107,6 +109,7 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
             admin_pb2,
             rules_pb2,
             supply_pb2,
+            watch_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
     }

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from atpd.core.bulk import BulkLoad
+
 
 class NodeKind(enum.IntEnum):
     STORE = 1
@@ -138,4 +140,5 @@ Command = (
     | AddSupply
     | ReceiveSupply
     | CancelSupply
+    | BulkLoad
 )

@@ -40,6 +40,18 @@ class IdMap:
             self._names.append(name)
         return index
 
+    def lookup_many(self, names: list[str]) -> list[int]:
+        """The index of each name, -1 for names never interned (one dict pass)."""
+        get = self._index.get
+        return [get(name, -1) for name in names]
+
+    def intern_many(self, names: list[str]) -> None:
+        """Intern names known to be new and distinct, in order."""
+        start = len(self._names)
+        self._names.extend(names)
+        self._index.update(zip(names, range(start, start + len(names)), strict=True))
+        assert len(self._index) == len(self._names), "intern_many: a name was not new"
+
     def name(self, index: int) -> str:
         assert 0 <= index < len(self._names), index
         return self._names[index]

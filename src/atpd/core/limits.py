@@ -26,8 +26,17 @@ class Limits:
     # Terminal reservations (released, expired, fulfilled) are kept this long so that a retried
     # Reserve with the same id is answered from its stored outcome instead of reserving twice.
     terminal_retention_ms: int = 24 * 3600 * 1000
+    # Bulk loads (FeedService.BulkLoad): rows per streamed chunk and per load (a load holds its
+    # rows in memory, about 16 bytes each, until its stream ends), loads streaming at once, and
+    # load ids remembered so that a retried load is answered from its stored summary.
+    max_load_chunk_rows: int = 100_000
+    max_load_rows: int = 20_000_000
+    max_concurrent_loads: int = 2
+    max_remembered_loads: int = 10_000
 
     def __post_init__(self) -> None:
         assert 0 < self.min_ttl_ms <= self.max_ttl_ms
         assert self.max_lines_per_reservation >= 1
         assert self.max_skus_per_query >= 1
+        assert 1 <= self.max_load_chunk_rows <= self.max_load_rows
+        assert self.max_concurrent_loads >= 1 and self.max_remembered_loads >= 1

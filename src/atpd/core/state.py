@@ -17,6 +17,7 @@ import numpy.typing as npt
 from sortedcontainers import SortedList
 
 from atpd.core import kernels
+from atpd.core.bulk import BulkLoad, LoadRegistry, apply_bulk_load
 from atpd.core.commands import (
     AddSupply,
     AdjustStock,
@@ -119,6 +120,12 @@ class AtpState:
         self.protection_consumed: dict[int, npt.NDArray[np.int32]] = {}
         # Open reservations whose lines took protected units (see Reservation.protected).
         self.protected_reservations: set[str] = set()
+        # Change capture for the Watch stream: the callers being watched, and per position
+        # touched by the current command, its ATP for each of them before the change.
+        self.watched: tuple[tuple[str, str], ...] = ()
+        self.changes: dict[tuple[int, int], list[int]] = {}
+        # Applied bulk loads by id (idempotent retries), see core/bulk.py.
+        self.loads = LoadRegistry()
         self._handlers: dict[type, Callable[[Any, int], Any]] = {
             UpsertNode: self._upsert_node,
             SetStock: self._set_stock,
@@ -132,6 +139,7 @@ class AtpState:
             AddSupply: self._add_supply,
             ReceiveSupply: self._receive_supply,
             CancelSupply: self._cancel_supply,
+            BulkLoad: lambda command, now_ms: apply_bulk_load(self, command, now_ms),
         }
 
     # ------------------------------------------------------------------ commands
@@ -258,6 +266,7 @@ class AtpState:
             return StockResult(Outcome.STALE, self.position(command.sku, command.node_id), last)
         sku = self._register_sku(command.sku)
         cells = self.stock.cells
+        self._touch(sku, node)
         cells[sku, FIELD_ON_HAND, node] = command.on_hand
         if command.safety_stock is not None:
             cells[sku, FIELD_SAFETY, node] = command.safety_stock
@@ -277,6 +286,7 @@ class AtpState:
         if new_on_hand > MAX_QUANTITY:
             raise InvalidCommand(f"delta: on_hand would exceed {MAX_QUANTITY}")
         sku = self._register_sku(command.sku)
+        self._touch(sku, node)
         self.stock.cells[sku, FIELD_ON_HAND, node] = new_on_hand
         self.stock.mark_present(sku, node)
         view = self.position(command.sku, command.node_id)
@@ -338,6 +348,7 @@ class AtpState:
             return ReserveResult(Outcome.INSUFFICIENT_STOCK, shortages=tuple(shortages))
         cells = self.stock.cells
         for line, sku, node in zip(command.lines, skus, nodes, strict=True):
+            self._touch(sku, node)
             cells[sku, FIELD_RESERVED, node] += line.quantity
         protected = (
             self._take_protected(policy, command.lines, skus, nodes)
@@ -419,6 +430,7 @@ class AtpState:
         """Line `line` holds `quantity` fewer units: reserved drops, and protected units it
         took go back to their protection (the last taken first)."""
         sku, node = reservation.cells[line]
+        self._touch(sku, node)
         cells = self.stock.cells
         cells[sku, FIELD_RESERVED, node] -= quantity
         assert cells[sku, FIELD_RESERVED, node] >= 0
@@ -504,6 +516,35 @@ class AtpState:
                 ReservationStatus.FULFILLED if fulfilled_any else ReservationStatus.RELEASED
             )
             self._close(reservation, now_ms)
+
+    # ------------------------------------------------------------------ change capture
+
+    def _touch(self, row: int, node: int) -> None:
+        """Called before a position changes: remember its ATP for every watched caller."""
+        if self.watched and (row, node) not in self.changes:
+            self.changes[(row, node)] = self.watched_atp(row, node)
+
+    def watched_atp(self, row: int, node: int) -> list[int]:
+        result = []
+        for channel, segment in self.watched:
+            policy = self.policy(channel, segment)
+            if policy is None:
+                result.append(self._atp(row, node) if self.nodes[node].enabled else 0)
+            else:
+                result.append(self.caller_atp(policy, row, node))
+        return result
+
+    def take_changes(self) -> list[tuple[int, int, list[int], list[int]]]:
+        """The positions the last command changed: (row, node, ATP before, ATP after) per
+        watched caller, in the order they were first touched; clears the capture."""
+        if not self.changes:
+            return []
+        changes = [
+            (row, node, before, self.watched_atp(row, node))
+            for (row, node), before in self.changes.items()
+        ]
+        self.changes = {}
+        return changes
 
     # ------------------------------------------------------------------ rules and supply
 
@@ -728,6 +769,7 @@ class AtpState:
             command.eta_ms,
             SupplyKind(command.kind),
         )
+        self._touch(sku, node)
         self.supply.add(supply)
         return SupplyResult(Outcome.OK, supply, changed=True)
 
@@ -741,6 +783,7 @@ class AtpState:
         on_hand = int(self.stock.cells[supply.sku_index, FIELD_ON_HAND, supply.node_index])
         if on_hand + quantity > MAX_QUANTITY:
             raise InvalidCommand(f"quantity: on_hand would exceed {MAX_QUANTITY}")
+        self._touch(supply.sku_index, supply.node_index)
         self.stock.cells[supply.sku_index, FIELD_ON_HAND, supply.node_index] = on_hand + quantity
         self.stock.mark_present(supply.sku_index, supply.node_index)
         supply.quantity -= quantity
@@ -751,6 +794,7 @@ class AtpState:
 
     def _cancel_supply(self, command: CancelSupply, now_ms: int) -> SupplyResult:
         supply = self._supply(command.supply_id)
+        self._touch(supply.sku_index, supply.node_index)
         self.supply.remove(supply)
         return SupplyResult(Outcome.OK, supply, changed=True)
 
@@ -976,4 +1020,5 @@ class AtpState:
                     )
                 ).encode()
             )
+        h.update(self.loads.to_json())
         return h.hexdigest()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from atpd.core.commands import Command, Tick
+from atpd.core.commands import Command, SetRules, Tick, UpsertNode
 from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
 from atpd.metrics import Metrics
@@ -92,6 +92,11 @@ class Engine:
         self.on_write_failure: Callable[[str], None] | None = None
         # Called after each journaled record (snapshot scheduling).
         self.on_record: Callable[[], None] | None = None
+        # The change stream: position changes of each command, and "ATP changed everywhere".
+        self.on_changes: (
+            Callable[[list[tuple[int, int, list[int], list[int]]], int], None] | None
+        ) = None
+        self.on_resync: Callable[[str], None] | None = None
 
     def now_ms(self) -> int:
         """Wall-clock time, never earlier than the last time the core saw (clock steps back)."""
@@ -123,6 +128,8 @@ class Engine:
             raise
         finally:
             timer.observe(time.perf_counter() - started)
+            if state.changes:
+                self._publish(state, now)
         outcome = getattr(result, "outcome", None)
         if outcome is not None:
             counter = self._outcome_counters.get((kind, outcome))
@@ -132,6 +139,8 @@ class Engine:
             counter.inc()
         if result.changed:
             self._append(command, now)
+            if self.on_resync is not None and isinstance(command, SetRules | UpsertNode):
+                self.on_resync(f"{type(command).__name__} changed what every caller may see")
         elif state.time_moved:
             self._append(Tick(), now)
         # Even an answer that changed nothing (a replayed reservation, a refusal) may rest on
@@ -152,12 +161,19 @@ class Engine:
             try:
                 self.journal.check_writable()
                 self.state.apply(Tick(), now)
+                if self.state.changes:
+                    self._publish(self.state, now)
                 # Not awaited: a reader does not wait for the disk, and an expiry is implied by
                 # time anyway (replay at a later time expires the same holds).
                 self._append(Tick(), now)
             except WritesUnavailable:
                 pass
         return now
+
+    def _publish(self, state: AtpState, now_ms: int) -> None:
+        changes = state.take_changes()
+        if self.on_changes is not None:
+            self.on_changes(changes, now_ms)
 
     def _append(self, command: Command, now_ms: int) -> None:
         try:
@@ -182,8 +198,11 @@ class Engine:
         """Swap in a rebuilt state (after a journal failure): same loop, no await."""
         assert state.now_ms <= max(self.state.now_ms, state.now_ms)
         self.stop()
+        state.watched = self.state.watched
         self.state = state
         self._arm_expiry()
+        if self.on_resync is not None:
+            self.on_resync("the state was rebuilt from the journal after a write failure")
 
     # ------------------------------------------------------------------ expiry timer
 

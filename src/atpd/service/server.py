@@ -39,7 +39,9 @@ from atpd.service.servicers import (
     ReservationServicer,
     RulesServicer,
     SupplyServicer,
+    WatchServicer,
 )
+from atpd.service.watch import WatchHub
 from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -53,6 +55,8 @@ from atpd.v1 import (
     rules_pb2_grpc,
     supply_pb2,
     supply_pb2_grpc,
+    watch_pb2,
+    watch_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,7 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     rules_pb2.DESCRIPTOR.services_by_name["RulesService"].full_name,
     supply_pb2.DESCRIPTOR.services_by_name["SupplyService"].full_name,
+    watch_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 
@@ -74,6 +79,7 @@ class App:
     port: int
     engine: Engine
     health: health_aio.HealthServicer
+    hub: WatchHub
     durability: Durability | None = None
 
     async def set_serving(self, serving: bool) -> None:
@@ -118,6 +124,15 @@ def create_server(
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(engine), server)
     rules_pb2_grpc.add_RulesServiceServicer_to_server(RulesServicer(engine), server)
     supply_pb2_grpc.add_SupplyServiceServicer_to_server(SupplyServicer(engine), server)
+    hub = WatchHub(
+        lambda: engine.state,
+        config.watch_buffer_events,
+        config.watch_max_queue_events,
+        config.watch_max_subscribers,
+    )
+    engine.on_changes = hub.publish
+    engine.on_resync = hub.resync_all
+    watch_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(engine, hub), server)
     admin = AdminServicer(engine)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     health = health_aio.HealthServicer()
@@ -141,7 +156,7 @@ def create_server(
         lambda: len(engine.state.skus),
         lambda: len(engine.state.nodes),
     )
-    app = App(server, port, engine, health)
+    app = App(server, port, engine, health, hub)
     admin.durability_of = lambda: app.durability
     return app
 

@@ -9,7 +9,7 @@ in the response body.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -19,6 +19,7 @@ from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotF
 from atpd.service import convert, validation
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine, WritesUnavailable
+from atpd.service.watch import Subscriber, WatchHub
 from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -32,6 +33,8 @@ from atpd.v1 import (
     rules_pb2_grpc,
     supply_pb2,
     supply_pb2_grpc,
+    watch_pb2,
+    watch_pb2_grpc,
 )
 
 Response = TypeVar("Response")
@@ -298,6 +301,74 @@ class SupplyServicer(_Base, supply_pb2_grpc.SupplyServiceServicer):
             )
 
         return await self._guard("ListSupply", context, handle, write=False)
+
+
+class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
+    def __init__(self, engine: Engine, hub: WatchHub) -> None:
+        super().__init__(engine)
+        self.hub = hub
+
+    async def Watch(
+        self, request: watch_pb2.WatchRequest, context: Any
+    ) -> AsyncIterator[watch_pb2.WatchEvent]:
+        metrics = self.engine.metrics
+        try:
+            subscriber = self._subscribe(request)
+        except Exception as error:
+            for error_type, status in _STATUS_BY_ERROR:
+                if isinstance(error, error_type):
+                    metrics.rpc_calls.labels("Watch", status.name).inc()
+                    await context.abort(status, str(error))
+            raise
+        hub = self.hub
+        try:
+            yield watch_pb2.WatchEvent(
+                sequence=hub.sequence, kind=watch_pb2.WATCH_EVENT_KIND_SYNC, epoch=hub.epoch
+            )
+            last = hub.sequence
+            if request.from_sequence:
+                # Registered before replaying, so nothing published meanwhile is missed.
+                for event in hub.replay(subscriber, request.from_sequence, request.epoch):
+                    last = max(last, event.sequence)
+                    yield event
+            while True:
+                if subscriber.overflowed:
+                    metrics.rpc_calls.labels("Watch", "RESOURCE_EXHAUSTED").inc()
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"subscriber too slow: its queue of {hub.max_queue_events} events "
+                        f"overflowed at sequence {subscriber.dropped_at}; reconnect with "
+                        f"from_sequence={last} and epoch={hub.epoch}",
+                    )
+                event = await subscriber.queue.get()
+                if (
+                    event.sequence <= last
+                    and event.kind != watch_pb2.WATCH_EVENT_KIND_RESYNC_REQUIRED
+                ):
+                    continue  # already sent by the replay
+                last = max(last, event.sequence)
+                yield event
+        finally:
+            hub.unsubscribe(subscriber)
+
+    def _subscribe(self, request: watch_pb2.WatchRequest) -> Subscriber:
+        if request.from_sequence < 0:
+            raise validation.InvalidArgument("from_sequence", "must be >= 0")
+        if request.low_stock_threshold < 0:
+            raise validation.InvalidArgument("low_stock_threshold", "must be >= 0")
+        for i, sku in enumerate(request.skus):
+            validation.sku_id(sku, f"skus[{i}]")
+        node_ids = tuple(request.node_ids)
+        for i, value in enumerate(node_ids):
+            validation.node_id(value, f"node_ids[{i}]")
+        geo_prefix = validation.geo_prefix(request.geo_prefix)
+        validation.name(request.channel, "channel")
+        validation.name(request.segment, "segment")
+        state = self.engine.state
+        policy = state.policy(request.channel, request.segment)
+        caller = ("", "") if policy is None else (policy.channel, policy.segment)
+        nodes = state.node_mask(node_ids, geo_prefix).copy() if node_ids or geo_prefix else None
+        return self.hub.subscribe(caller, request.skus, nodes, request.low_stock_threshold)
 
 
 class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):

@@ -1,0 +1,223 @@
+"""The change stream behind WatchService: a bounded in-memory log of position changes and the
+subscribers reading it.
+
+The core captures, for every position a command touches, the ATP of each watched caller
+(channel, segment) before and after. The hub numbers each position change with a global,
+gap-free sequence, keeps the last `buffer_events` of them for reconnecting subscribers, and
+hands each live subscriber the events in its scope through a bounded queue. Publishing never
+waits: a subscriber whose queue is full is cut off (RESOURCE_EXHAUSTED) and resumes with
+`from_sequence`, so a slow reader can slow neither writers nor memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from atpd.core.results import LimitExceeded
+from atpd.core.state import AtpState
+from atpd.v1 import watch_pb2
+
+log = logging.getLogger(__name__)
+
+MAX_WATCHED_CALLERS = 64
+KIND = watch_pb2.WatchEventKind
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    sequence: int
+    row: int
+    node: int
+    callers: tuple[tuple[str, str], ...]  # the watched callers, in the order of before/after
+    before: list[int]
+    after: list[int]
+    time_ms: int
+
+
+@dataclass(eq=False)
+class Subscriber:
+    caller: tuple[str, str]
+    skus: frozenset[str] | None
+    nodes: npt.NDArray[np.bool_] | None
+    low_stock_threshold: int
+    queue: asyncio.Queue[watch_pb2.WatchEvent]
+    overflowed: bool = False
+    dropped_at: int = 0
+    last_sequence: int = 0
+
+    def event_for(
+        self, record: ChangeRecord, epoch: int, sku_names: list[str], node_names: list[str]
+    ) -> watch_pb2.WatchEvent | None:
+        if self.skus is not None and sku_names[record.row] not in self.skus:
+            return None
+        if self.nodes is not None and (
+            record.node >= len(self.nodes) or not self.nodes[record.node]
+        ):
+            return None
+        try:
+            index = record.callers.index(self.caller)
+        except ValueError:
+            return None
+        old, new = record.before[index], record.after[index]
+        if old == new:
+            return None
+        if new == 0:
+            kind = KIND.WATCH_EVENT_KIND_OUT_OF_STOCK
+        elif old == 0:
+            kind = KIND.WATCH_EVENT_KIND_BACK_IN_STOCK
+        elif 0 < new < self.low_stock_threshold <= old:
+            kind = KIND.WATCH_EVENT_KIND_LOW_STOCK
+        else:
+            kind = KIND.WATCH_EVENT_KIND_CHANGED
+        return watch_pb2.WatchEvent(
+            sequence=record.sequence,
+            kind=kind,
+            sku=sku_names[record.row],
+            node_id=node_names[record.node],
+            old_atp=old,
+            new_atp=new,
+            time_ms=record.time_ms,
+            epoch=epoch,
+        )
+
+
+class WatchHub:
+    def __init__(
+        self,
+        state_of: object,
+        buffer_events: int = 100_000,
+        max_queue_events: int = 10_000,
+        max_subscribers: int = 1_000,
+    ) -> None:
+        assert buffer_events > 0 and max_queue_events > 0
+        self._state_of = state_of
+        self.epoch = time.time_ns() // 1_000_000
+        self.sequence = 0
+        self.buffer: deque[ChangeRecord] = deque(maxlen=buffer_events)
+        self.max_queue_events = max_queue_events
+        self.max_subscribers = max_subscribers
+        self.subscribers: list[Subscriber] = []
+        # Replays from before this sequence need a resync (rules or nodes changed there).
+        self.resync_floor = 0
+        # The first sequence from which each watched caller's ATP is in the log.
+        self.caller_since: dict[tuple[str, str], int] = {}
+        self.node_names: list[str] = []
+        self.cut_off = 0
+
+    @property
+    def state(self) -> AtpState:
+        state = self._state_of()  # type: ignore[operator]
+        assert isinstance(state, AtpState)
+        return state
+
+    def subscribe(
+        self,
+        caller: tuple[str, str],
+        skus: Sequence[str],
+        nodes: npt.NDArray[np.bool_] | None,
+        low_stock_threshold: int,
+    ) -> Subscriber:
+        if len(self.subscribers) >= self.max_subscribers:
+            raise LimitExceeded(f"max_watch_subscribers: {len(self.subscribers)} are watching")
+        state = self.state
+        if caller not in state.watched:
+            if len(state.watched) >= MAX_WATCHED_CALLERS:
+                raise LimitExceeded(
+                    f"at most {MAX_WATCHED_CALLERS} distinct channel/segment pairs can be watched"
+                )
+            state.watched = (*state.watched, caller)
+            self.caller_since[caller] = self.sequence + 1
+        subscriber = Subscriber(
+            caller,
+            frozenset(skus) if skus else None,
+            nodes,
+            low_stock_threshold,
+            asyncio.Queue(self.max_queue_events),
+        )
+        subscriber.last_sequence = self.sequence
+        self.subscribers.append(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        # Watched callers are kept (bounded by MAX_WATCHED_CALLERS) so that a reconnecting
+        # subscriber of the same caller can replay from the log.
+        if subscriber in self.subscribers:
+            self.subscribers.remove(subscriber)
+
+    def replay(
+        self, subscriber: Subscriber, from_sequence: int, epoch: int
+    ) -> list[watch_pb2.WatchEvent]:
+        """Events after from_sequence from the log, or one RESYNC_REQUIRED event."""
+        oldest = self.buffer[0].sequence if self.buffer else self.sequence + 1
+        floor = max(self.resync_floor, self.caller_since.get(subscriber.caller, 0) - 1, oldest - 1)
+        if (
+            (epoch and epoch != self.epoch)
+            or from_sequence < floor
+            or from_sequence > self.sequence
+        ):
+            if epoch and epoch != self.epoch:
+                reason = "the server restarted: its change log starts afresh"
+            elif from_sequence > self.sequence:
+                reason = f"from_sequence {from_sequence} is ahead of the head {self.sequence}"
+            else:
+                reason = f"events after {from_sequence} are no longer in the change log"
+            return [self._resync(reason)]
+        events = []
+        start = from_sequence - oldest + 1
+        sku_names, node_names = self.state.skus.names, self.state.node_ids.names
+        for index in range(max(start, 0), len(self.buffer)):
+            event = subscriber.event_for(self.buffer[index], self.epoch, sku_names, node_names)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _resync(self, reason: str) -> watch_pb2.WatchEvent:
+        return watch_pb2.WatchEvent(
+            sequence=self.sequence,
+            kind=KIND.WATCH_EVENT_KIND_RESYNC_REQUIRED,
+            epoch=self.epoch,
+            time_ms=time.time_ns() // 1_000_000,
+            reason=reason,
+        )
+
+    def publish(self, changes: list[tuple[int, int, list[int], list[int]]], now_ms: int) -> None:
+        state = self.state
+        callers = state.watched
+        sku_names, node_names = state.skus.names, state.node_ids.names
+        for row, node, before, after in changes:
+            self.sequence += 1
+            record = ChangeRecord(self.sequence, row, node, callers, before, after, now_ms)
+            self.buffer.append(record)
+            for subscriber in self.subscribers:
+                if subscriber.overflowed:
+                    continue
+                event = subscriber.event_for(record, self.epoch, sku_names, node_names)
+                if event is None:
+                    continue
+                try:
+                    subscriber.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    subscriber.overflowed = True
+                    subscriber.dropped_at = record.sequence
+                    self.cut_off += 1
+        if any(s.overflowed for s in self.subscribers):
+            self.subscribers = [s for s in self.subscribers if not s.overflowed]
+
+    def resync_all(self, reason: str) -> None:
+        """Something changed ATP everywhere (rules, nodes): tell every subscriber."""
+        self.resync_floor = self.sequence
+        event = self._resync(reason)
+        for subscriber in self.subscribers:
+            try:
+                subscriber.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                subscriber.overflowed = True
+        self.subscribers = [s for s in self.subscribers if not s.overflowed]
