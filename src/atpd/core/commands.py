@@ -10,8 +10,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from atpd.core.bulk import BulkLoad
-
 
 class NodeKind(enum.IntEnum):
     STORE = 1
@@ -126,6 +124,9 @@ class ReceiveSupply:
 class CancelSupply:
     supply_id: str
 
+
+# Imported last: bulk.py imports results -> reservations -> this module's Line.
+from atpd.core.bulk import BulkLoad  # noqa: E402
 
 Command = (
     UpsertNode

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from atpd.core.reservations import Reservation
-from atpd.core.supply import Supply
+if TYPE_CHECKING:  # annotations only: keeps results importable from anywhere in the core
+    from atpd.core.reservations import Reservation
+    from atpd.core.supply import Supply
 
 
 class Outcome(enum.IntEnum):
