@@ -155,6 +155,18 @@ def test_upsert_node_creates_then_updates() -> None:
     assert state.enabled_mask.tolist() == [False]
 
 
+def test_upsert_node_with_same_content_changes_nothing() -> None:
+    """Re-sending a node exactly as stored answers OK with changed=False and the same digest."""
+    state = make_state()
+    before = state.digest()
+    result = state.apply(UpsertNode("paris", NodeKind.STORE, ("EU", "FR", "Paris")), 0)
+    assert result.outcome is Outcome.OK
+    assert not result.created and not result.changed
+    assert state.digest() == before
+    changed = state.apply(UpsertNode("paris", NodeKind.STORE, ("EU", "FR")), 0)
+    assert changed.changed
+
+
 def test_list_nodes_by_whole_segment_prefix() -> None:
     """list_nodes(prefix) returns nodes whose path starts with the prefix's whole segments."""
     state = make_state()

@@ -349,6 +349,16 @@ def test_rejected_command_still_expires_due_holds(state: AtpState) -> None:
     assert state.digest() == twin.digest()
 
 
+def test_rejected_command_with_nothing_due_leaves_no_trace(state: AtpState) -> None:
+    """A refused command with no expiry or purge due changes nothing, not even the clock."""
+    reserve(state, "r1", ("sku-a", "paris", 4))
+    before = state.digest()
+    with pytest.raises(NotFound):
+        state.apply(Confirm("nope"), T0 + 10)
+    assert state.now_ms == T0
+    assert state.digest() == before
+
+
 def test_time_never_goes_backwards(state: AtpState) -> None:
     """apply refuses a now_ms earlier than the previous command's."""
     with pytest.raises(AssertionError):
@@ -380,6 +390,18 @@ def test_expired_reservation_retention_counts_from_expiry() -> None:
     assert state.reservation("r1").status is ReservationStatus.EXPIRED
     state.apply(Tick(), T0 + 1_000 + 5_000)
     assert "r1" not in state.reservations
+
+
+def test_tick_that_only_purges_reports_a_change() -> None:
+    """A Tick that forgets an aged terminal reservation, expiring nothing, reports changed."""
+    state = stocked_state(Limits(terminal_retention_ms=5_000))
+    reserve(state, "r1", ("sku-a", "paris", 2))
+    release(state, "r1")
+    result = state.apply(Tick(), T0 + 5_000)
+    assert result.expired == ()
+    assert result.changed
+    assert "r1" not in state.reservations
+    assert not state.apply(Tick(), T0 + 5_001).changed
 
 
 def test_expiry_and_purge_due_in_one_step_leave_nothing_behind() -> None:
