@@ -569,22 +569,28 @@ class CoreMachine(RuleBasedStateMachine):
         line = Line(self.sku(sku), self.node(node), quantity)
         self.send_reserve(Reserve(self.reservation_id(-1), (line,), ttl_ms))
 
-    @rule(pick=st.integers(0, 1_000), reorder=st.booleans())
-    def retry_reserve(self, pick: int, reorder: bool) -> None:
-        """Resend an earlier Reserve as it was (lines maybe reordered): replay or re-evaluation."""
+    @rule(
+        pick=st.integers(0, 1_000),
+        variant=st.sampled_from(["as sent", "reordered", "channel", "ttl", "quantity", "kind"]),
+    )
+    def retry_reserve(self, pick: int, variant: str) -> None:
+        """Resend an earlier Reserve as sent, reordered, or with one field changed."""
         if not self.sent_reserves:
             return
-        command = self.sent_reserves[pick % len(self.sent_reserves)]
-        if reorder:
-            command = Reserve(
-                command.reservation_id,
-                command.lines[::-1],
-                command.ttl_ms,
-                command.kind,
-                command.channel,
-                command.segment,
-            )
-        self.send_reserve(command)
+        sent = self.sent_reserves[pick % len(self.sent_reserves)]
+        lines, ttl_ms, kind, channel = sent.lines, sent.ttl_ms, sent.kind, sent.channel
+        if variant == "reordered":
+            lines = lines[::-1]
+        elif variant == "channel":
+            channel = "app" if channel != "app" else "store"
+        elif variant == "ttl":
+            ttl_ms += 500
+        elif variant == "quantity":
+            first = lines[0]
+            lines = (Line(first.sku, first.node_id, first.quantity + 1), *lines[1:])
+        elif variant == "kind":
+            kind = ReservationKind.ORDER if kind is ReservationKind.CART else ReservationKind.CART
+        self.send_reserve(Reserve(sent.reservation_id, lines, ttl_ms, kind, channel))
 
     def check_reservation_result(
         self, result: object, expected: Expected, reservation_id: str
