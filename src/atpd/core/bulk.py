@@ -19,17 +19,16 @@ leaves no trace; the writes are then two numba passes (`bulk_kernels`).
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-import crc32c
 import numpy as np
 import numpy.typing as npt
 
 from atpd.core import bulk_kernels
 from atpd.core.limits import MAX_QUANTITY
+from atpd.core.load_command import BulkLoad, LoadColumns, LoadMode
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound, Outcome
 
 if TYPE_CHECKING:
@@ -39,97 +38,6 @@ if TYPE_CHECKING:
 # a dense table (a sparse load over many SKUs and nodes).
 DENSE_DUPLICATE_SLOTS_PER_ROW = 8
 DENSE_DUPLICATE_SLOTS_MIN = 1 << 20
-
-
-class LoadMode(enum.IntEnum):
-    # Numbers match atpd.v1.LoadMode.
-    FULL = 1
-    DELTA = 2
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class LoadColumns:
-    """The rows of a load. `sku_names` / `node_names` are distinct, in order of first use by
-    the rows (so equal loads have equal columns however they were chunked)."""
-
-    sku_names: list[str]
-    sku: npt.NDArray[np.int32]
-    node_names: list[str]
-    node: npt.NDArray[np.int32]
-    on_hand: npt.NDArray[np.int32]
-    safety: npt.NDArray[np.int32]
-
-    @property
-    def rows(self) -> int:
-        return int(self.on_hand.shape[0])
-
-    def check(self) -> None:
-        """Shapes and ranges (cheap, vectorised); raise InvalidCommand naming the row."""
-        rows = self.rows
-        for name in ("sku", "node", "on_hand", "safety"):
-            column = getattr(self, name)
-            if column.shape != (rows,) or column.dtype != np.int32:
-                raise InvalidCommand(f"{name}: column of {column.shape} {column.dtype}, not {rows}")
-        if rows == 0:
-            return
-        for name, low, high in (
-            ("sku", 0, len(self.sku_names) - 1),
-            ("node", 0, len(self.node_names) - 1),
-            ("on_hand", 0, MAX_QUANTITY),
-            ("safety", -1, MAX_QUANTITY),
-        ):
-            column = getattr(self, name)
-            bad = (column < low) | (column > high)
-            if bad.any():
-                row = int(np.argmax(bad))
-                raise InvalidCommand(
-                    f"rows[{row}].{name}: {int(column[row])} is not in {low}..{high}"
-                )
-
-    def checksum(self) -> int:
-        """CRC32C of the whole content (names and every column)."""
-        value = crc32c.crc32c("\n".join(self.sku_names).encode())
-        value = crc32c.crc32c(b"\x00" + "\n".join(self.node_names).encode(), value)
-        for column in (self.sku, self.node, self.on_hand, self.safety):
-            value = crc32c.crc32c(np.ascontiguousarray(column).data.cast("B"), value)
-        return int(value)
-
-
-def load_fingerprint(
-    mode: LoadMode, source_sequence: int, node_ids: tuple[str, ...], columns: LoadColumns
-) -> str:
-    """What makes two loads with one id "the same load" (the scope as a set)."""
-    scope = ",".join(sorted(node_ids))
-    return f"{int(mode)}:{source_sequence}:{scope}:{columns.rows}:{columns.checksum():08x}"
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class BulkLoad:
-    """Apply a load. `columns` is None only for a load decoded from the journal whose file was
-    not read yet (recovery reads it before applying); `stored_file` / `stored_checksum` name
-    that checksummed file (relative to the data directory) when the server is durable."""
-
-    load_id: str
-    mode: LoadMode
-    source_sequence: int
-    # FULL: the nodes whose positions the load replaces. DELTA: empty.
-    node_ids: tuple[str, ...]
-    columns: LoadColumns | None
-    fingerprint: str
-    stored_file: str = ""
-    stored_checksum: int = 0
-
-    @classmethod
-    def create(
-        cls,
-        load_id: str,
-        mode: LoadMode,
-        source_sequence: int,
-        node_ids: tuple[str, ...],
-        columns: LoadColumns,
-    ) -> BulkLoad:
-        fingerprint = load_fingerprint(mode, source_sequence, node_ids, columns)
-        return cls(load_id, mode, source_sequence, node_ids, columns, fingerprint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +113,30 @@ class LoadRegistry:
         return registry
 
 
+def check_columns(columns: LoadColumns) -> None:
+    """Shapes and ranges (cheap, vectorised); raise InvalidCommand naming the row."""
+    rows = columns.rows
+    for name in ("sku", "node", "on_hand", "safety"):
+        column = getattr(columns, name)
+        if column.shape != (rows,) or column.dtype != np.int32:
+            raise InvalidCommand(f"{name}: column of {column.shape} {column.dtype}, not {rows}")
+    if rows == 0:
+        return
+    for name, low, high in (
+        ("sku", 0, len(columns.sku_names) - 1),
+        ("node", 0, len(columns.node_names) - 1),
+        ("on_hand", 0, MAX_QUANTITY),
+        ("safety", -1, MAX_QUANTITY),
+    ):
+        column = getattr(columns, name)
+        if low <= int(column.min()) and int(column.max()) <= high:
+            continue
+        bad = (column < low) | (column > high)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise InvalidCommand(f"rows[{row}].{name}: {int(column[row])} is not in {low}..{high}")
+
+
 def find_duplicate(columns: LoadColumns) -> tuple[int, int] | None:
     """(first row, repeating row) of the position listed twice whose repeat comes first."""
     rows = columns.rows
@@ -247,15 +179,14 @@ def apply_bulk_load(state: AtpState, command: BulkLoad, now_ms: int) -> BulkLoad
         raise AlreadyExists(f"load_id: {command.load_id!r} was applied with different content")
 
     # ---- every check before the first write
-    columns.check()
+    check_columns(columns)
     duplicate = find_duplicate(columns)
     if duplicate is not None:
         first, repeat = duplicate
         sku = columns.sku_names[columns.sku[repeat]]
         node = columns.node_names[columns.node[repeat]]
         raise InvalidCommand(
-            f"rows[{repeat}]: position ({sku!r}, {node!r}) is listed twice (first at "
-            f"rows[{first}])"
+            f"rows[{repeat}]: position ({sku!r}, {node!r}) is listed twice (first at rows[{first}])"
         )
     node_rows = state.node_ids.lookup_many(columns.node_names)
     for code, index in enumerate(node_rows):
@@ -314,8 +245,10 @@ def apply_bulk_load(state: AtpState, command: BulkLoad, now_ms: int) -> BulkLoad
         stock.cells,
         stock.source_seq,
         stock.present,
-        sku_map[columns.sku],
-        node_map[columns.node],
+        columns.sku,
+        columns.node,
+        sku_map,
+        node_map,
         columns.on_hand,
         columns.safety,
         command.source_sequence,

@@ -26,8 +26,10 @@ def apply_rows(
     cells: npt.NDArray[np.int32],
     source_seq: npt.NDArray[np.int64],
     present: npt.NDArray[np.uint8],
-    sku: npt.NDArray[np.int64],
-    node: npt.NDArray[np.int64],
+    sku_code: npt.NDArray[np.int32],
+    node_code: npt.NDArray[np.int32],
+    sku_map: npt.NDArray[np.int64],
+    node_map: npt.NDArray[np.int64],
     on_hand: npt.NDArray[np.int32],
     safety: npt.NDArray[np.int32],
     sequence: int,
@@ -35,7 +37,8 @@ def apply_rows(
     loaded: npt.NDArray[np.uint8],
     counts: npt.NDArray[np.int64],
 ) -> None:
-    """Write each row's on_hand (and safety stock unless -1) at (sku, node), unless the
+    """Write each row's on_hand (and safety stock unless -1) at (sku_map[sku_code],
+    node_map[node_code]) (load dictionary codes to state rows and columns), unless the
     position's last sequence is >= `sequence` (> 0). Rows are distinct positions. With a
     non-empty `loaded` (FULL loads), mark loaded[sku, scope_column[node]] for every row, stale
     or not, so that zero_absent knows what the load listed."""
@@ -44,9 +47,9 @@ def apply_rows(
     changed = 0
     stale = 0
     created = 0
-    for i in range(sku.shape[0]):
-        s = sku[i]
-        d = node[i]
+    for i in range(sku_code.shape[0]):
+        s = sku_map[sku_code[i]]
+        d = node_map[node_code[i]]
         if mark:
             loaded[s, scope_column[d]] = 1
         if sequence > 0 and source_seq[s, d] >= sequence:
@@ -157,11 +160,26 @@ def warm_up() -> None:
     source_seq = np.zeros((2, 2), np.int64)
     present = np.zeros((2, 2), np.uint8)
     rows = np.array([0, 1], np.int64)
+    codes = np.array([0, 1], np.int32)
     values = np.array([1, -1], np.int32)
     counts = np.zeros(COUNT_SLOTS, np.int64)
     loaded = np.zeros((2, 2), np.uint8)
     scope = np.array([0, 1], np.int64)
-    apply_rows(cells, source_seq, present, rows, rows, values, values, 1, scope, loaded, counts)
+    apply_rows(
+        cells,
+        source_seq,
+        present,
+        codes,
+        codes,
+        rows,
+        rows,
+        values,
+        values,
+        1,
+        scope,
+        loaded,
+        counts,
+    )
     zero_absent(cells, source_seq, present, 2, scope, loaded, 2, counts)
     small = np.array([0, 1], np.int32)
     first_duplicate_dense(small, small, 2, np.full(4, -1, np.int32))

@@ -126,7 +126,7 @@ class CancelSupply:
 
 
 # Imported last: bulk.py imports results -> reservations -> this module's Line.
-from atpd.core.bulk import BulkLoad  # noqa: E402
+from atpd.core.load_command import BulkLoad  # noqa: E402
 
 Command = (
     UpsertNode

@@ -43,7 +43,6 @@ class Reservation:
         "channel",
         "created_at_ms",
         "expires_at_ms",
-        "fingerprint",
         "fulfilled",
         "held",
         "kind",
@@ -66,7 +65,6 @@ class Reservation:
         segment: str,
         ttl_ms: int,
         now_ms: int,
-        fingerprint: tuple[object, ...],
     ) -> None:
         assert len(lines) == len(cells) and lines
         self.reservation_id = reservation_id
@@ -82,10 +80,13 @@ class Reservation:
         self.status = ReservationStatus.HELD
         self.held = [line.quantity for line in lines]
         self.fulfilled = [0] * len(lines)
-        self.fingerprint = fingerprint
         # Per line, the protected units it took: [(protection name, units)], or None when the
         # caller is no protection's beneficiary (the common case: no list at all).
         self.protected: list[list[tuple[str, int]]] | None = None
+
+    def fingerprint(self) -> tuple[object, ...]:
+        """Computed only when an id is reused: most reservations are never compared."""
+        return fingerprint(self.kind, self.channel, self.segment, self.ttl_ms, self.lines)
 
     def __repr__(self) -> str:
         return f"Reservation({self.reservation_id!r}, {self.status.name}, held={self.held})"
@@ -114,6 +115,8 @@ class ExpiryIndex:
     def pop_due(self, now_ms: int) -> list[str]:
         """Remove and return the ids of every hold with expires_at_ms <= now_ms, in order."""
         entries = self._entries
+        if not entries or entries[0][0] > now_ms:
+            return []  # the common case, checked without a bisect
         count = entries.bisect_left((now_ms + 1, ""))
         if count == 0:
             return []

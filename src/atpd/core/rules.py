@@ -361,6 +361,9 @@ class CompiledPolicy:
     mine: tuple[int, ...]  # protections this caller consumes first
     sku_safety_cache: dict[int, int] = field(default_factory=dict)
     against_by_sku: dict[int, npt.NDArray[np.bool_]] = field(default_factory=dict)
+    # Scope masks (from AtpState.node_mask, themselves cached) narrowed to what this caller
+    # sees, keyed by the scope mask's id and holding it so the id stays valid.
+    mask_cache: dict[int, tuple[Any, Any]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

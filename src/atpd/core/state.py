@@ -302,69 +302,84 @@ class AtpState:
         return atp if atp > 0 else 0
 
     def _reserve(self, command: Reserve, now_ms: int) -> ReserveResult:
+        # The hot path of checkout: one pass to resolve ids, one to check, one to hold; error
+        # messages are only formatted when there is an error.
+        lines = command.lines
         pos_sale = command.kind is ReservationKind.POS_SALE
-        fingerprint = reservation_fingerprint(
-            command.kind,
-            command.channel,
-            command.segment,
-            0 if pos_sale else command.ttl_ms,
-            command.lines,
-        )
+        ttl_ms = 0 if pos_sale else command.ttl_ms
         existing = self.reservations.get(command.reservation_id)
         if existing is not None:
-            if existing.fingerprint == fingerprint:
+            asked = reservation_fingerprint(
+                command.kind, command.channel, command.segment, ttl_ms, lines
+            )
+            if existing.fingerprint() == asked:
                 return ReserveResult(Outcome.OK, existing, replayed=True)
             raise AlreadyExists(
                 f"reservation_id: {command.reservation_id!r} exists with different content"
             )
-        assert 1 <= len(command.lines) <= self.limits.max_lines_per_reservation
-        nodes = [
-            self._node_index(line.node_id, f"lines[{i}].node_id")
-            for i, line in enumerate(command.lines)
-        ]
+        assert 1 <= len(lines) <= self.limits.max_lines_per_reservation
+        node_get = self.node_ids.get
+        sku_get = self.skus.get
+        skus: list[int] = []
+        nodes: list[int] = []
+        for line in lines:
+            node = node_get(line.node_id)
+            if node < 0:
+                self._node_index(line.node_id, f"lines[{lines.index(line)}].node_id")
+            nodes.append(node)
+            skus.append(sku_get(line.sku))
         if self.open_reservations >= self.limits.max_open_reservations:
             raise LimitExceeded(
                 f"max_open_reservations: {self.open_reservations} reservations are open"
             )
-        for line, node in zip(command.lines, nodes, strict=True):
-            if not self.nodes[node].enabled:
+        all_nodes = self.nodes
+        for line, node in zip(lines, nodes, strict=True):
+            if not all_nodes[node].enabled:
                 return ReserveResult(Outcome.NODE_DISABLED, disabled_node_id=line.node_id)
-        policy = self.policy(command.channel, command.segment)
-        skus = [self.skus.get(line.sku) for line in command.lines]
-        shortages: list[Shortage] = []
-        for line, sku, node in zip(command.lines, skus, nodes, strict=True):
+        policy = self.policy(command.channel, command.segment) if self.rules.policies else None
+        cells = self.stock.cells
+        item = cells.item
+        shortages: list[Shortage] | None = None
+        for line, sku, node in zip(lines, skus, nodes, strict=True):
             if sku < 0:
                 available = 0
             elif policy is None:
-                available = self._atp(sku, node)
+                available = (
+                    item(sku, FIELD_ON_HAND, node)
+                    - item(sku, FIELD_RESERVED, node)
+                    - item(sku, FIELD_SAFETY, node)
+                )
             else:
                 available = self.caller_atp(policy, sku, node)
                 cap = policy.policy.max_per_line
                 if cap and available > cap:
                     available = cap
             if line.quantity > available:
-                shortages.append(Shortage(line.sku, line.node_id, line.quantity, available))
-        if shortages:
+                if shortages is None:
+                    shortages = []
+                shortage = Shortage(line.sku, line.node_id, line.quantity, max(available, 0))
+                shortages.append(shortage)
+        if shortages is not None:
             return ReserveResult(Outcome.INSUFFICIENT_STOCK, shortages=tuple(shortages))
-        cells = self.stock.cells
-        for line, sku, node in zip(command.lines, skus, nodes, strict=True):
-            self._touch(sku, node)
-            cells[sku, FIELD_RESERVED, node] += line.quantity
+        watching = bool(self.watched)
+        for line, sku, node in zip(lines, skus, nodes, strict=True):
+            if watching:
+                self._touch(sku, node)
+            cells[sku, FIELD_RESERVED, node] = item(sku, FIELD_RESERVED, node) + line.quantity
         protected = (
-            self._take_protected(policy, command.lines, skus, nodes)
+            self._take_protected(policy, lines, skus, nodes)
             if policy is not None and policy.mine
             else None
         )
         reservation = Reservation(
             command.reservation_id,
-            command.lines,
+            lines,
             tuple(zip(skus, nodes, strict=True)),
             command.kind,
             command.channel,
             command.segment,
-            0 if pos_sale else command.ttl_ms,
+            ttl_ms,
             now_ms,
-            fingerprint,
         )
         self.reservations[command.reservation_id] = reservation
         self.open_reservations += 1
@@ -831,18 +846,27 @@ class AtpState:
         geo_prefix: str = "",
         channel: str = "",
         segment: str = "",
+        policy: CompiledPolicy | None = None,
     ) -> AvailabilityView:
-        """ATP of `skus` for one caller, per node, per geo prefix and in total."""
+        """ATP of `skus` for one caller (named, or given as its resolved `policy`), per node,
+        per geo prefix and in total."""
         mask = self.node_mask(node_ids, geo_prefix)
         sku_get = self.skus.get
         rows = np.array([sku_get(sku) for sku in skus], np.int64)
         geo_count = len(self.geo)
-        policy = self.policy(channel, segment)
+        if policy is None:
+            policy = self.policy(channel, segment)
         if policy is None:
             matrix = kernels.rollup_atp(self.stock.cells, rows, mask, self.geo.node_geo, geo_count)
             return AvailabilityView(tuple(skus), rows, mask, matrix, len(self.nodes), geo_count)
         compiled = self._compiled_rules()
-        mask = mask & policy.visible
+        scoped = policy.mask_cache.get(id(mask))
+        if scoped is None or scoped[0] is not mask:
+            if len(policy.mask_cache) >= MASK_CACHE_SIZE:
+                policy.mask_cache.clear()
+            scoped = (mask, mask & policy.visible)
+            policy.mask_cache[id(mask)] = scoped
+        mask = scoped[1]
         node_count = len(self.nodes)
         matrix = np.zeros((len(rows), node_count + geo_count + 1), np.int64)
         buffer = policy.policy.buffer

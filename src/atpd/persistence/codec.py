@@ -25,6 +25,7 @@ from atpd.core.commands import (
     Tick,
     UpsertNode,
 )
+from atpd.core.load_command import BulkLoad, LoadMode
 from atpd.v1 import inventory_pb2, journal_pb2, reservations_pb2
 
 
@@ -116,6 +117,17 @@ def encode_command(command: Command) -> bytes:
                 entry.receive_supply.quantity = command.quantity
         case CancelSupply():
             entry.cancel_supply.supply_id = command.supply_id
+        case BulkLoad():
+            # One small record; the rows are in the checksummed load file it names.
+            assert command.stored_file and command.columns is not None, command.load_id
+            load = entry.bulk_load
+            load.load_id = command.load_id
+            load.file = command.stored_file
+            load.file_checksum = command.stored_checksum
+            load.mode = int(command.mode)  # type: ignore[assignment]
+            load.source_sequence = command.source_sequence
+            load.rows = command.columns.rows
+            load.node_count = len(command.node_ids)
         case _:
             raise AssertionError(f"no encoding for {command!r}")
     return entry.SerializeToString()
@@ -175,4 +187,10 @@ def decode_command(payload: bytes) -> Command:
         return ReceiveSupply(r2.supply_id, r2.quantity if r2.HasField("quantity") else None)
     if which == "cancel_supply":
         return CancelSupply(entry.cancel_supply.supply_id)
+    if which == "bulk_load":
+        # The rows are read from the file at replay (persistence/load_file.resolve_stored).
+        b = entry.bulk_load
+        return BulkLoad(
+            b.load_id, LoadMode(b.mode), b.source_sequence, (), None, "", b.file, b.file_checksum
+        )
     raise UndecodableRecord(f"unknown command {which!r}")

@@ -18,6 +18,7 @@ from atpd.core.state import AtpState
 from atpd.persistence.codec import decode_command
 from atpd.persistence.framing import Record, scan_records
 from atpd.persistence.journal import FsyncPolicy, Journal, JournalCorrupt, scan_journal
+from atpd.persistence.load_file import resolve_stored
 from atpd.persistence.snapshot_file import load_latest_snapshot
 from atpd.persistence.state_snapshot import import_state
 
@@ -43,11 +44,14 @@ def load_snapshot_state(data_dir: Path, limits: Limits) -> tuple[AtpState, int, 
     return state, snapshot.last_sequence, snapshot.path
 
 
-def replay(state: AtpState, records: Iterator[Record]) -> int:
-    """Apply journal records in order; returns how many."""
+def replay(state: AtpState, records: Iterator[Record], data_dir: Path | None = None) -> int:
+    """Apply journal records in order; returns how many. A bulk load record gets its rows from
+    its load file under `data_dir`."""
     count = 0
     for record in records:
         command = decode_command(record.payload)
+        if data_dir is not None:
+            command = resolve_stored(command, data_dir, record.sequence)
         try:
             state.apply(command, record.timestamp_ms)
         except CommandRejected as error:
@@ -79,7 +83,7 @@ def recover(
         snapshot_sequence=snapshot_sequence,
     )
     try:
-        replayed = replay(state, journal.records_after(snapshot_sequence))
+        replayed = replay(state, journal.records_after(snapshot_sequence), data_dir)
     except BaseException:
         journal.close()
         raise
@@ -119,5 +123,5 @@ def durable_records(data_dir: Path, after: int, upto: int) -> Iterator[Record]:
 def rebuild_durable_state(data_dir: Path, limits: Limits, durable_sequence: int) -> AtpState:
     """The state made of what is durable: snapshot + journal records up to durable_sequence."""
     state, snapshot_sequence, _ = load_snapshot_state(data_dir, limits)
-    replay(state, durable_records(data_dir, snapshot_sequence, durable_sequence))
+    replay(state, durable_records(data_dir, snapshot_sequence, durable_sequence), data_dir)
     return state

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from atpd.core.bulk import LoadRegistry
 from atpd.core.commands import Line, NodeKind, ReservationKind
 from atpd.core.limits import Limits
 from atpd.core.nodes import Node
-from atpd.core.reservations import Reservation, ReservationStatus, fingerprint
+from atpd.core.reservations import Reservation, ReservationStatus
 from atpd.core.rules import parse_rules
 from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_COUNT
@@ -111,6 +112,7 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
         "protected": json.dumps(
             {rid: state.reservations[rid].protected for rid in sorted(state.protected_reservations)}
         ).encode(),
+        "loads": state.loads.to_json(),
     }
     return arrays, blobs
 
@@ -177,7 +179,6 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
             segments[i],
             row[R_TTL],
             row[R_CREATED],
-            fingerprint(kind, channels[i], segments[i], row[R_TTL], lines),
         )
         r.status = ReservationStatus(row[R_STATUS])
         r.expires_at_ms = row[R_EXPIRES]
@@ -215,6 +216,8 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
         ]
         state.protected_reservations.add(reservation_id)
     state._rebuild_protection_consumption()
+    if "loads" in blobs:
+        state.loads = LoadRegistry.from_json(blobs["loads"])
     state.now_ms = meta["now_ms"]
     state.expired_total = meta["expired_total"]
     return state

@@ -8,6 +8,7 @@ SERVING -> wait for SIGTERM/SIGINT -> NOT_SERVING, drain, stop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -46,7 +47,6 @@ from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     availability_pb2,
-    availability_pb2_grpc,
     inventory_pb2,
     inventory_pb2_grpc,
     reservations_pb2,
@@ -115,8 +115,22 @@ def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    availability_pb2_grpc.add_AvailabilityServiceServicer_to_server(
-        AvailabilityServicer(engine), server
+    # Registered by hand: GetAvailability answers with bytes it encoded itself (service/wire.py),
+    # so its response serializer is the identity.
+    availability = AvailabilityServicer(engine)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE_NAMES[0],
+                {
+                    "GetAvailability": grpc.unary_unary_rpc_method_handler(
+                        availability.wire_get,
+                        request_deserializer=availability_pb2.GetAvailabilityRequest.FromString,
+                        response_serializer=bytes,
+                    )
+                },
+            ),
+        )
     )
     reservations_pb2_grpc.add_ReservationServiceServicer_to_server(
         ReservationServicer(engine), server
@@ -173,6 +187,10 @@ async def start(app: App, prepare: Callable[[], None] | None = None) -> None:
         # Nothing else writes before `ready`, so preparing off the loop is safe; reads may see
         # a partly loaded state while health says NOT_SERVING.
         await loop.run_in_executor(None, prepare)
+    # Everything loaded so far lives as long as the server: move it out of the cyclic GC's
+    # reach so that full collections stay short however big the state grows.
+    gc.collect()
+    gc.freeze()
     app.engine.ready = True
     app.engine.start()
     await app.set_serving(True)

@@ -16,7 +16,7 @@ import grpc
 
 from atpd import __version__
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
-from atpd.service import convert, validation
+from atpd.service import convert, validation, wire
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine, WritesUnavailable
 from atpd.service.watch import Subscriber, WatchHub
@@ -57,6 +57,7 @@ class _Base:
         self.engine = engine
         self.limits = engine.state.limits
         self._latency: dict[str, Any] = {}
+        self._calls: dict[tuple[str, grpc.StatusCode], Any] = {}
 
     async def _guard(
         self,
@@ -88,23 +89,46 @@ class _Base:
             if timer is None:
                 timer = self._latency[method] = metrics.rpc_latency.labels(method)
             timer.observe(time.perf_counter() - started)
-            metrics.rpc_calls.labels(method, code.name).inc()
+            counter = self._calls.get((method, code))
+            if counter is None:
+                counter = self._calls[(method, code)] = metrics.rpc_calls.labels(method, code.name)
+            counter.inc()
         raise AssertionError("unreachable")  # pragma: no cover
 
 
 class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._geo_encoding = wire.GeoEncoding()
+
     async def GetAvailability(
         self, request: availability_pb2.GetAvailabilityRequest, context: Any
     ) -> availability_pb2.GetAvailabilityResponse:
-        async def handle() -> availability_pb2.GetAvailabilityResponse:
+        """The message form (grpc_testing, direct calls); the server registers `wire_get`."""
+        response = availability_pb2.GetAvailabilityResponse()
+        response.ParseFromString(await self.wire_get(request, context))
+        return response
+
+    async def wire_get(
+        self, request: availability_pb2.GetAvailabilityRequest, context: Any
+    ) -> bytes:
+        """GetAvailability as serialized bytes: the common answer (no per-node entries) is
+        encoded by hand (service/wire.py), the rest through the protobuf API."""
+
+        async def handle() -> bytes:
             skus, node_ids, geo_prefix = validation.availability_query(request, self.limits)
             now_ms = self.engine.catch_up()
             state = self.engine.state
             policy = state.policy(request.channel, request.segment)
-            view = state.availability(skus, node_ids, geo_prefix, request.channel, request.segment)
+            view = state.availability(skus, node_ids, geo_prefix, policy=policy)
+            if not (request.include_nodes or request.explain):
+                channel, segment = ("", "") if policy is None else (policy.channel, policy.segment)
+                return wire.encode_availability(
+                    state, view, now_ms, channel, segment, self._geo_encoding
+                )
             return convert.availability_response(
                 state, view, request.include_nodes, now_ms, policy, request.explain
-            )
+            ).SerializeToString()
 
         return await self._guard("GetAvailability", context, handle, write=False)
 
