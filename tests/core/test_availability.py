@@ -351,3 +351,11 @@ def test_state_availability_matches_positions(
         ]
         assert view.matrix[k].tolist() == [*node_atp, *geo_atp, sum(node_atp)]
     state.check_invariants()
+
+
+def test_returned_node_mask_cannot_poison_the_scope_cache(state: AtpState) -> None:
+    """The cached scope mask handed out in a view is read-only: later answers stay right."""
+    view = state.availability(["sku-a"])
+    with pytest.raises(ValueError, match="read-only"):
+        view.node_mask[0] = False
+    assert cell(state, state.availability(["sku-a"]), 0, "total") == 16
