@@ -341,6 +341,7 @@ class AtpState:
         item = cells.item
         shortages: list[Shortage] | None = None
         for line, sku, node in zip(lines, skus, nodes, strict=True):
+            assert line.quantity > 0, line  # the edge refuses it; never let it lower reserved
             if sku < 0:
                 available = 0
             elif policy is None:
@@ -361,6 +362,8 @@ class AtpState:
                 shortages.append(shortage)
         if shortages is not None:
             return ReserveResult(Outcome.INSUFFICIENT_STOCK, shortages=tuple(shortages))
+        # The edge refuses these; the core must never oversell even if a caller skipped it.
+        assert len(lines) == 1 or len(set(zip(skus, nodes, strict=True))) == len(lines), lines
         watching = bool(self.watched)
         for line, sku, node in zip(lines, skus, nodes, strict=True):
             if watching:
@@ -663,18 +666,35 @@ class AtpState:
         """ATP of one position for one caller (the scalar twin of kernels.rollup_atp_rules)."""
         if not policy.visible[node]:
             return 0
-        return self.explain_position(policy, row, node)["atp"]
+        on_hand, reserved, safety, buffer, supply, protected = self._atp_terms(policy, row, node)
+        atp = on_hand - reserved - safety - buffer + supply - protected
+        return atp if atp > 0 else 0
 
     def explain_position(self, policy: CompiledPolicy, row: int, node: int) -> dict[str, int]:
         """Why a caller sees what it sees at one node: every term of the ATP formula."""
-        compiled = self._compiled_rules()
-        cells = self.stock.cells
-        on_hand = int(cells[row, FIELD_ON_HAND, node])
-        reserved = int(cells[row, FIELD_RESERVED, node])
-        safety = max(int(policy.safety_node[node]), sku_safety(policy, row, self.skus.name(row)))
+        on_hand, reserved, safety, buffer, supply, protected = self._atp_terms(policy, row, node)
+        atp = on_hand - reserved - safety - buffer + supply - protected
+        return {
+            "on_hand": on_hand,
+            "reserved": reserved,
+            "safety_stock": safety,
+            "buffer": buffer,
+            "supply": supply,
+            "protected_for_others": protected,
+            "atp": atp if atp > 0 else 0,
+        }
+
+    def _atp_terms(
+        self, policy: CompiledPolicy, row: int, node: int
+    ) -> tuple[int, int, int, int, int, int]:
+        """(on_hand, reserved, safety, buffer, supply counted, protected for others)."""
+        item = self.stock.cells.item
+        on_hand = item(row, FIELD_ON_HAND, node)
+        safety = policy.safety_node.item(node)
+        if policy.policy.safety_by_sku_prefix:
+            safety = max(safety, sku_safety(policy, row, self.skus.names[row]))
         if safety < 0:
-            safety = int(cells[row, FIELD_SAFETY, node])
-        buffer = policy.policy.buffer
+            safety = item(row, FIELD_SAFETY, node)
         supply = 0
         if row in self.supply.by_sku:
             supply = self.supply.counted(
@@ -686,25 +706,17 @@ class AtpState:
             )
         protected = 0
         if self.rules.protections:
-            against, consumed = self._protection_inputs(policy, row, self.skus.name(row))
+            compiled = self._compiled_rules()
+            against, consumed = self._protection_inputs(policy, row, self.skus.names[row])
+            units_of, percent_of = compiled.protection_units, compiled.protection_percent
             for index in range(len(self.rules.protections)):
                 if against[index] and compiled.protection_mask[index, node]:
-                    units = int(compiled.protection_units[index])
-                    if units == 0:
-                        units = on_hand * int(compiled.protection_percent[index]) // 100
-                    remaining = units - int(consumed[index, node])
+                    units = units_of.item(index) or on_hand * percent_of.item(index) // 100
+                    remaining = units - consumed.item(index, node)
                     if remaining > 0:
                         protected += remaining
-        atp = on_hand - reserved - safety - buffer + supply - protected
-        return {
-            "on_hand": on_hand,
-            "reserved": reserved,
-            "safety_stock": safety,
-            "buffer": buffer,
-            "supply": supply,
-            "protected_for_others": protected,
-            "atp": atp if atp > 0 else 0,
-        }
+        reserved = item(row, FIELD_RESERVED, node)
+        return on_hand, reserved, safety, policy.policy.buffer, supply, protected
 
     def _take_protected(
         self,
@@ -836,6 +848,7 @@ class AtpState:
             mask &= self.geo.node_geo[level, : len(self.nodes)] == geo
         if len(self._mask_cache) >= MASK_CACHE_SIZE:
             self._mask_cache.clear()
+        mask.flags.writeable = False  # shared by every answer in this scope
         self._mask_cache[key] = mask
         return mask
 
