@@ -578,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "receive":
             p.add_argument("--quantity", type=int, help="only part of it arrived")
         p.set_defaults(func=cmd_supply)
+    from atpd.cli_load import add_feed_commands
+
+    add_feed_commands(client)
     return parser
 
 

@@ -15,6 +15,7 @@ from atpd.v1 import (
     admin_pb2,
     availability_pb2,
     common_pb2,
+    feeds_pb2,
     inventory_pb2,
     reservations_pb2,
     rules_pb2,
@@ -32,6 +33,7 @@ API_SERVICES = (
     "atpd.v1.RulesService",
     "atpd.v1.SupplyService",
     "atpd.v1.WatchService",
+    "atpd.v1.FeedService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -110,6 +112,7 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
             rules_pb2,
             supply_pb2,
             watch_pb2,
+            feeds_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
     }

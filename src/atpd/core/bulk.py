@@ -34,6 +34,18 @@ from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotF
 if TYPE_CHECKING:
     from atpd.core.state import AtpState
 
+__all__ = [
+    "BulkLoad",
+    "BulkLoadResult",
+    "LoadColumns",
+    "LoadMode",
+    "LoadRegistry",
+    "LoadSummary",
+    "apply_bulk_load",
+    "check_columns",
+    "find_duplicate",
+]
+
 # Above this many (SKU x node) slots per row, duplicates are found by sorting instead of with
 # a dense table (a sparse load over many SKUs and nodes).
 DENSE_DUPLICATE_SLOTS_PER_ROW = 8

@@ -8,18 +8,17 @@ file and its checksum. Replay reads the file back and applies the same command.
 The nonce makes every stored file name unique, so a file that a journal record may still
 reference is never overwritten (not even by a retry with the same load id after a crash).
 
-Lifetime: a load file is needed while a journal segment on disk mentions its name; segments a
-kept snapshot covers are deleted by the journal, and `collect_unreferenced` then deletes the
-files no remaining segment mentions (the name is searched as bytes in each segment, which is
-exact for unique names and errs on the side of keeping a file). Files of loads still being
-written or journaled are passed in `keep`.
+Lifetime: a load file is needed while a journal record that a recovery may replay names it,
+that is a record after the oldest kept snapshot (recovery falls back to that one when the
+newest is damaged). `collect_unreferenced` (run before each new load is stored) deletes every
+other load file, and leftovers of crashed writes. Files of loads still being written or
+journaled are passed in `keep`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import mmap
 import os
 import re
 import secrets
@@ -32,12 +31,14 @@ import numpy as np
 
 from atpd.core.commands import Command
 from atpd.core.load_command import BulkLoad, LoadColumns, LoadMode
+from atpd.persistence.framing import scan_records
 from atpd.persistence.fsutil import fsync_directory
 from atpd.persistence.journal import JournalCorrupt
 from atpd.persistence.snapshot_file import (
     FILE_HEADER,
     FILE_HEADER_BYTES,
     SnapshotCorrupt,
+    list_snapshots,
     load_snapshot,
     write_snapshot,
 )
@@ -48,7 +49,8 @@ LOADS_DIRECTORY = "loads"
 LOAD_FORMAT = 1
 LOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.[0-9a-f]{12}\.load$")
 STAGING_PREFIX = ".staging-"
-SEGMENT_NAME = re.compile(r"^journal-\d{20}\.seg$")
+SEGMENT_NAME = re.compile(r"^journal-(\d{20})\.seg$")
+LOADS_MARKER = f"{LOADS_DIRECTORY}/".encode()
 
 
 def loads_directory(data_dir: Path) -> Path:
@@ -182,17 +184,7 @@ def collect_unreferenced(data_dir: Path, keep: Collection[str] = ()) -> list[str
             candidates.append(relative)
     if not candidates:
         return []
-    referenced: set[str] = set()
-    for entry in os.scandir(data_dir):
-        if not SEGMENT_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
-            continue
-        with open(entry.path, "rb") as segment:
-            if os.fstat(segment.fileno()).st_size == 0:
-                continue
-            with mmap.mmap(segment.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                for relative in candidates:
-                    if relative not in referenced and data.find(relative.encode()) >= 0:
-                        referenced.add(relative)
+    referenced = _referenced_after_snapshot(data_dir, candidates)
     removed = [relative for relative in candidates if relative not in referenced]
     for relative in removed:
         (data_dir / relative).unlink(missing_ok=True)
@@ -200,3 +192,28 @@ def collect_unreferenced(data_dir: Path, keep: Collection[str] = ()) -> list[str
         fsync_directory(directory)
         log.info("removed %d load files no journal segment references", len(removed))
     return removed
+
+
+def _referenced_after_snapshot(data_dir: Path, candidates: list[str]) -> set[str]:
+    """The candidates named by a journal record that a replay may still apply: one after the
+    oldest kept snapshot (recovery falls back to it if the newest one is damaged)."""
+    snapshots = list_snapshots(data_dir)
+    covered = snapshots[0][0] if snapshots else 0
+    segments = sorted(
+        (int(match.group(1)), Path(entry.path))
+        for entry in os.scandir(data_dir)
+        if (match := SEGMENT_NAME.match(entry.name)) and entry.is_file(follow_symlinks=False)
+    )
+    names = [(relative, relative.encode()) for relative in candidates]
+    referenced: set[str] = set()
+    for i, (first_sequence, path) in enumerate(segments):
+        if i + 1 < len(segments) and segments[i + 1][0] - 1 <= covered:
+            continue  # every record of this segment is in the oldest kept snapshot
+        scan = scan_records(path.read_bytes(), first_sequence=first_sequence, source_name=str(path))
+        for record in scan.records:
+            if record.sequence <= covered or LOADS_MARKER not in record.payload:
+                continue
+            for relative, encoded in names:
+                if encoded in record.payload:
+                    referenced.add(relative)
+    return referenced

@@ -22,7 +22,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from atpd.config import Config
-from atpd.core import kernels
+from atpd.core import bulk_kernels, kernels
 from atpd.core.commands import SetRules
 from atpd.core.results import InvalidCommand
 from atpd.core.rules import RulesError
@@ -33,6 +33,7 @@ from atpd.persistence.journal import FsyncPolicy
 from atpd.persistence.recovery import recover
 from atpd.service.durability import Durability, clean_staging, write_snapshot_now
 from atpd.service.engine import CommandLog, Engine
+from atpd.service.feeds import FeedServicer
 from atpd.service.servicers import (
     AdminServicer,
     AvailabilityServicer,
@@ -47,6 +48,8 @@ from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     availability_pb2,
+    feeds_pb2,
+    feeds_pb2_grpc,
     inventory_pb2,
     inventory_pb2_grpc,
     reservations_pb2,
@@ -69,6 +72,7 @@ SERVICE_NAMES = (
     rules_pb2.DESCRIPTOR.services_by_name["RulesService"].full_name,
     supply_pb2.DESCRIPTOR.services_by_name["SupplyService"].full_name,
     watch_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
+    feeds_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 
@@ -147,6 +151,8 @@ def create_server(
     engine.on_changes = hub.publish
     engine.on_resync = hub.resync_all
     watch_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(engine, hub), server)
+    feeds = FeedServicer(engine)
+    feeds_pb2_grpc.add_FeedServiceServicer_to_server(feeds, server)
     admin = AdminServicer(engine)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     health = health_aio.HealthServicer()
@@ -172,6 +178,7 @@ def create_server(
     )
     app = App(server, port, engine, health, hub)
     admin.durability_of = lambda: app.durability
+    feeds.durability_of = lambda: app.durability
     return app
 
 
@@ -183,6 +190,7 @@ async def start(app: App, prepare: Callable[[], None] | None = None) -> None:
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, kernels.warm_up)
+    await loop.run_in_executor(None, bulk_kernels.warm_up)
     if prepare is not None:
         # Nothing else writes before `ready`, so preparing off the loop is safe; reads may see
         # a partly loaded state while health says NOT_SERVING.

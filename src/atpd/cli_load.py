@@ -1,0 +1,572 @@
+"""`atpd load` and `atpd export`: positions in and out of a running server as CSV (or Parquet).
+
+    atpd load FILE --mode full|delta [--nodes N1,N2] [--source-sequence S] [--skip-invalid]
+    atpd export FILE [--channel C --segment S] [--nodes N1,N2] [--geo PREFIX]
+
+`load` reads the whole file and validates every row first (SKU and node ids, quantities, known
+nodes, duplicate positions), reporting problems by line number; nothing is sent while any row
+is invalid unless --skip-invalid. The valid rows then stream to FeedService.BulkLoad in
+dictionary-encoded chunks, with progress on stderr, and the server applies them atomically.
+The default load id is derived from the file content and the options, so running the same
+command twice applies the load once (the second run prints the stored summary).
+
+`export` writes sku,node_id,on_hand,safety_stock,reserved,atp; `load` accepts such a file
+as is (reserved and atp are ignored), so export -> load -> export gives back the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from atpd.core.ids import ID_PATTERN, NODE_ID_PATTERN
+from atpd.core.limits import MAX_QUANTITY
+
+REQUIRED_COLUMNS = ("sku", "node_id", "on_hand")
+OPTIONAL_COLUMNS = ("safety_stock",)
+# Written by `atpd export`, ignored by `atpd load`.
+EXPORT_ONLY_COLUMNS = ("reserved", "atp", "last_source_sequence")
+EXPORT_COLUMNS = ("sku", "node_id", "on_hand", "safety_stock", "reserved", "atp")
+ERRORS_SHOWN = 20
+DEFAULT_CHUNK_ROWS = 50_000
+PROGRESS_INTERVAL_S = 0.25
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class LoadFileError(Exception):
+    """The file cannot be read as a positions file at all (not a row problem)."""
+
+
+@dataclass
+class Rows:
+    """Valid rows, dictionary-encoded, with the line each came from."""
+
+    sku_names: list[str] = field(default_factory=list)
+    node_names: list[str] = field(default_factory=list)
+    sku: list[int] = field(default_factory=list)
+    node: list[int] = field(default_factory=list)
+    on_hand: list[int] = field(default_factory=list)
+    safety: list[int] = field(default_factory=list)  # -1: not given
+    lines: list[int] = field(default_factory=list)
+    has_safety: bool = False
+
+    def __len__(self) -> int:
+        return len(self.on_hand)
+
+
+@dataclass
+class Problems:
+    count: int = 0
+    messages: list[tuple[int, str]] = field(default_factory=list)
+    bad_lines: set[int] = field(default_factory=set)
+
+    def add(self, line: int, message: str) -> None:
+        self.count += 1
+        self.bad_lines.add(line)
+        self.messages.append((line, message))
+
+
+def _int_field(value: Any, name: str, low: int) -> tuple[int | None, str]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        text = str(value).strip() if value is not None else ""
+        if not text or not (text.isdigit() or (text[0] == "-" and text[1:].isdigit())):
+            return None, f"{name}: {value!r} is not an integer"
+        number = int(text)
+    if not low <= number <= MAX_QUANTITY:
+        return None, f"{name}: {number} is not in {low}..{MAX_QUANTITY}"
+    return number, ""
+
+
+def _csv_records(path: Path) -> tuple[list[str], Iterator[tuple[int, Sequence[Any]]]]:
+    source: TextIO = path.open(newline="", encoding="utf-8")
+    reader = csv.reader(source)
+    try:
+        header = next(reader)
+    except StopIteration:
+        source.close()
+        raise LoadFileError(f"{path}: the file is empty (a header row is required)") from None
+    except (csv.Error, UnicodeDecodeError) as error:
+        source.close()
+        raise LoadFileError(f"{path}: line 1: {error}") from None
+
+    def records() -> Iterator[tuple[int, Sequence[Any]]]:
+        with source:
+            try:
+                for row in reader:
+                    if row:  # blank lines are skipped
+                        yield reader.line_num, row
+            except (csv.Error, UnicodeDecodeError) as error:
+                raise LoadFileError(f"{path}: line {reader.line_num}: {error}") from None
+
+    return [name.strip() for name in header], records()
+
+
+def _parquet_records(path: Path) -> tuple[list[str], Iterator[tuple[int, Sequence[Any]]]]:
+    try:
+        import pyarrow.parquet as parquet  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise LoadFileError(
+            f"{path}: reading Parquet needs pyarrow, which is not installed "
+            "(pip install pyarrow, or export the file as CSV)"
+        ) from None
+    table = parquet.read_table(path)
+    header = [str(name) for name in table.column_names]
+    columns = [table.column(name).to_pylist() for name in header]
+
+    def records() -> Iterator[tuple[int, Sequence[Any]]]:
+        # "Line" numbers count like a CSV file's: the header is line 1, row 0 is line 2.
+        for index, row in enumerate(zip(*columns, strict=True)):
+            yield index + 2, row
+
+    return header, records()
+
+
+def read_rows(
+    path: Path,
+    known_nodes: set[str],
+    allowed_nodes: set[str] | None,
+) -> tuple[Rows, Problems, int]:
+    """Read and validate every row; returns (valid rows, problems, rows read)."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        header, records = _parquet_records(path)
+    else:
+        header, records = _csv_records(path)
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise LoadFileError(
+            f"{path}: line 1: the header lacks {', '.join(missing)} "
+            f"(expected {','.join(REQUIRED_COLUMNS)}[,safety_stock])"
+        )
+    known = REQUIRED_COLUMNS + OPTIONAL_COLUMNS + EXPORT_ONLY_COLUMNS
+    unknown = [name for name in header if name not in known]
+    if unknown or len(set(header)) != len(header):
+        what = f"unknown column(s) {', '.join(unknown)}" if unknown else "a column named twice"
+        raise LoadFileError(f"{path}: line 1: {what} (known: {', '.join(known)})")
+    sku_at, node_at, on_hand_at = (header.index(name) for name in REQUIRED_COLUMNS)
+    safety_at = header.index("safety_stock") if "safety_stock" in header else -1
+    width = len(header)
+    rows = Rows(has_safety=safety_at >= 0)
+    problems = Problems()
+    sku_codes: dict[str, int] = {}
+    node_codes: dict[str, int] = {}
+    read = 0
+    for line, record in records:
+        read += 1
+        if len(record) != width:
+            problems.add(line, f"{len(record)} fields, the header has {width}")
+            continue
+        errors: list[str] = []
+        sku = str(record[sku_at] if record[sku_at] is not None else "").strip()
+        sku_code = sku_codes.get(sku)
+        if sku_code is None:
+            if ID_PATTERN.match(sku):
+                sku_code = sku_codes[sku] = len(rows.sku_names)
+                rows.sku_names.append(sku)
+            else:
+                errors.append(f"sku: {sku!r} is not 1-64 letters, digits and . _ : / -")
+        node = str(record[node_at] if record[node_at] is not None else "").strip()
+        node_code = node_codes.get(node)
+        if node_code is None:
+            if not NODE_ID_PATTERN.match(node):
+                errors.append(f"node_id: {node!r} is not 1-64 letters, digits and . _ -")
+            elif node not in known_nodes:
+                errors.append(f"node_id: unknown node {node!r} (create it first: UpsertNode)")
+            elif allowed_nodes is not None and node not in allowed_nodes:
+                errors.append(f"node_id: {node!r} is not one of --nodes")
+            else:
+                node_code = node_codes[node] = len(rows.node_names)
+                rows.node_names.append(node)
+        on_hand, error = _int_field(record[on_hand_at], "on_hand", 0)
+        if error:
+            errors.append(error)
+        safety = -1
+        if safety_at >= 0:
+            value = record[safety_at]
+            if value is not None and str(value).strip() != "":
+                number, error = _int_field(value, "safety_stock", 0)
+                if error:
+                    errors.append(error)
+                else:
+                    safety = number  # type: ignore[assignment]
+        if errors:
+            problems.add(line, "; ".join(errors))
+            continue
+        assert sku_code is not None and node_code is not None and on_hand is not None
+        rows.sku.append(sku_code)
+        rows.node.append(node_code)
+        rows.on_hand.append(on_hand)
+        rows.safety.append(safety)
+        rows.lines.append(line)
+    return rows, problems, read
+
+
+def find_repeats(rows: Rows) -> list[tuple[int, int]]:
+    """(row, row of its first occurrence) for every position listed again, in file order."""
+    if len(rows) < 2:
+        return []
+    keys = np.array(rows.sku, np.int64) * max(1, len(rows.node_names)) + np.array(rows.node)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    repeat = np.zeros(len(keys), np.bool_)
+    repeat[1:] = ordered[1:] == ordered[:-1]
+    if not repeat.any():
+        return []
+    run_start = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(keys))))
+    pairs = [(int(order[i]), int(order[run_start[i]])) for i in np.flatnonzero(repeat)]
+    pairs.sort()
+    return pairs
+
+
+def drop_rows(rows: Rows, drop: set[int]) -> Rows:
+    keep = [i for i in range(len(rows)) if i not in drop]
+    return Rows(
+        rows.sku_names,
+        rows.node_names,
+        [rows.sku[i] for i in keep],
+        [rows.node[i] for i in keep],
+        [rows.on_hand[i] for i in keep],
+        [rows.safety[i] for i in keep],
+        [rows.lines[i] for i in keep],
+        rows.has_safety,
+    )
+
+
+class Progress:
+    """rows sent / total and rows per second on one stderr line, redrawn a few times a second."""
+
+    def __init__(self, total: int, enabled: bool, stream: TextIO) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.stream = stream
+        self.started = time.perf_counter()
+        self._shown_at = 0.0
+
+    def update(self, sent: int, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self._shown_at < PROGRESS_INTERVAL_S:
+            return
+        self._shown_at = now
+        elapsed = now - self.started
+        rate = sent / elapsed if elapsed > 0 else 0.0
+        share = sent / self.total if self.total else 1.0
+        filled = int(share * 30)
+        self.stream.write(
+            f"\r  [{'#' * filled}{'.' * (30 - filled)}] {sent:,}/{self.total:,} rows "
+            f"{share:4.0%}  {rate:,.0f} rows/s"
+        )
+        self.stream.flush()
+
+    def done(self, note: str) -> None:
+        if self.enabled:
+            self.update(self.total, force=True)
+            self.stream.write(f"\n  {note}\n")
+            self.stream.flush()
+
+
+def chunk_messages(rows: Rows, chunk_rows: int) -> Iterator[Any]:
+    """PositionChunk messages with per-chunk SKU and node dictionaries."""
+    from atpd.v1 import feeds_pb2
+
+    sku = np.array(rows.sku, np.int64)
+    node = np.array(rows.node, np.int64)
+    on_hand = np.array(rows.on_hand, np.int64)
+    safety = np.array(rows.safety, np.int64)
+    sku_names, node_names = rows.sku_names, rows.node_names
+    for start in range(0, len(rows), chunk_rows):
+        end = start + chunk_rows
+        sku_used, sku_index = np.unique(sku[start:end], return_inverse=True)
+        node_used, node_index = np.unique(node[start:end], return_inverse=True)
+        chunk = feeds_pb2.PositionChunk(
+            skus=[sku_names[i] for i in sku_used.tolist()],
+            sku_index=sku_index.tolist(),
+            node_ids=[node_names[i] for i in node_used.tolist()],
+            node_index=node_index.tolist(),
+            on_hand=on_hand[start:end].tolist(),
+        )
+        if rows.has_safety:
+            chunk.safety_stock.extend(safety[start:end].tolist())
+        yield chunk
+
+
+def default_load_id(path: Path, args: argparse.Namespace, scope: Sequence[str]) -> str:
+    """Same file, same options -> same id, so re-running a load is answered, not re-applied."""
+    digest = hashlib.blake2b(digest_size=8)
+    with path.open("rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    options = f"{args.mode}|{args.source_sequence}|{','.join(sorted(scope))}|{args.skip_invalid}"
+    digest.update(options.encode())
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in path.stem)[:64] or "load"
+    if not stem[0].isalnum():
+        stem = "f" + stem
+    return f"{stem}-{digest.hexdigest()}"
+
+
+def _print_problems(problems: Problems, path: Path, read: int, out: TextIO) -> None:
+    for line, message in sorted(problems.messages)[:ERRORS_SHOWN]:
+        out.write(f"{path}: line {line}: {message}\n")
+    if problems.count > ERRORS_SHOWN:
+        out.write(f"  ... and {problems.count - ERRORS_SHOWN} more\n")
+    out.write(
+        f"{problems.count} problem(s) on {len(problems.bad_lines)} of {read} rows; "
+        f"{read - len(problems.bad_lines)} rows are valid\n"
+    )
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from atpd.cli import _call, _channel, table
+    from atpd.v1 import feeds_pb2, feeds_pb2_grpc, inventory_pb2, inventory_pb2_grpc
+
+    path: Path = args.file
+    if not path.is_file():
+        print(f"atpd: {path}: no such file", file=sys.stderr)
+        return 1
+    mode = args.mode
+    scope = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else []
+    channel = _channel(args)
+    deadline = args.timeout or None
+    listed = _call(
+        lambda: inventory_pb2_grpc.InventoryServiceStub(channel).ListNodes(  # type: ignore[no-untyped-call]
+            inventory_pb2.ListNodesRequest(), timeout=deadline
+        )
+    )
+    known_nodes = {node.node_id for node in listed.nodes}
+    unknown_scope = [n for n in scope if n not in known_nodes]
+    if unknown_scope:
+        print(f"atpd: --nodes: unknown node(s) {', '.join(unknown_scope)}", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    try:
+        rows, problems, read = read_rows(path, known_nodes, set(scope) if scope else None)
+    except (LoadFileError, OSError) as error:
+        print(f"atpd: {error}", file=sys.stderr)
+        return 1
+    repeats = find_repeats(rows)
+    for row, first in repeats:
+        problems.add(rows.lines[row], f"position listed again (first at line {rows.lines[first]})")
+    if problems.count:
+        _print_problems(problems, path, read, sys.stderr)
+        if not args.skip_invalid:
+            print("nothing was sent (--skip-invalid loads the valid rows)", file=sys.stderr)
+            return 1
+        rows = drop_rows(rows, {row for row, _ in repeats})
+    if mode == "full" and not scope:
+        scope = list(rows.node_names)
+        print(
+            f"FULL load of the {len(scope)} node(s) in the file: {', '.join(scope)}",
+            file=sys.stderr,
+        )
+        if not scope:
+            print("atpd: a FULL load with no rows needs --nodes", file=sys.stderr)
+            return 1
+    load_id = args.load_id or default_load_id(path, args, scope)
+    header = feeds_pb2.BulkLoadHeader(
+        load_id=load_id,
+        mode=feeds_pb2.LOAD_MODE_FULL if mode == "full" else feeds_pb2.LOAD_MODE_DELTA,
+        source_sequence=args.source_sequence,
+        node_ids=scope if mode == "full" else [],
+    )
+    read_seconds = time.perf_counter() - started
+    progress = Progress(len(rows), args.progress or sys.stderr.isatty(), sys.stderr)
+
+    def requests() -> Iterator[feeds_pb2.BulkLoadRequest]:
+        yield feeds_pb2.BulkLoadRequest(header=header)
+        sent = chunks = 0
+        for chunk in chunk_messages(rows, args.chunk_rows):
+            yield feeds_pb2.BulkLoadRequest(chunk=chunk)
+            sent += len(chunk.on_hand)
+            chunks += 1
+            progress.update(sent)
+        yield feeds_pb2.BulkLoadRequest(commit=feeds_pb2.BulkLoadCommit(rows=sent, chunks=chunks))
+
+    stub = feeds_pb2_grpc.FeedServiceStub(channel)  # type: ignore[no-untyped-call]
+    try:
+        response = _call(lambda: stub.BulkLoad(requests(), timeout=deadline))
+    except SystemExit:
+        if progress.enabled:
+            sys.stderr.write("\n")
+        raise
+    progress.done("sent; applied atomically by the server")
+    sequence = (
+        str(response.source_sequence)
+        if response.source_sequence
+        else "none (positions overwritten, their sequences unchanged)"
+    )
+    state = "already applied: stored summary" if response.replayed else "applied"
+    print(f"load {response.load_id}: {mode.upper()} {state}")
+    summary: list[tuple[str, object]] = [
+        ("rows", response.rows),
+        ("chunks", response.chunks),
+        ("positions written", response.positions_written),
+        ("positions changed", response.positions_changed),
+        ("positions zeroed", response.positions_zeroed),
+        ("positions stale (kept)", response.positions_stale),
+        ("new SKUs", response.skus_created),
+        ("rows skipped as invalid", len(problems.bad_lines)),
+        ("source sequence", sequence),
+        ("seconds reading the file", round(read_seconds, 2)),
+        ("seconds streaming and applying", round(response.seconds, 2)),
+    ]
+    if response.seconds > 0 and not response.replayed:
+        summary.append(("rows/s", int(response.rows / response.seconds)))
+    print(table(("", ""), summary))
+    return 0
+
+
+def _write_csv(out: TextIO, chunks: Iterator[Any], on_rows: Callable[[int], None]) -> int:
+    out.write(",".join(EXPORT_COLUMNS) + "\n")
+    total = 0
+    for chunk in chunks:
+        skus = list(chunk.skus)
+        nodes = list(chunk.node_ids)
+        lines = [
+            f"{skus[s]},{nodes[n]},{o},{f},{r},{a}\n"
+            for s, n, o, f, r, a in zip(
+                chunk.sku_index,
+                chunk.node_index,
+                chunk.on_hand,
+                chunk.safety_stock,
+                chunk.reserved,
+                chunk.atp,
+                strict=True,
+            )
+        ]
+        out.write("".join(lines))
+        total += len(lines)
+        on_rows(total)
+    return total
+
+
+def _write_parquet(path: Path, chunks: Iterator[Any]) -> int:
+    try:
+        import pyarrow as arrow  # type: ignore[import-not-found, unused-ignore]
+        import pyarrow.parquet as parquet  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise LoadFileError(
+            f"{path}: writing Parquet needs pyarrow, which is not installed"
+        ) from None
+    columns: dict[str, list[Any]] = {name: [] for name in EXPORT_COLUMNS}
+    for chunk in chunks:
+        skus = list(chunk.skus)
+        nodes = list(chunk.node_ids)
+        columns["sku"] += [skus[i] for i in chunk.sku_index]
+        columns["node_id"] += [nodes[i] for i in chunk.node_index]
+        columns["on_hand"] += list(chunk.on_hand)
+        columns["safety_stock"] += list(chunk.safety_stock)
+        columns["reserved"] += list(chunk.reserved)
+        columns["atp"] += list(chunk.atp)
+    parquet.write_table(arrow.table(columns), path)
+    return len(columns["sku"])
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from atpd.cli import _call, _channel
+    from atpd.v1 import feeds_pb2, feeds_pb2_grpc
+
+    nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else []
+    request = feeds_pb2.ExportPositionsRequest(
+        node_ids=nodes,
+        geo_prefix=args.geo or "",
+        channel=args.channel or "",
+        segment=args.segment or "",
+    )
+    stub = feeds_pb2_grpc.FeedServiceStub(_channel(args))  # type: ignore[no-untyped-call]
+    started = time.perf_counter()
+    to_stdout = str(args.file) == "-"
+    progress = Progress(0, (args.progress or sys.stderr.isatty()) and not to_stdout, sys.stderr)
+
+    def shown(total: int) -> None:
+        progress.total = total
+        progress.update(total)
+
+    def export() -> int:
+        chunks = stub.ExportPositions(request, timeout=args.timeout or None)
+        if to_stdout:
+            return _write_csv(sys.stdout, chunks, shown)
+        if args.file.suffix.lower() in PARQUET_SUFFIXES:
+            return _write_parquet(args.file, chunks)
+        temp = args.file.with_name(args.file.name + ".part")
+        with temp.open("w", encoding="utf-8", newline="") as out:
+            count = _write_csv(out, chunks, shown)
+        temp.replace(args.file)
+        return count
+
+    try:
+        count = _call(export)
+    except (LoadFileError, OSError) as error:
+        print(f"atpd: {error}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - started
+    progress.done(f"{count:,} positions in {seconds:.2f} s")
+    if not to_stdout:
+        print(f"{count} positions written to {args.file} in {seconds:.2f} s")
+    return 0
+
+
+def _no_deadline(parser: argparse.ArgumentParser) -> None:
+    """Loads and exports of millions of rows take as long as they take: no default deadline."""
+    for action in parser._actions:
+        if action.dest == "timeout":
+            action.default = 0.0
+            action.help = "seconds (default: no deadline)"
+
+
+def add_feed_commands(
+    client: Callable[[str, str], argparse.ArgumentParser],
+) -> None:
+    """Register `load` and `export` through cli.build_parser's client-parser factory."""
+    p = client("load", "load positions from a CSV (or Parquet) file, atomically")
+    p.add_argument("file", type=Path, metavar="FILE", help="header row: sku,node_id,on_hand[,...]")
+    p.add_argument("--mode", choices=("full", "delta"), required=True, help=MODE_HELP)
+    p.add_argument(
+        "--nodes",
+        help="N1,N2: FULL: the nodes the load replaces (default: those in the file); "
+        "DELTA: rows elsewhere are invalid",
+    )
+    p.add_argument(
+        "--source-sequence",
+        type=int,
+        default=0,
+        metavar="S",
+        help="the feed's sequence for the whole load: positions whose last sequence is >= S "
+        "keep their value; default 0: unsequenced (overwrite, sequences unchanged)",
+    )
+    p.add_argument("--load-id", help="idempotency key (default: from the file content and options)")
+    p.add_argument(
+        "--skip-invalid", action="store_true", help="load the valid rows even if some are not"
+    )
+    p.add_argument("--progress", action="store_true", help="show progress even when not a TTY")
+    p.add_argument(
+        "--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows per streamed chunk"
+    )
+    _no_deadline(p)
+    p.set_defaults(func=cmd_load)
+
+    p = client("export", "write the current positions (and ATP) to a CSV file ('-': stdout)")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--channel", help="ATP as offered to this sales channel")
+    p.add_argument("--segment", help="ATP as offered to this customer segment")
+    p.add_argument("--nodes", help="N1,N2: only these nodes")
+    p.add_argument("--geo", help="only nodes under this geo prefix, e.g. EU/FR")
+    p.add_argument("--progress", action="store_true", help="show progress even when not a TTY")
+    _no_deadline(p)
+    p.set_defaults(func=cmd_export)
+
+
+MODE_HELP = (
+    "full: the file replaces every position of the nodes it covers (absent ones get on_hand "
+    "0); delta: only the listed positions change. Reservations are kept either way."
+)
