@@ -157,11 +157,15 @@ class AtpState:
         self.last_expired = self._expire_due(now_ms)
         self.time_moved = bool(self.last_expired) or self.purged_total != purged_before
         try:
-            return self._handlers[type(command)](command, now_ms)
+            result = self._handlers[type(command)](command, now_ms)
         except CommandRejected:
             if not self.time_moved:
                 self.now_ms = previous_now_ms
             raise
+        if not (result.changed or self.time_moved):
+            # Nothing journaled, so nothing may differ from a replay: not even the clock.
+            self.now_ms = previous_now_ms
+        return result
 
     def next_expiry_ms(self) -> int | None:
         return self.expiry.next_expiry_ms()

@@ -87,6 +87,10 @@ class Engine:
         self.ready = False
         # Set when the journal failed: why writes are refused until it is writable again.
         self.write_failure: str | None = None
+        # Cleared from a write failure until the state is rebuilt from durable records: reads
+        # wait on it, so an answer never shows an effect whose command was refused.
+        self.clean = asyncio.Event()
+        self.clean.set()
         # Called with the failure reason, once per failure: restores the durable state and
         # waits for the journal to come back (see Durability.on_write_failure).
         self.on_write_failure: Callable[[str], None] | None = None
@@ -191,6 +195,7 @@ class Engine:
             return
         log.error("journal failed, refusing writes until it recovers: %s", reason)
         self.write_failure = reason
+        self.clean.clear()
         if self.on_write_failure is not None:
             self.on_write_failure(reason)
 
@@ -200,6 +205,7 @@ class Engine:
         self.stop()
         state.watched = self.state.watched
         self.state = state
+        self.clean.set()
         self._arm_expiry()
         if self.on_resync is not None:
             self.on_resync("the state was rebuilt from the journal after a write failure")

@@ -73,6 +73,9 @@ class _Base:
         try:
             if write and not self.engine.ready:
                 raise NotReady("the server is starting up (recovery in progress); retry shortly")
+            if not self.engine.clean.is_set():
+                # A write just failed: answer from the state rebuilt from durable records.
+                await self.engine.clean.wait()
             return await handler()
         except (NotReady, WritesUnavailable) as error:
             code = grpc.StatusCode.UNAVAILABLE
