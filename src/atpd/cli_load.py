@@ -22,6 +22,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -88,26 +89,25 @@ def _int_field(value: Any, name: str, low: int) -> tuple[int | None, str]:
     return number, ""
 
 
-def _csv_records(path: Path) -> tuple[list[str], Iterator[tuple[int, Sequence[Any]]]]:
-    source: TextIO = path.open(newline="", encoding="utf-8")
+def _csv_records(
+    path: Path, files: ExitStack
+) -> tuple[list[str], Iterator[tuple[int, Sequence[Any]]]]:
+    source: TextIO = files.enter_context(path.open(newline="", encoding="utf-8"))
     reader = csv.reader(source)
     try:
         header = next(reader)
     except StopIteration:
-        source.close()
         raise LoadFileError(f"{path}: the file is empty (a header row is required)") from None
     except (csv.Error, UnicodeDecodeError) as error:
-        source.close()
         raise LoadFileError(f"{path}: line 1: {error}") from None
 
     def records() -> Iterator[tuple[int, Sequence[Any]]]:
-        with source:
-            try:
-                for row in reader:
-                    if row:  # blank lines are skipped
-                        yield reader.line_num, row
-            except (csv.Error, UnicodeDecodeError) as error:
-                raise LoadFileError(f"{path}: line {reader.line_num}: {error}") from None
+        try:
+            for row in reader:
+                if row:  # blank lines are skipped
+                    yield reader.line_num, row
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise LoadFileError(f"{path}: line {reader.line_num}: {error}") from None
 
     return [name.strip() for name in header], records()
 
@@ -138,10 +138,21 @@ def read_rows(
     allowed_nodes: set[str] | None,
 ) -> tuple[Rows, Problems, int]:
     """Read and validate every row; returns (valid rows, problems, rows read)."""
-    if path.suffix.lower() in PARQUET_SUFFIXES:
-        header, records = _parquet_records(path)
-    else:
-        header, records = _csv_records(path)
+    with ExitStack() as files:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            header, records = _parquet_records(path)
+        else:
+            header, records = _csv_records(path, files)
+        return _validate(path, header, records, known_nodes, allowed_nodes)
+
+
+def _validate(
+    path: Path,
+    header: list[str],
+    records: Iterator[tuple[int, Sequence[Any]]],
+    known_nodes: set[str],
+    allowed_nodes: set[str] | None,
+) -> tuple[Rows, Problems, int]:
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
     if missing:
         raise LoadFileError(

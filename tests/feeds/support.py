@@ -13,7 +13,7 @@ from service.harness import NODES, RPC_TIMEOUT_S, FakeClock, ServerThread, Stubs
 
 from atpd.config import Config
 from atpd.core.limits import Limits
-from atpd.service.durability import Durability
+from atpd.service.durability import Durability, write_snapshot_now
 from atpd.service.server import ServeOptions, open_durable_state
 from atpd.v1 import common_pb2, feeds_pb2, feeds_pb2_grpc, inventory_pb2
 
@@ -196,8 +196,17 @@ class DurableServer(ServerThread):
         self.run(attach())
 
     def snapshot(self) -> None:
-        assert self.durability is not None
-        self.run(self.durability.snapshot())
+        """A snapshot written synchronously on the loop (the start-up / shutdown path): the
+        forked background path is the persistence tests' subject, and a fork of this test
+        process, full of client threads, is not what production forks."""
+        durability = self.durability
+        assert durability is not None
+
+        async def write() -> None:
+            await durability.log.wait_durable(durability.journal.last_sequence)
+            write_snapshot_now(self.app.engine.state, durability.data_dir, durability.journal)
+
+        self.run(write())
 
     def crash(self) -> None:
         durability = self.durability
