@@ -9,8 +9,10 @@ acknowledged reservations.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -168,6 +170,9 @@ FILL_THREADS = 3
 FILL_RESERVATIONS_MAX = 20_000
 RESUME_TIMEOUT_S = 60.0
 REMOUNT_BYTES = 8 * 1024 * 1024
+# Room left for the journal by the tests that only need it to fail soon.
+SMALL_FREE_BYTES = 12 * 1024
+SHORT_TTL_MS = 4_000
 
 
 class Filler:
@@ -293,6 +298,25 @@ def test_full_disk_refuses_writes_serves_reads_and_resumes(tmp_path: Path) -> No
         disk.unmount()
 
 
+def leave_free(mount_point: Path, free_bytes: int) -> None:
+    """Take all the tmpfs's room but about `free_bytes` with a ballast file."""
+    stat = os.statvfs(mount_point)
+    ballast_bytes = stat.f_bavail * stat.f_frsize - free_bytes
+    assert ballast_bytes > 0, ballast_bytes
+    (mount_point / "ballast").write_bytes(bytes(ballast_bytes))
+
+
+def reserve_until_refused(stubs: Stubs, prefix: str) -> tuple[int, str, str]:
+    """One-unit reservations one at a time until one is refused: (acknowledged count, the
+    refused id, its UNAVAILABLE message)."""
+    for index in range(FILL_RESERVATIONS_MAX):
+        reservation_id = f"{prefix}-{index:05d}"
+        message = try_reserve(stubs, reservation_id)
+        if message is not None:
+            return index, reservation_id, message
+    raise AssertionError("the disk never filled up")
+
+
 def test_write_refused_by_a_full_disk_is_never_visible_to_reads(tmp_path: Path) -> None:
     """A Reserve answered UNAVAILABLE is invisible to the very next reads (no dirty read)."""
     disk = TmpfsFull(tmp_path / "disk")
@@ -301,21 +325,69 @@ def test_write_refused_by_a_full_disk_is_never_visible_to_reads(tmp_path: Path) 
         with daemon(disk.directory, tmp_path) as server:
             stubs = server.start()
             setup_world(stubs, NODES, SKUS, on_hand=1_000_000)
-            acknowledged = 0
-            for index in range(FILL_RESERVATIONS_MAX):
-                message = try_reserve(stubs, f"one-by-one-{index:05d}")
-                if message is not None:
-                    refused_id = f"one-by-one-{index:05d}"
-                    break
-                acknowledged += 1
-            else:
-                raise AssertionError("the disk never filled up")
+            leave_free(disk.mount_point, SMALL_FREE_BYTES)
+            acknowledged, refused_id, message = reserve_until_refused(stubs, "one-by-one")
             assert "ENOSPC" in message, message
             # No wait: the very next reads must not show the refused hold.
             seen = fetch_reservations(stubs, [refused_id])[refused_id]
             position = fetch_positions(stubs, CELLS[:1])[CELLS[0]]
             assert seen is None, f"refused reservation visible: {seen}"
             assert position.reserved == acknowledged, position
+            server.kill()
+    finally:
+        disk.unmount()
+
+
+def test_restart_on_a_still_full_disk_serves_reads_and_refuses_writes(tmp_path: Path) -> None:
+    """Restart on a disk that is still full: starts, serves the acknowledged, refuses writes."""
+    disk = TmpfsFull(tmp_path / "disk")
+    disk.mount()
+    try:
+        with daemon(disk.directory, tmp_path) as server:
+            stubs = server.start()
+            setup_world(stubs, NODES, SKUS, on_hand=1_000_000)
+            leave_free(disk.mount_point, SMALL_FREE_BYTES)
+            acknowledged, refused_id, _ = reserve_until_refused(stubs, "before")
+            server.kill()
+
+            stubs = server.start()
+            present = [f"before-{index:05d}" for index in range(acknowledged)]
+            assert_serves_exactly(stubs, present, [refused_id])
+            message = try_reserve(stubs, "after-restart")
+            assert message is not None and "ENOSPC" in message, message
+            assert_serves_exactly(stubs, present, [refused_id, "after-restart"])
+            server.kill()
+    finally:
+        disk.unmount()
+
+
+def test_hold_past_its_expiry_never_reads_as_held_while_the_journal_is_down(
+    tmp_path: Path,
+) -> None:
+    """While writes fail (ENOSPC), a read after a hold's expiry time does not show it HELD."""
+    disk = TmpfsFull(tmp_path / "disk")
+    disk.mount()
+    try:
+        with daemon(disk.directory, tmp_path) as server:
+            stubs = server.start()
+            setup_world(stubs, NODES, SKUS, on_hand=1_000_000)
+            leave_free(disk.mount_point, SMALL_FREE_BYTES)
+            request = reserve_request("short-hold", [(*CELLS[1], 4)], SHORT_TTL_MS)
+            hold = stubs.reservations.Reserve(request, timeout=RPC_TIMEOUT_S).reservation
+            assert hold.status == HELD
+            _, _, message = reserve_until_refused(stubs, "filler")
+            assert "ENOSPC" in message, message
+            # The premise: the journal failed before the hold was due.
+            assert time.time_ns() // 1_000_000 < hold.expires_at_ms, "disk filled too slowly"
+
+            def past_expiry() -> bool:
+                return time.time_ns() // 1_000_000 > hold.expires_at_ms
+
+            wait_until(past_expiry, SHORT_TTL_MS / 1000 * 2, "the hold's expiry time")
+            assert status_of(stubs).journal_failure != "", "the journal recovered by itself"
+            seen = fetch_reservations(stubs, ["short-hold"])["short-hold"]
+            assert seen is not None and seen.status != HELD, seen
+            assert fetch_positions(stubs, CELLS[1:2])[CELLS[1]].reserved == 0
             server.kill()
     finally:
         disk.unmount()
