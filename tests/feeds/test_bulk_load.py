@@ -17,7 +17,15 @@ from service.harness import (
 )
 
 from atpd.service.feeds import FeedServicer
-from atpd.v1 import common_pb2, feeds_pb2, feeds_pb2_grpc, inventory_pb2, reservations_pb2
+from atpd.v1 import (
+    common_pb2,
+    feeds_pb2,
+    feeds_pb2_grpc,
+    inventory_pb2,
+    reservations_pb2,
+    watch_pb2,
+    watch_pb2_grpc,
+)
 
 from .support import (
     DELTA,
@@ -298,3 +306,21 @@ def test_nothing_of_a_load_is_visible_until_its_stream_ends(
         ("Y", "paris"): 5,
         ("Z", "paris"): 6,
     }
+
+
+def test_a_watch_subscriber_is_told_to_resync_after_a_load(
+    server: ServerThread, api: Stubs, feeds: feeds_pb2_grpc.FeedServiceStub
+) -> None:
+    """A load moves many positions at once: subscribers get one RESYNC_REQUIRED, not silence."""
+    set_stock(api, "X", "paris", 10, 1)
+    events = watch_pb2_grpc.WatchServiceStub(server.channel()).Watch(
+        watch_pb2.WatchRequest(), timeout=RPC_TIMEOUT_S
+    )
+    try:
+        assert next(events).kind == watch_pb2.WATCH_EVENT_KIND_SYNC
+        load(feeds, "w1", DELTA, [("X", "paris", 3, None)])
+        event = next(events)
+        assert event.kind == watch_pb2.WATCH_EVENT_KIND_RESYNC_REQUIRED
+        assert "BulkLoad" in event.reason
+    finally:
+        events.cancel()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from atpd.core.commands import Command, SetRules, Tick, UpsertNode
+from atpd.core.commands import BulkLoad, Command, SetRules, Tick, UpsertNode
 from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
 from atpd.metrics import Metrics
@@ -143,7 +143,8 @@ class Engine:
             counter.inc()
         if result.changed:
             self._append(command, now)
-            if self.on_resync is not None and isinstance(command, SetRules | UpsertNode):
+            # A bulk load moves up to millions of positions at once: one resync, not events.
+            if self.on_resync is not None and isinstance(command, SetRules | UpsertNode | BulkLoad):
                 self.on_resync(f"{type(command).__name__} changed what every caller may see")
         elif state.time_moved:
             self._append(Tick(), now)
