@@ -38,6 +38,7 @@ OPTIONAL_COLUMNS = ("safety_stock",)
 EXPORT_ONLY_COLUMNS = ("reserved", "atp", "last_source_sequence")
 EXPORT_COLUMNS = ("sku", "node_id", "on_hand", "safety_stock", "reserved", "atp")
 ERRORS_SHOWN = 20
+NODES_SHOWN = 8
 DEFAULT_CHUNK_ROWS = 50_000
 PROGRESS_INTERVAL_S = 0.25
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -342,6 +343,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     from atpd.v1 import feeds_pb2, feeds_pb2_grpc, inventory_pb2, inventory_pb2_grpc
 
     path: Path = args.file
+    if args.chunk_rows < 1:
+        print("atpd: --chunk-rows must be >= 1", file=sys.stderr)
+        return 2
     if not path.is_file():
         print(f"atpd: {path}: no such file", file=sys.stderr)
         return 1
@@ -376,10 +380,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         rows = drop_rows(rows, {row for row, _ in repeats})
     if mode == "full" and not scope:
         scope = list(rows.node_names)
-        print(
-            f"FULL load of the {len(scope)} node(s) in the file: {', '.join(scope)}",
-            file=sys.stderr,
-        )
+        shown = ", ".join(scope[:NODES_SHOWN]) + (", ..." if len(scope) > NODES_SHOWN else "")
+        print(f"FULL load of the {len(scope)} node(s) in the file: {shown}", file=sys.stderr)
         if not scope:
             print("atpd: a FULL load with no rows needs --nodes", file=sys.stderr)
             return 1

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from atpd.core.commands import BulkLoad, Command, SetRules, Tick, UpsertNode
+from atpd.core.commands import Command, SetRules, Tick, UpsertNode
+from atpd.core.load_command import BulkLoad
 from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
 from atpd.metrics import Metrics

@@ -321,6 +321,8 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
         # Set by create_server: the durability layer appears once recovery is done.
         self.durability_of: Callable[[], Durability | None] = lambda: None
         self._streaming: set[str] = set()
+        # Streams between their first message and their reply (max_concurrent_loads).
+        self._active = 0
         # Load files written or being written whose journal record is not durable yet.
         self._files_in_flight: set[str] = set()
 
@@ -374,10 +376,20 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
         engine = self.engine
         if not engine.ready:
             raise NotReady("the server is starting up (recovery in progress); retry shortly")
-        if len(self._streaming) >= self.limits.max_concurrent_loads:
+        if self._active >= self.limits.max_concurrent_loads:
             raise LimitExceeded(
-                f"max_concurrent_loads: {len(self._streaming)} loads are streaming; retry later"
+                f"max_concurrent_loads: {self._active} loads are streaming; retry later"
             )
+        self._active += 1  # counted from here on: the header is awaited below
+        try:
+            return await self._header_then_rows(requests, started)
+        finally:
+            self._active -= 1
+
+    async def _header_then_rows(
+        self, requests: AsyncIterator[feeds_pb2.BulkLoadRequest], started: float
+    ) -> feeds_pb2.BulkLoadResponse:
+        engine = self.engine
         stream = aiter(requests)
         try:
             first = await anext(stream)
