@@ -339,7 +339,7 @@ def _print_problems(problems: Problems, path: Path, read: int, out: TextIO) -> N
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from atpd.cli import _call, _channel, table
+    from atpd.cli import _call, _channel
     from atpd.v1 import feeds_pb2, feeds_pb2_grpc, inventory_pb2, inventory_pb2_grpc
 
     path: Path = args.file
@@ -435,7 +435,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     ]
     if response.seconds > 0 and not response.replayed:
         summary.append(("rows/s", int(response.rows / response.seconds)))
-    print(table(("", ""), summary))
+    width = max(len(key) for key, _ in summary)
+    for key, value in summary:
+        shown = f"{value:,}" if isinstance(value, int) else str(value)
+        print(f"  {key.ljust(width)}  {shown}")
     return 0
 
 
