@@ -9,6 +9,7 @@ see no difference.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from atpd.core.state import AtpState, AvailabilityView
 
@@ -39,12 +40,14 @@ def _string_field(tag: bytes, text: str) -> bytes:
 class GeoEncoding:
     """Per geo id: the encoded `geo` and `level` fields and the `atp` tag, plus tree ranks."""
 
-    __slots__ = ("count", "entries", "prefixes", "rank")
+    __slots__ = ("count", "entries", "order", "prefixes", "tails")
 
     def __init__(self) -> None:
         self.count = -1
         self.prefixes: list[bytes] = []
-        self.rank: list[int] = []
+        self.order: npt.NDArray[np.intp] = np.zeros(0, np.intp)  # geo ids in tree order
+        # Encoded channel / segment / rules version fields, per (channel, segment, version).
+        self.tails: dict[tuple[str, str, str], bytes] = {}
         # Whole encoded entries (tag, length, fields) per geo id and small ATP value.
         self.entries: list[dict[int, bytes]] = []
 
@@ -67,10 +70,22 @@ class GeoEncoding:
             for name, level in zip(names, geo.geo_level, strict=True)
         ]
         self.entries = [{} for _ in names]
-        self.rank = [0] * len(names)
-        for position, geo_id in enumerate(geo.ordered()):
-            self.rank[geo_id] = position
+        self.order = np.array(geo.ordered(), np.intp)
         self.count = len(names)
+
+    def tail(self, channel: str, segment: str, version: str) -> bytes:
+        key = (channel, segment, version)
+        cached = self.tails.get(key)
+        if cached is None:
+            cached = b"".join(
+                _string_field(tag, text)
+                for tag, text in ((b"\x1a", channel), (b"\x22", segment), (b"\x2a", version))
+                if text
+            )
+            if len(self.tails) > 1024:
+                self.tails.clear()
+            self.tails[key] = cached
+        return cached
 
 
 def encode_availability(
@@ -82,7 +97,7 @@ def encode_availability(
     geo_encoding: GeoEncoding,
 ) -> bytes:
     geo_encoding.refresh(state)
-    rank, entry = geo_encoding.rank, geo_encoding.entry
+    order, entry = geo_encoding.order, geo_encoding.entry
     node_count, geo_count = view.node_count, view.geo_count
     parts: list[bytes] = []
     for k, sku in enumerate(view.skus):
@@ -93,21 +108,15 @@ def encode_availability(
             total = int(row[-1])
             if total:
                 body.append(b"\x18" + varint(total))
-            geo_values = row[node_count : node_count + geo_count]
-            present = np.flatnonzero(geo_values).tolist()
-            if present:
-                values = geo_values.tolist()
-                body.extend(
-                    entry(geo, values[geo]) for geo in sorted(present, key=rank.__getitem__)
-                )
+            # Geo ATP in tree order; only prefixes with ATP > 0 are listed.
+            ordered = row[node_count : node_count + geo_count][order]
+            present = np.flatnonzero(ordered)
+            if len(present):
+                geos = order[present].tolist()
+                body.extend(map(entry, geos, ordered[present].tolist()))
         item = b"".join(body)
         parts.append(b"\x0a" + varint(len(item)) + item)
     if now_ms:  # proto3 leaves zero scalars out
         parts.append(b"\x10" + varint(now_ms))
-    if channel:
-        parts.append(_string_field(b"\x1a", channel))
-    if segment:
-        parts.append(_string_field(b"\x22", segment))
-    if state.rules.version:
-        parts.append(_string_field(b"\x2a", state.rules.version))
+    parts.append(geo_encoding.tail(channel, segment, state.rules.version))
     return b"".join(parts)
