@@ -87,7 +87,7 @@ class SnapshotInfo:
     path: Path
     size_bytes: int
     seconds: float
-    fork_ms: float
+    fork_ms: float  # the stall: the fork, or the copy when the fork fallback was used
     segments_removed: int
 
 
@@ -172,9 +172,23 @@ class Snapshotter:
         fork_ms = (time.perf_counter() - fork_started) * 1000
         loop = asyncio.get_running_loop()
         _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        exit_code = os.waitstatus_to_exitcode(status)
+        if exit_code != 0:
+            # A child can die where the parent would not (e.g. gRPC's fork handlers when
+            # fork support was enabled by an earlier import of grpc). Fall back to a copy
+            # taken on the loop (a stall proportional to the state) written off the loop.
+            log.warning(
+                "snapshot child exited with status %d; snapshotting from a copy instead",
+                exit_code,
+            )
             clean_staging(self.data_dir)
-            raise OSError(f"snapshot child exited with status {os.waitstatus_to_exitcode(status)}")
+            staging.mkdir(parents=True)
+            if self.journal.last_sequence != sequence:
+                sequence = self.journal.last_sequence
+            copy_started = time.perf_counter()
+            arrays, blobs = export_state(self.state_of())
+            fork_ms = (time.perf_counter() - copy_started) * 1000
+            await loop.run_in_executor(None, write_snapshot, staging, sequence, arrays, blobs)
         # Publish only what is durable: raises JournalUnavailable if those records were lost.
         try:
             if sequence > 0:

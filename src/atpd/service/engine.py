@@ -8,6 +8,7 @@ time in arrival order with no locks: a check-then-act race cannot exist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -114,6 +115,8 @@ class Engine:
         everything it may depend on is durable. Raises CommandRejected for caller mistakes and
         WritesUnavailable when the journal cannot take it (then nothing of it remains)."""
         if self.write_failure is not None:
+            if isinstance(command, Tick) and self.clean.is_set():
+                return self._expire_unjournaled()
             raise WritesUnavailable(self.write_failure)
         journal = self.journal
         journal.check_writable()
@@ -163,18 +166,33 @@ class Engine:
         expiry time even if the timer has not fired yet. Returns the time of the read."""
         now = self.now_ms()
         next_ms = self.state.next_expiry_ms()
-        if next_ms is not None and next_ms <= now and self.ready and self.write_failure is None:
-            try:
-                self.journal.check_writable()
-                self.state.apply(Tick(), now)
-                if self.state.changes:
-                    self._publish(self.state, now)
-                # Not awaited: a reader does not wait for the disk, and an expiry is implied by
-                # time anyway (replay at a later time expires the same holds).
-                self._append(Tick(), now)
-            except WritesUnavailable:
-                pass
+        if next_ms is None or next_ms > now or not self.ready or not self.clean.is_set():
+            return now
+        try:
+            if self.write_failure is not None:
+                raise WritesUnavailable(self.write_failure)
+            self.journal.check_writable()
+        except WritesUnavailable:
+            self._expire_unjournaled()
+            return now
+        self.state.apply(Tick(), now)
+        if self.state.changes:
+            self._publish(self.state, now)
+        # Not awaited: a reader does not wait for the disk, and an expiry is implied by time
+        # anyway (replay at a later time expires the same holds).
+        with contextlib.suppress(WritesUnavailable):
+            self._append(Tick(), now)
         return now
+
+    def _expire_unjournaled(self) -> Any:
+        """While the journal is down, holds still expire on time in memory. Not journaling
+        them is safe: an expiry is a function of time, so replaying the durable records at any
+        later time expires the same holds."""
+        now = self.now_ms()
+        result = self.state.apply(Tick(), now)
+        if self.state.changes:
+            self._publish(self.state, now)
+        return result
 
     def _publish(self, state: AtpState, now_ms: int) -> None:
         changes = state.take_changes()
