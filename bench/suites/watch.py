@@ -1,0 +1,373 @@
+"""Change-stream overhead: reservation throughput of a real `atpd serve` while 100 Watch
+subscribers consume their streams, against the same load on a server nobody ever watched.
+
+Two in-memory demo servers share one core (only one is under load at a time): `bare` never has
+a subscriber (no change capture at all), `watched` has 100 subscribers connected during its
+rounds. The load generator (client processes on the other core) runs Reserve + Release pairs
+with unique reservation ids over a hot set of 100 warehouse positions; rounds alternate
+between the servers, so drift on the shared machine hits both alike.
+
+Subscriber scopes (one subscriber process, grpc.aio, on the load core):
+- `scoped` (the headline): subscriber i watches SKU i of the hot set at the warehouse, as a
+  product page or a search index shard would; every change reaches exactly one subscriber,
+  and the server still tests each change against all 100 scopes;
+- `all` (a detail): every subscriber watches everything, so each change is sent 100 times.
+Every event is counted by the subscriber process and checked against the changes made: a
+round whose subscribers missed events or were cut off does not count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import grpc
+
+from atpd.v1 import (
+    inventory_pb2,
+    inventory_pb2_grpc,
+    reservations_pb2,
+    watch_pb2,
+    watch_pb2_grpc,
+)
+from bench import servers
+from bench.registry import Context, Figure, Target, benchmark
+
+SUBSCRIBERS = 100
+NODE = "WH-EU-01"
+STOCK = 1_000_000
+CLIENT_PROCESSES = 2
+STREAMS_PER_CLIENT = 16
+SUBSCRIBER_CHANNELS = 4
+RESERVE_PATH = "/atpd.v1.ReservationService/Reserve"
+RELEASE_PATH = "/atpd.v1.ReservationService/Release"
+# Bounds on waiting for the subscriber process (start, catching up after a round).
+SUBSCRIBER_READY_S = 60.0
+SUBSCRIBER_DRAIN_S = 60.0
+
+
+def hot_skus() -> list[str]:
+    """100 SKUs without prefix rules in the demo rule set (no protection, no SKU safety)."""
+    from atpd.demo.dataset import demo_skus
+
+    skus = [sku for sku in demo_skus() if not sku.startswith(("WCH-", "BAG-"))]
+    assert len(skus) >= SUBSCRIBERS
+    return skus[:SUBSCRIBERS]
+
+
+# ---------------------------------------------------------------------------- load generator
+
+
+async def _pairs(target: str, skus: list[str], prefix: str, seconds: float, streams: int) -> int:
+    """Reserve one unit then release it, `streams` at a time, for `seconds`: pairs done."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        reserve = channel.unary_unary(RESERVE_PATH)  # bytes in, bytes out
+        release = channel.unary_unary(RELEASE_PATH)
+        deadline = time.monotonic() + seconds
+        done = 0
+
+        async def worker(index: int) -> None:
+            nonlocal done
+            k = 0
+            while time.monotonic() < deadline:
+                reservation_id = f"{prefix}-{index}-{k}"
+                sku = skus[(index * 7 + k) % len(skus)]
+                request = reservations_pb2.ReserveRequest(
+                    reservation_id=reservation_id,
+                    lines=[reservations_pb2.ReservationLine(sku=sku, node_id=NODE, quantity=1)],
+                    ttl_ms=600_000,
+                )
+                reply = reservations_pb2.ReserveResponse.FromString(
+                    await reserve(request.SerializeToString(), timeout=30)
+                )
+                if reply.outcome != 1:  # OUTCOME_OK
+                    raise RuntimeError(f"Reserve {reservation_id}: {reply}")
+                await release(
+                    reservations_pb2.ReleaseRequest(
+                        reservation_id=reservation_id
+                    ).SerializeToString(),
+                    timeout=30,
+                )
+                done += 1
+                k += 1
+
+        await asyncio.gather(*(worker(i) for i in range(streams)))
+        return done
+
+
+def _client_process(args: tuple[str, list[str], str, float, int, set[int]]) -> int:
+    target, skus, prefix, seconds, streams, cpus = args
+    os.sched_setaffinity(0, cpus)
+    return asyncio.run(_pairs(target, skus, prefix, seconds, streams))
+
+
+def run_pairs(
+    target: str, skus: list[str], prefix: str, seconds: float, cpus: set[int]
+) -> tuple[float, int]:
+    """(pairs per second, pairs) from CLIENT_PROCESSES processes."""
+    context = multiprocessing.get_context("spawn")
+    args = [
+        (target, skus, f"{prefix}-p{p}", seconds, STREAMS_PER_CLIENT, cpus)
+        for p in range(CLIENT_PROCESSES)
+    ]
+    with context.Pool(CLIENT_PROCESSES) as pool:
+        counts = pool.map(_client_process, args)
+    return sum(counts) / seconds, sum(counts)
+
+
+# ---------------------------------------------------------------------------- subscribers
+
+
+async def _subscribe(target: str, requests: list[bytes], conn: Connection) -> None:
+    channels = [grpc.aio.insecure_channel(target) for _ in range(SUBSCRIBER_CHANNELS)]
+    counts = [0] * len(requests)
+    errors: list[str] = []
+    ready = asyncio.Event()
+    synced = 0
+
+    async def consume(index: int, request: watch_pb2.WatchRequest) -> None:
+        nonlocal synced
+        stub = watch_pb2_grpc.WatchServiceStub(channels[index % len(channels)])
+        try:
+            async for event in stub.Watch(request):
+                if event.kind == watch_pb2.WATCH_EVENT_KIND_SYNC:
+                    synced += 1
+                    if synced == len(requests):
+                        ready.set()
+                    continue
+                counts[index] += 1
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                errors.append(f"{index}: {error.code().name} {error.details()}")
+
+    tasks = [
+        asyncio.create_task(consume(i, watch_pb2.WatchRequest.FromString(r)))
+        for i, r in enumerate(requests)
+    ]
+    await asyncio.wait_for(ready.wait(), SUBSCRIBER_READY_S)
+    conn.send("ready")
+    loop = asyncio.get_running_loop()
+    while True:
+        command = await loop.run_in_executor(None, conn.recv)
+        conn.send((sum(counts), min(counts), list(errors)))
+        if command == "stop":
+            break
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for channel in channels:
+        await channel.close()
+
+
+def _subscriber_process(
+    target: str, requests: list[bytes], conn: Connection, cpus: set[int]
+) -> None:
+    os.sched_setaffinity(0, cpus)
+    asyncio.run(_subscribe(target, requests, conn))
+
+
+@dataclass
+class Subscribers:
+    """A process holding len(requests) Watch streams, each consumed and counted."""
+
+    process: Any
+    conn: Connection
+
+    @classmethod
+    def start(
+        cls, target: str, requests: list[watch_pb2.WatchRequest], cpus: set[int]
+    ) -> Subscribers:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        encoded = [r.SerializeToString() for r in requests]
+        process = context.Process(
+            target=_subscriber_process, args=(target, encoded, child, cpus), daemon=True
+        )
+        process.start()
+        if not parent.poll(SUBSCRIBER_READY_S) or parent.recv() != "ready":
+            process.kill()
+            raise RuntimeError("the subscriber process did not get every SYNC in time")
+        return cls(process, parent)
+
+    def counts(self, command: str = "count") -> tuple[int, int, list[str]]:
+        """(events over all streams, fewest on one stream, errors)."""
+        self.conn.send(command)
+        if not self.conn.poll(SUBSCRIBER_DRAIN_S):
+            raise RuntimeError("the subscriber process stopped answering")
+        total, fewest, errors = self.conn.recv()
+        return total, fewest, errors
+
+    def wait_for(self, expected: int) -> tuple[int, int, list[str]]:
+        """Poll (bounded) until the streams received `expected` events or one failed."""
+        deadline = time.monotonic() + SUBSCRIBER_DRAIN_S
+        while True:
+            total, fewest, errors = self.counts()
+            if total >= expected or errors or time.monotonic() > deadline:
+                return total, fewest, errors
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        try:
+            self.counts("stop")
+        finally:
+            self.process.join(10)
+            if self.process.is_alive():
+                self.process.kill()
+
+
+# ---------------------------------------------------------------------------- the benchmark
+
+
+def _start_server(ctx: Context, name: str, cpus: set[int]) -> servers.ServerProcess:
+    port = servers.free_port()
+    command = [*servers.atpd_command(port, ctx.scratch / f"{name}-data"), "--in-memory"]
+    server = servers.start(name, command, port, cpus, ctx.scratch)
+    server.wait_serving(180)
+    with grpc.insecure_channel(server.target) as channel:
+        inventory = inventory_pb2_grpc.InventoryServiceStub(channel)
+        for sku in hot_skus():
+            request = inventory_pb2.AdjustStockRequest(
+                sku=sku, node_id=NODE, delta=STOCK, reason="bench"
+            )
+            inventory.AdjustStock(request, timeout=30)
+    return server
+
+
+def _scopes(mode: str, skus: list[str]) -> list[watch_pb2.WatchRequest]:
+    if mode == "scoped":
+        return [watch_pb2.WatchRequest(skus=[sku], node_ids=[NODE]) for sku in skus]
+    return [watch_pb2.WatchRequest() for _ in range(SUBSCRIBERS)]
+
+
+def _round(
+    ctx: Context,
+    server: servers.ServerProcess,
+    mode: str,
+    seconds: float,
+    load_cpus: set[int],
+    tag: str,
+) -> dict[str, Any]:
+    skus = hot_skus()
+    subscribers = None
+    if mode != "none":
+        subscribers = Subscribers.start(server.target, _scopes(mode, skus), load_cpus)
+    try:
+        before = subscribers.counts()[0] if subscribers else 0
+        cpu_before = server.cpu_seconds()
+        rate, pairs = run_pairs(server.target, skus, tag, seconds, load_cpus)
+        cpu_used = server.cpu_seconds() - cpu_before
+        result: dict[str, Any] = {
+            "mode": mode,
+            "pairs_per_s": round(rate),
+            "server_cpu_us_per_pair": round(cpu_used / pairs * 1e6, 1),
+        }
+        if subscribers:
+            per_change = 1 if mode == "scoped" else SUBSCRIBERS
+            expected = 2 * pairs * per_change
+            total, fewest, errors = subscribers.wait_for(before + expected)
+            result["events"] = total - before
+            result["events_expected"] = expected
+            result["fewest_events_on_a_stream"] = fewest
+            result["subscriber_errors"] = errors[:3]
+            result["valid"] = not errors and total - before == expected and fewest > 0
+        else:
+            result["valid"] = True
+    finally:
+        if subscribers:
+            subscribers.stop()
+    ctx.log(f"  {server.name:7s} {mode:6s} {result}")
+    return result
+
+
+@benchmark("watch_overhead_ratio", "ratio", Target(">=", 0.9))
+def watch_overhead_ratio(ctx: Context) -> Figure:
+    """Reserve + Release pairs per second against `atpd serve --demo --in-memory` with 100
+    Watch subscribers consuming their streams (each watching one SKU of the 100 the load
+    touches), divided by the same load on a server never watched; median of alternating
+    rounds, same run, same load generator."""
+    rounds = ctx.size(3, 1)
+    seconds = 3.0 if ctx.quick else 5.0
+    server_cpus, load_cpus = servers.cpu_split()
+    modes = [("bare", "none"), ("watched", "scoped"), ("watched", "all")]
+    started: list[servers.ServerProcess] = []
+    measured: dict[str, list[dict[str, Any]]] = {mode: [] for _, mode in modes}
+    try:
+        by_name = {}
+        for name in ("bare", "watched"):
+            server = _start_server(ctx, name, server_cpus)
+            started.append(server)
+            by_name[name] = server
+        ctx.log(f"watch: servers on CPUs {server_cpus}, load + subscribers on {load_cpus}")
+        for name, mode in modes[:2]:  # warm-up: connections, first-call paths
+            _round(ctx, by_name[name], mode, 1.5, load_cpus, f"warm-{mode}")
+        for round_number in range(rounds):
+            for name, mode in modes:
+                result = _round(
+                    ctx, by_name[name], mode, seconds, load_cpus, f"r{round_number}-{mode}"
+                )
+                measured[mode].append(result)
+        # Watched callers stay registered after their subscribers leave (for resumes): the
+        # watched server with nobody connected, to show what that leaves behind.
+        measured["none_after_watchers"] = [
+            _round(ctx, by_name["watched"], "none", seconds, load_cpus, "after")
+        ]
+    finally:
+        for server in started:
+            server.stop()
+
+    invalid = [r for results in measured.values() for r in results if not r["valid"]]
+    if any(r["mode"] == "scoped" for r in invalid):
+        raise RuntimeError(f"scoped subscribers missed events or were cut off: {invalid}")
+    bare = statistics.median(r["pairs_per_s"] for r in measured["none"])
+    scoped = statistics.median(r["pairs_per_s"] for r in measured["scoped"])
+    valid_all = [r for r in measured["all"] if r["valid"]]
+    all_ratio = (
+        round(statistics.median(r["pairs_per_s"] for r in valid_all) / bare, 3)
+        if valid_all
+        else None
+    )
+    round_ratios = [
+        round(s["pairs_per_s"] / b["pairs_per_s"], 3)
+        for s, b in zip(measured["scoped"], measured["none"], strict=True)
+    ]
+    details: dict[str, Any] = {
+        "bare_pairs_per_s": round(bare),
+        "scoped_pairs_per_s": round(scoped),
+        "round_ratios": round_ratios,
+        "all_watch_everything_ratio": all_ratio,
+        "all_watch_everything_valid_rounds": f"{len(valid_all)}/{len(measured['all'])}",
+        "none_after_watchers_ratio": round(
+            measured["none_after_watchers"][0]["pairs_per_s"] / bare, 3
+        ),
+        "server_cpu_us_per_pair": {
+            mode: statistics.median(r["server_cpu_us_per_pair"] for r in results)
+            for mode, results in measured.items()
+        },
+        "rounds": measured,
+        "subscribers": SUBSCRIBERS,
+        "load_generator": (
+            f"{CLIENT_PROCESSES} python grpc.aio client processes x {STREAMS_PER_CLIENT} "
+            "concurrent Reserve+Release loops"
+        ),
+        "server_cpus": sorted(server_cpus),
+        "load_cpus": sorted(load_cpus),
+        "seconds_per_round": seconds,
+        "summary_keys": [
+            "bare_pairs_per_s",
+            "scoped_pairs_per_s",
+            "all_watch_everything_ratio",
+            "none_after_watchers_ratio",
+        ],
+    }
+    return Figure(
+        round(scoped / bare, 3),
+        details,
+        f"median Reserve+Release pairs/s with {SUBSCRIBERS} scoped subscribers over median "
+        f"with none (a server never watched), {rounds} alternating rounds of {seconds} s",
+    )
