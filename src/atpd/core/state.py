@@ -549,7 +549,11 @@ class AtpState:
     def watched_atp(self, row: int, node: int) -> list[int]:
         result = []
         for channel, segment in self.watched:
-            policy = self.policy(channel, segment)
+            try:
+                policy = self.policy(channel, segment)
+            except InvalidCommand:  # rules changed under a watcher: it is resynced anyway
+                result.append(0)
+                continue
             if policy is None:
                 result.append(self._atp(row, node) if self.nodes[node].enabled else 0)
             else:

@@ -349,10 +349,11 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
             raise
         hub = self.hub
         try:
-            yield watch_pb2.WatchEvent(
-                sequence=hub.sequence, kind=watch_pb2.WATCH_EVENT_KIND_SYNC, epoch=hub.epoch
-            )
+            # The head as of subscribing: anything published after it is in the queue.
             last = hub.sequence
+            yield watch_pb2.WatchEvent(
+                sequence=last, kind=watch_pb2.WATCH_EVENT_KIND_SYNC, epoch=hub.epoch
+            )
             if request.from_sequence:
                 # Registered before replaying, so nothing published meanwhile is missed.
                 for event in hub.replay(subscriber, request.from_sequence, request.epoch):
@@ -368,6 +369,8 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
                         f"from_sequence={last} and epoch={hub.epoch}",
                     )
                 event = await subscriber.queue.get()
+                if event is None or subscriber.overflowed:
+                    continue  # cut off: the check at the top of the loop ends the stream
                 if (
                     event.sequence <= last
                     and event.kind != watch_pb2.WATCH_EVENT_KIND_RESYNC_REQUIRED

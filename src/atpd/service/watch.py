@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from atpd.core.results import LimitExceeded
+from atpd.core.results import InvalidCommand, LimitExceeded
 from atpd.core.state import AtpState
 from atpd.v1 import watch_pb2
 
@@ -53,14 +53,26 @@ class Subscriber:
     dropped_at: int = 0
     last_sequence: int = 0
 
+    def in_scope(self, record: ChangeRecord, sku_names: list[str]) -> bool:
+        if self.skus is not None and sku_names[record.row] not in self.skus:
+            return False
+        nodes = self.nodes
+        return nodes is None or (record.node < len(nodes) and bool(nodes[record.node]))
+
+    def kind_of(self, old: int, new: int) -> int:
+        if new == 0:
+            return KIND.WATCH_EVENT_KIND_OUT_OF_STOCK
+        if old == 0:
+            return KIND.WATCH_EVENT_KIND_BACK_IN_STOCK
+        if 0 < new < self.low_stock_threshold <= old:
+            return KIND.WATCH_EVENT_KIND_LOW_STOCK
+        return KIND.WATCH_EVENT_KIND_CHANGED
+
     def event_for(
         self, record: ChangeRecord, epoch: int, sku_names: list[str], node_names: list[str]
     ) -> watch_pb2.WatchEvent | None:
-        if self.skus is not None and sku_names[record.row] not in self.skus:
-            return None
-        if self.nodes is not None and (
-            record.node >= len(self.nodes) or not self.nodes[record.node]
-        ):
+        """This subscriber's event for a change (None: out of scope or no ATP change)."""
+        if not self.in_scope(record, sku_names):
             return None
         try:
             index = record.callers.index(self.caller)
@@ -69,24 +81,28 @@ class Subscriber:
         old, new = record.before[index], record.after[index]
         if old == new:
             return None
-        if new == 0:
-            kind = KIND.WATCH_EVENT_KIND_OUT_OF_STOCK
-        elif old == 0:
-            kind = KIND.WATCH_EVENT_KIND_BACK_IN_STOCK
-        elif 0 < new < self.low_stock_threshold <= old:
-            kind = KIND.WATCH_EVENT_KIND_LOW_STOCK
-        else:
-            kind = KIND.WATCH_EVENT_KIND_CHANGED
-        return watch_pb2.WatchEvent(
-            sequence=record.sequence,
-            kind=kind,
-            sku=sku_names[record.row],
-            node_id=node_names[record.node],
-            old_atp=old,
-            new_atp=new,
-            time_ms=record.time_ms,
-            epoch=epoch,
-        )
+        return make_event(record, self.kind_of(old, new), old, new, epoch, sku_names, node_names)
+
+
+def make_event(
+    record: ChangeRecord,
+    kind: int,
+    old: int,
+    new: int,
+    epoch: int,
+    sku_names: list[str],
+    node_names: list[str],
+) -> watch_pb2.WatchEvent:
+    return watch_pb2.WatchEvent(
+        sequence=record.sequence,
+        kind=kind,  # type: ignore[arg-type]
+        sku=sku_names[record.row],
+        node_id=node_names[record.node],
+        old_atp=old,
+        new_atp=new,
+        time_ms=record.time_ms,
+        epoch=epoch,
+    )
 
 
 class WatchHub:
@@ -105,6 +121,10 @@ class WatchHub:
         self.max_queue_events = max_queue_events
         self.max_subscribers = max_subscribers
         self.subscribers: list[Subscriber] = []
+        # Subscribers by the SKUs they filter on, and those with no SKU filter: a change is
+        # only offered to the subscribers that can want it.
+        self.by_sku: dict[str, list[Subscriber]] = {}
+        self.unfiltered: list[Subscriber] = []
         # Replays from before this sequence need a resync (rules or nodes changed there).
         self.resync_floor = 0
         # The first sequence from which each watched caller's ATP is in the log.
@@ -126,7 +146,7 @@ class WatchHub:
         low_stock_threshold: int,
     ) -> Subscriber:
         if len(self.subscribers) >= self.max_subscribers:
-            raise LimitExceeded(f"max_watch_subscribers: {len(self.subscribers)} are watching")
+            raise LimitExceeded(f"watch_max_subscribers: {len(self.subscribers)} are watching")
         state = self.state
         if caller not in state.watched:
             if len(state.watched) >= MAX_WATCHED_CALLERS:
@@ -144,6 +164,11 @@ class WatchHub:
         )
         subscriber.last_sequence = self.sequence
         self.subscribers.append(subscriber)
+        if subscriber.skus is None:
+            self.unfiltered.append(subscriber)
+        else:
+            for sku in subscriber.skus:
+                self.by_sku.setdefault(sku, []).append(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -151,6 +176,28 @@ class WatchHub:
         # subscriber of the same caller can replay from the log.
         if subscriber in self.subscribers:
             self.subscribers.remove(subscriber)
+        if subscriber.skus is None:
+            if subscriber in self.unfiltered:
+                self.unfiltered.remove(subscriber)
+            return
+        for sku in subscriber.skus:
+            listeners = self.by_sku.get(sku)
+            if listeners is not None and subscriber in listeners:
+                listeners.remove(subscriber)
+                if not listeners:
+                    del self.by_sku[sku]
+
+    def _cut_off(self, subscriber: Subscriber, sequence: int) -> None:
+        """Queue full: the subscriber is dropped and its queued events freed at once (its RPC
+        may sit blocked on a stalled client for a long time); a None wakes its reader."""
+        subscriber.overflowed = True
+        subscriber.dropped_at = sequence
+        self.cut_off += 1
+        queue = subscriber.queue
+        for _ in range(queue.qsize()):
+            queue.get_nowait()
+        queue.put_nowait(None)  # type: ignore[arg-type]
+        self.unsubscribe(subscriber)
 
     def replay(
         self, subscriber: Subscriber, from_sequence: int, epoch: int
@@ -192,32 +239,60 @@ class WatchHub:
         state = self.state
         callers = state.watched
         sku_names, node_names = state.skus.names, state.node_ids.names
+        caller_index = {caller: i for i, caller in enumerate(callers)}
+        epoch = self.epoch
+        cut: list[tuple[Subscriber, int]] = []
         for row, node, before, after in changes:
             self.sequence += 1
             record = ChangeRecord(self.sequence, row, node, callers, before, after, now_ms)
             self.buffer.append(record)
-            for subscriber in self.subscribers:
-                if subscriber.overflowed:
-                    continue
-                event = subscriber.event_for(record, self.epoch, sku_names, node_names)
-                if event is None:
-                    continue
-                try:
-                    subscriber.queue.put_nowait(event)
-                except asyncio.QueueFull:
-                    subscriber.overflowed = True
-                    subscriber.dropped_at = record.sequence
-                    self.cut_off += 1
-        if any(s.overflowed for s in self.subscribers):
-            self.subscribers = [s for s in self.subscribers if not s.overflowed]
+            if not self.subscribers:
+                continue
+            # One event object per (caller, kind), shared by every subscriber it goes to.
+            built: dict[tuple[int, int], watch_pb2.WatchEvent] = {}
+            for group in (self.by_sku.get(sku_names[row], ()), self.unfiltered):
+                for subscriber in group:
+                    if subscriber.overflowed or not subscriber.in_scope(record, sku_names):
+                        continue
+                    index = caller_index.get(subscriber.caller)
+                    if index is None:
+                        continue
+                    old, new = before[index], after[index]
+                    if old == new:
+                        continue
+                    kind = subscriber.kind_of(old, new)
+                    event = built.get((index, kind))
+                    if event is None:
+                        event = make_event(record, kind, old, new, epoch, sku_names, node_names)
+                        built[(index, kind)] = event
+                    try:
+                        subscriber.queue.put_nowait(event)
+                    except asyncio.QueueFull:
+                        cut.append((subscriber, record.sequence))
+                        subscriber.overflowed = True
+        for subscriber, sequence in cut:
+            self._cut_off(subscriber, sequence)
 
     def resync_all(self, reason: str) -> None:
-        """Something changed ATP everywhere (rules, nodes): tell every subscriber."""
+        """Something changed ATP everywhere (rules, nodes, a bulk load): tell every subscriber."""
         self.resync_floor = self.sequence
+        state = self.state
+        # Callers the new rules no longer define stop being captured (capture would fail).
+        valid = []
+        for caller in state.watched:
+            try:
+                state.policy(*caller)
+            except InvalidCommand:
+                self.caller_since.pop(caller, None)
+                continue
+            valid.append(caller)
+        state.watched = tuple(valid)
         event = self._resync(reason)
-        for subscriber in self.subscribers:
+        for subscriber in list(self.subscribers):
+            if subscriber.caller not in state.watched:
+                self._cut_off(subscriber, self.sequence)
+                continue
             try:
                 subscriber.queue.put_nowait(event)
             except asyncio.QueueFull:
-                subscriber.overflowed = True
-        self.subscribers = [s for s in self.subscribers if not s.overflowed]
+                self._cut_off(subscriber, self.sequence)
