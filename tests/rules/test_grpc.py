@@ -251,7 +251,7 @@ def test_rules_naming_an_unknown_node_are_refused_as_documented(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert shop.get_rules().version == "shop-1"
     assert server.digest() == before
-    expected = "rules: shop.toml: channels.web.nodes.include: unknown node 'ST-XXX-01'"
+    expected = "rules: shop.toml: channels.web.nodes.include[0]: unknown node 'ST-XXX-01'"
     assert expected in (error.details() or ""), error.details()
 
 

@@ -175,25 +175,48 @@ def _kind(name: Any, where: str) -> NodeKind:
         raise RulesError(f"{where}: unknown node kind {name!r} (known: {known})") from None
 
 
-def _selector(table: Any, where: str) -> NodeSelector:
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What references in a rule set are checked against (None: not checked, e.g. when a
+    snapshot's rules are loaded back)."""
+
+    node_ids: frozenset[str] | None = None
+    geo: frozenset[str] | None = None
+
+    def node(self, node_id: str, where: str) -> None:
+        if self.node_ids is not None and node_id not in self.node_ids:
+            raise RulesError(f"{where}: unknown node {node_id!r}")
+
+    def prefix(self, prefix: str, where: str) -> None:
+        if self.geo is not None and prefix not in self.geo:
+            raise RulesError(f"{where}: no node under geo prefix {prefix!r}")
+
+
+def _selector(table: Any, where: str, known: Known) -> NodeSelector:
     _expect(table, dict, where)
     _check_keys(table, SELECTOR_KEYS, where)
     kinds = tuple(_kind(k, f"{where}.kinds[{i}]") for i, k in enumerate(table.get("kinds", [])))
-    return NodeSelector(
+    selector = NodeSelector(
         kinds,
         _strings(table.get("geo", []), f"{where}.geo"),
         _strings(table.get("tags", []), f"{where}.tags"),
         _strings(table.get("include", []), f"{where}.include"),
         _strings(table.get("exclude", []), f"{where}.exclude"),
     )
+    for i, prefix in enumerate(selector.geo):
+        known.prefix(prefix, f"{where}.geo[{i}]")
+    for field_name in ("include", "exclude"):
+        for i, node_id in enumerate(getattr(selector, field_name)):
+            known.node(node_id, f"{where}.{field_name}[{i}]")
+    return selector
 
 
-def _merge_policy(base: Policy, table: Any, where: str) -> Policy:
+def _merge_policy(base: Policy, table: Any, where: str, known: Known) -> Policy:
     _expect(table, dict, where)
     _check_keys(table, (*POLICY_KEYS, "segments"), where)
     values: dict[str, Any] = {}
     if "nodes" in table:
-        values["nodes"] = _selector(table["nodes"], f"{where}.nodes")
+        values["nodes"] = _selector(table["nodes"], f"{where}.nodes", known)
     if "safety" in table:
         safety = _expect(table["safety"], dict, f"{where}.safety")
         _check_keys(safety, ("kinds", "nodes", "sku_prefixes"), f"{where}.safety")
@@ -204,6 +227,8 @@ def _merge_policy(base: Policy, table: Any, where: str) -> Policy:
             (_kind(k, f"{where}.safety.kinds"), _count(v, f"{where}.safety.kinds.{k}"))
             for k, v in kinds.items()
         )
+        for node_id in nodes:
+            known.node(node_id, f"{where}.safety.nodes")
         values["safety_by_node"] = tuple(
             (k, _count(v, f"{where}.safety.nodes.{k}")) for k, v in nodes.items()
         )
@@ -222,9 +247,10 @@ def _merge_policy(base: Policy, table: Any, where: str) -> Policy:
             try:
                 kinds_found.append(SupplyKind[name.upper()])
             except KeyError:
-                known = ", ".join(k.name for k in SupplyKind)
+                kinds_known = ", ".join(k.name for k in SupplyKind)
                 raise RulesError(
-                    f"{where}.supply.kinds[{i}]: unknown supply kind {name!r} (known: {known})"
+                    f"{where}.supply.kinds[{i}]: unknown supply kind {name!r} "
+                    f"(known: {kinds_known})"
                 ) from None
         values["supply_kinds"] = frozenset(kinds_found)
         if "horizon_hours" in supply:
@@ -237,7 +263,14 @@ def _merge_policy(base: Policy, table: Any, where: str) -> Policy:
     return Policy(**{**{f: getattr(base, f) for f in Policy.__slots__}, **values})
 
 
-def _protection(table: Any, index: int, names: set[str]) -> Protection:
+def _protection(
+    table: Any,
+    index: int,
+    names: set[str],
+    known: Known,
+    channels: set[str],
+    segments: set[str],
+) -> Protection:
     where = f"protections[{index}]"
     _expect(table, dict, where)
     _check_keys(table, ("name", "skus", "nodes", "units", "percent", "for"), where)
@@ -256,6 +289,10 @@ def _protection(table: Any, index: int, names: set[str]) -> Protection:
         channel, _, segment = pattern.partition("/")
         if not segment or not all(p == "*" or NAME.match(p) for p in (channel, segment)):
             raise RulesError(f"{where}.for[{i}]: {pattern!r} is not CHANNEL/SEGMENT ('*' allowed)")
+        if channel != "*" and channel not in channels:
+            raise RulesError(f"{where}.for[{i}]: unknown channel {channel!r}")
+        if segment != "*" and segment not in segments:
+            raise RulesError(f"{where}.for[{i}]: unknown segment {segment!r}")
         beneficiaries.append((channel, segment))
     if not beneficiaries:
         raise RulesError(f"{where}.for: name who may consume the protected units")
@@ -264,25 +301,25 @@ def _protection(table: Any, index: int, names: set[str]) -> Protection:
     return Protection(
         name,
         _strings(table.get("skus", []), f"{where}.skus"),
-        _selector(table["nodes"], f"{where}.nodes"),
+        _selector(table["nodes"], f"{where}.nodes", known),
         units,
         percent,
         tuple(beneficiaries),
     )
 
 
-def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
+def parse_rules(text: str, source: str = "<rules>", known: Known | None = None) -> RuleSet:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise RulesError(f"{source}: {error}") from None
     try:
-        return _parse(document, text)
+        return _parse(document, text, known or Known())
     except RulesError as error:
         raise RulesError(f"{source}: {error}") from None
 
 
-def _parse(document: dict[str, Any], text: str) -> RuleSet:
+def _parse(document: dict[str, Any], text: str, known: Known) -> RuleSet:
     _check_keys(
         document,
         ("version", "defaults", "policy", "channels", "segments", "protections"),
@@ -313,26 +350,34 @@ def _parse(document: dict[str, Any], text: str) -> RuleSet:
     for name in (*channels, *segments):
         if not NAME.match(name):
             raise RulesError(f"{name!r}: channel and segment names are 1-32 of a-z 0-9 _ -")
-    base = _merge_policy(Policy(), document.get("policy", {}), "policy")
+    base = _merge_policy(Policy(), document.get("policy", {}), "policy", known)
     policies: dict[tuple[str, str], Policy] = {}
     for channel in sorted(channels):
         channel_table = channels_table.get(channel, {})
         by_channel = _merge_policy(
-            base, {k: v for k, v in channel_table.items() if k != "segments"}, f"channels.{channel}"
+            base,
+            {k: v for k, v in channel_table.items() if k != "segments"},
+            f"channels.{channel}",
+            known,
         )
         for segment in sorted(segments):
             policy = by_channel
             if segment in segments_table:
-                policy = _merge_policy(policy, segments_table[segment], f"segments.{segment}")
+                policy = _merge_policy(
+                    policy, segments_table[segment], f"segments.{segment}", known
+                )
             specific = channel_table.get("segments", {}).get(segment)
             if specific is not None:
-                policy = _merge_policy(policy, specific, f"channels.{channel}.segments.{segment}")
+                where = f"channels.{channel}.segments.{segment}"
+                policy = _merge_policy(policy, specific, where, known)
             policies[(channel, segment)] = policy
     raw_protections = _expect(document.get("protections", []), list, "protections")
     if len(raw_protections) > MAX_PROTECTIONS:
         raise RulesError(f"protections: at most {MAX_PROTECTIONS}")
     names: set[str] = set()
-    protections = tuple(_protection(t, i, names) for i, t in enumerate(raw_protections))
+    protections = tuple(
+        _protection(t, i, names, known, channels, segments) for i, t in enumerate(raw_protections)
+    )
     return RuleSet(
         version,
         text,
@@ -377,33 +422,6 @@ class CompiledRules:
     prefixed_protections: tuple[int, ...]  # protections limited to SKU prefixes
     no_consumption: npt.NDArray[np.int32]  # shared zeros [protection, node], never written
     no_supply: npt.NDArray[np.int64]  # shared zeros [node], never written
-
-
-def check_references(rules: RuleSet, nodes: Sequence[Node], known_geo: set[str]) -> None:
-    """Refuse a rule naming a node or geo prefix that does not exist."""
-    node_ids = {n.node_id for n in nodes}
-
-    def check(selector: NodeSelector, where: str) -> None:
-        for node_id in (*selector.include, *selector.exclude):
-            if node_id not in node_ids:
-                raise RulesError(f"{where}: unknown node {node_id!r}")
-        for prefix in selector.geo:
-            if prefix not in known_geo:
-                raise RulesError(f"{where}.geo: no node under geo prefix {prefix!r}")
-
-    for (channel, segment), policy in rules.policies.items():
-        where = f"policy for {channel}/{segment}"
-        check(policy.nodes, f"{where} nodes")
-        for node_id, _ in policy.safety_by_node:
-            if node_id not in node_ids:
-                raise RulesError(f"{where} safety.nodes: unknown node {node_id!r}")
-    for protection in rules.protections:
-        check(protection.nodes, f"protection {protection.name!r} nodes")
-        for channel, segment in protection.beneficiaries:
-            if channel != "*" and channel not in rules.channels:
-                raise RulesError(f"protection {protection.name!r}: unknown channel {channel!r}")
-            if segment != "*" and segment not in rules.segments:
-                raise RulesError(f"protection {protection.name!r}: unknown segment {segment!r}")
 
 
 def compile_rules(rules: RuleSet, nodes: Sequence[Node], capacity: int) -> CompiledRules:

@@ -61,9 +61,9 @@ from atpd.core.results import (
 from atpd.core.rules import (
     CompiledPolicy,
     CompiledRules,
+    Known,
     RulesError,
     RuleSet,
-    check_references,
     compile_rules,
     open_rules,
     parse_rules,
@@ -105,6 +105,9 @@ class AtpState:
         self.retention: SortedList = SortedList()
         self.open_reservations = 0
         self.now_ms = 0
+        # The time ATP is evaluated at (incoming supply counts only until its ETA): the last
+        # command's time, or a later read's (see `observe`). Not state: not in the digest.
+        self.eval_ms = 0
         self.expired_total = 0
         # Ids expired by the last `apply` (the engine journals a Tick when a rejected command
         # expired holds, so the journal alone explains every change).
@@ -153,6 +156,7 @@ class AtpState:
         assert now_ms >= self.now_ms, (now_ms, self.now_ms)
         previous_now_ms = self.now_ms
         self.now_ms = now_ms
+        self.eval_ms = now_ms
         purged_before = self.purged_total
         self.last_expired = self._expire_due(now_ms)
         self.time_moved = bool(self.last_expired) or self.purged_total != purged_before
@@ -166,6 +170,11 @@ class AtpState:
             # Nothing journaled, so nothing may differ from a replay: not even the clock.
             self.now_ms = previous_now_ms
         return result
+
+    def observe(self, now_ms: int) -> None:
+        """A read at `now_ms`: evaluate time-dependent ATP terms (supply ETAs) at that time."""
+        if now_ms > self.eval_ms:
+            self.eval_ms = now_ms
 
     def next_expiry_ms(self) -> int | None:
         return self.expiry.next_expiry_ms()
@@ -575,9 +584,9 @@ class AtpState:
     # ------------------------------------------------------------------ rules and supply
 
     def _set_rules(self, command: SetRules, now_ms: int) -> RulesResult:
+        known = Known(frozenset(self.node_ids.names), frozenset(self.geo.geo_ids.names))
         try:
-            rules = parse_rules(command.text, command.source)
-            check_references(rules, self.nodes, set(self.geo.geo_ids.names))
+            rules = parse_rules(command.text, command.source, known)
         except RulesError as error:
             raise InvalidCommand(f"rules: {error}") from None
         previous = self.rules
@@ -666,7 +675,7 @@ class AtpState:
         kinds = policy.policy.supply_kinds
         horizon = policy.policy.supply_horizon_ms
         for entry in entries:
-            if eligible(entry, kinds, self.now_ms, horizon):
+            if eligible(entry, kinds, self.eval_ms, horizon):
                 supply[entry.node_index] += entry.quantity
         return supply
 
@@ -709,7 +718,7 @@ class AtpState:
                 row,
                 node,
                 policy.policy.supply_kinds,
-                self.now_ms,
+                self.eval_ms,
                 policy.policy.supply_horizon_ms,
             )
         protected = 0
@@ -774,7 +783,7 @@ class AtpState:
         return supply
 
     def _add_supply(self, command: AddSupply, now_ms: int) -> SupplyResult:
-        existing = self.supply.by_id.get(command.supply_id)
+        existing = self.supply.find(command.supply_id)
         node = self._node_index(command.node_id, "node_id")
         if existing is not None:
             same = (
@@ -1040,11 +1049,14 @@ class AtpState:
         h.update(self.rules.text.encode())
         for supply_id in sorted(self.supply.by_id):
             x = self.supply.by_id[supply_id]
+            h.update(b"open")
             h.update(
                 repr(
                     (supply_id, x.sku, x.node_id, x.quantity, x.eta_ms, x.kind, x.received)
                 ).encode()
             )
+        for x in self.supply.closed.values():
+            h.update(repr((x.supply_id, x.quantity, x.received, x.eta_ms)).encode())
         for reservation_id in sorted(self.reservations):
             r = self.reservations[reservation_id]
             h.update(
@@ -1061,7 +1073,8 @@ class AtpState:
                         r.kind,
                         r.channel,
                         r.segment,
-                        r.protected,
+                        # Closed holds have given every protected unit back: [[]] is None.
+                        r.protected if r.protected and any(r.protected) else None,
                     )
                 ).encode()
             )

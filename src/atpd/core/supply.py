@@ -8,7 +8,10 @@ Supply whose ETA has passed without a receipt stays listed for operators but cou
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from dataclasses import dataclass
+
+MAX_CLOSED = 1_000_000
 
 
 class SupplyKind(enum.IntEnum):
@@ -34,11 +37,14 @@ class Supply:
 class SupplyBook:
     """Open supply by id, and by SKU index for the availability path."""
 
-    __slots__ = ("by_id", "by_sku")
+    __slots__ = ("by_id", "by_sku", "closed")
 
     def __init__(self) -> None:
         self.by_id: dict[str, Supply] = {}
         self.by_sku: dict[int, list[Supply]] = {}
+        # Received or cancelled supply, kept (the newest MAX_CLOSED) so that a feed retrying
+        # an AddSupply after the goods arrived is answered, not counted a second time.
+        self.closed: OrderedDict[str, Supply] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -54,6 +60,13 @@ class SupplyBook:
         entries.remove(supply)
         if not entries:
             del self.by_sku[supply.sku_index]
+        self.closed[supply.supply_id] = supply
+        if len(self.closed) > MAX_CLOSED:
+            self.closed.popitem(last=False)
+
+    def find(self, supply_id: str) -> Supply | None:
+        """Open or closed supply by id."""
+        return self.by_id.get(supply_id) or self.closed.get(supply_id)
 
     def counted(
         self,

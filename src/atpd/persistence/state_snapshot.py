@@ -109,6 +109,12 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
                 for x in state.supply.by_id.values()
             ]
         ).encode(),
+        "supply_closed": json.dumps(
+            [
+                [x.supply_id, x.sku, x.node_id, x.quantity, x.eta_ms, int(x.kind), x.received]
+                for x in state.supply.closed.values()
+            ]
+        ).encode(),
         "protected": json.dumps(
             {rid: state.reservations[rid].protected for rid in sorted(state.protected_reservations)}
         ).encode(),
@@ -210,6 +216,20 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
             received,
         )
         state.supply.add(supply)
+    for supply_id, sku, node_id, quantity, eta_ms, kind, received in json.loads(
+        blobs.get("supply_closed", b"[]")
+    ):
+        state.supply.closed[supply_id] = Supply(
+            supply_id,
+            sku,
+            node_id,
+            state.skus.get(sku),
+            state.node_ids.get(node_id),
+            quantity,
+            eta_ms,
+            SupplyKind(kind),
+            received,
+        )
     for reservation_id, records in json.loads(blobs.get("protected", b"{}")).items():
         state.reservations[reservation_id].protected = [
             [(name, units) for name, units in line] for line in records

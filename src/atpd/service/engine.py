@@ -165,6 +165,7 @@ class Engine:
         """Before a read: apply expiries already due, so no read ever shows a hold past its
         expiry time even if the timer has not fired yet. Returns the time of the read."""
         now = self.now_ms()
+        self.state.observe(now)
         next_ms = self.state.next_expiry_ms()
         if next_ms is None or next_ms > now or not self.ready or not self.clean.is_set():
             return now
