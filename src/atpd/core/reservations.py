@@ -103,6 +103,10 @@ class ExpiryIndex:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def add_many(self, entries: list[tuple[int, str]]) -> None:
+        """Bulk insert (snapshot load): one sort instead of a million bisects."""
+        self._entries.update(entries)
+
     def add(self, expires_at_ms: int, reservation_id: str) -> None:
         self._entries.add((expires_at_ms, reservation_id))
 

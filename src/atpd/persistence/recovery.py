@@ -6,6 +6,7 @@ recovered state equals the state before the crash (tests compare `AtpState.diges
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Iterator
@@ -74,6 +75,25 @@ def recover(
 ) -> Recovered:
     started = time.perf_counter()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Loading builds millions of long-lived objects; the cyclic GC would rescan them over and
+    # over (a third of the time at 1M reservations). Nothing cyclic is garbage here.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _recover(data_dir, limits, fsync_policy, segment_bytes, repair, started)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _recover(
+    data_dir: Path,
+    limits: Limits,
+    fsync_policy: FsyncPolicy,
+    segment_bytes: int,
+    repair: bool,
+    started: float,
+) -> Recovered:
     state, snapshot_sequence, snapshot_path = load_snapshot_state(data_dir, limits)
     journal = Journal.open(
         data_dir,

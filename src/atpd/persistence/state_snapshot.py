@@ -170,6 +170,7 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
     line_rows = arrays["reservation_lines"].tolist()
     node_names = state.node_ids.names
     retention = []
+    held: list[tuple[int, str]] = []
     for i, reservation_id in enumerate(ids):
         row = table[i]
         first, n_lines = row[R_FIRST_LINE], row[R_LINES]
@@ -193,12 +194,13 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
         r.fulfilled = [x[L_FULFILLED] for x in rows]
         state.reservations[reservation_id] = r
         if r.status is ReservationStatus.HELD:
-            state.expiry.add(r.expires_at_ms, reservation_id)
+            held.append((r.expires_at_ms, reservation_id))
         if r.status.is_open:
             state.open_reservations += 1
         else:
             retention.append((row[R_PURGE_AT], reservation_id))
     state.retention.update(retention)
+    state.expiry.add_many(held)
     if blobs.get("rules"):
         state.rules = parse_rules(blobs["rules"].decode(), "<snapshot>")
     for supply_id, sku, node_id, quantity, eta_ms, kind, received in json.loads(
