@@ -31,6 +31,8 @@ R_STATUS, R_KIND, R_CREATED, R_EXPIRES, R_UPDATED, R_TTL, R_FIRST_LINE, R_LINES,
 )
 # Columns of the per-line table.
 L_SKU, L_NODE, L_QUANTITY, L_HELD, L_FULFILLED = range(5)
+# import_state reads line rows by these positions directly (its hot loop).
+assert (L_SKU, L_NODE, L_QUANTITY, L_HELD, L_FULFILLED) == (0, 1, 2, 3, 4)
 
 Arrays = dict[str, npt.NDArray[Any]]
 Blobs = dict[str, bytes]
@@ -171,34 +173,41 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
     node_names = state.node_ids.names
     retention = []
     held: list[tuple[int, str]] = []
+    # The hot loop of a large recovery (1M reservations): enum members and Line objects come
+    # from lookups, and the Reservation is filled in directly rather than re-derived.
+    statuses = {int(x): x for x in ReservationStatus}
+    kinds = {int(x): x for x in ReservationKind}
+    held_status = ReservationStatus.HELD
+    open_statuses = {ReservationStatus.HELD, ReservationStatus.CONFIRMED}
+    new_reservation = Reservation.__new__
+    open_count = 0
     for i, reservation_id in enumerate(ids):
         row = table[i]
-        first, n_lines = row[R_FIRST_LINE], row[R_LINES]
-        rows = line_rows[first : first + n_lines]
-        lines = tuple(Line(sku_names[x[L_SKU]], node_names[x[L_NODE]], x[L_QUANTITY]) for x in rows)
-        kind = ReservationKind(row[R_KIND])
-        r = Reservation(
-            reservation_id,
-            lines,
-            tuple((x[L_SKU], x[L_NODE]) for x in rows),
-            kind,
-            channels[i],
-            segments[i],
-            row[R_TTL],
-            row[R_CREATED],
-        )
-        r.status = ReservationStatus(row[R_STATUS])
+        first = row[R_FIRST_LINE]
+        rows = line_rows[first : first + row[R_LINES]]
+        r = new_reservation(Reservation)
+        r.reservation_id = reservation_id
+        r.lines = tuple(Line(sku_names[x[0]], node_names[x[1]], x[2]) for x in rows)
+        r.cells = tuple((x[0], x[1]) for x in rows)
+        r.kind = kinds[row[R_KIND]]
+        r.channel = channels[i]
+        r.segment = segments[i]
+        r.ttl_ms = row[R_TTL]
+        r.created_at_ms = row[R_CREATED]
         r.expires_at_ms = row[R_EXPIRES]
         r.updated_at_ms = row[R_UPDATED]
-        r.held = [x[L_HELD] for x in rows]
-        r.fulfilled = [x[L_FULFILLED] for x in rows]
+        r.status = status = statuses[row[R_STATUS]]
+        r.held = [x[3] for x in rows]
+        r.fulfilled = [x[4] for x in rows]
+        r.protected = None
         state.reservations[reservation_id] = r
-        if r.status is ReservationStatus.HELD:
-            held.append((r.expires_at_ms, reservation_id))
-        if r.status.is_open:
-            state.open_reservations += 1
+        if status in open_statuses:
+            open_count += 1
+            if status is held_status:
+                held.append((row[R_EXPIRES], reservation_id))
         else:
             retention.append((row[R_PURGE_AT], reservation_id))
+    state.open_reservations += open_count
     state.retention.update(retention)
     state.expiry.add_many(held)
     if blobs.get("rules"):
