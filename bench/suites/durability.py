@@ -833,7 +833,7 @@ def recovery_seconds(ctx: Context) -> Figure:
     expected = data["expected"]
     runs: dict[str, list[dict[str, Any]]] = {"warm": [], "cold": []}
     cold_read = 0.0
-    plan = ["warm", "cold", "warm"] if not ctx.quick else ["warm", "cold"]
+    plan = ["warm", "cold", "warm", "warm"] if not ctx.quick else ["warm", "cold", "warm"]
     for number, cache in enumerate(plan):
         if cache == "cold":
             cold_read = _cold_read_mib_per_s(data_dir)  # leaves the page cache evicted
