@@ -8,6 +8,7 @@ alphabets allows a newline — so 1M reservations load without a million small p
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,32 @@ def _split(blob: bytes, count: int) -> list[str]:
     names = blob.decode().split("\n")
     assert len(names) == count, (len(names), count)
     return names
+
+
+def _supply_blob(supplies: Iterable[Supply]) -> bytes:
+    return json.dumps(
+        [
+            [x.supply_id, x.sku, x.node_id, x.quantity, x.eta_ms, int(x.kind), x.received]
+            for x in supplies
+        ]
+    ).encode()
+
+
+def _supplies(state: AtpState, blob: bytes) -> list[Supply]:
+    return [
+        Supply(
+            supply_id,
+            sku,
+            node_id,
+            state.skus.get(sku),
+            state.node_ids.get(node_id),
+            quantity,
+            eta_ms,
+            SupplyKind(kind),
+            received,
+        )
+        for supply_id, sku, node_id, quantity, eta_ms, kind, received in json.loads(blob)
+    ]
 
 
 def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
@@ -105,18 +132,8 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
         "reservation_channels": _join([r.channel for r in reservations]),
         "reservation_segments": _join([r.segment for r in reservations]),
         "rules": state.rules.text.encode(),
-        "supply": json.dumps(
-            [
-                [x.supply_id, x.sku, x.node_id, x.quantity, x.eta_ms, int(x.kind), x.received]
-                for x in state.supply.by_id.values()
-            ]
-        ).encode(),
-        "supply_closed": json.dumps(
-            [
-                [x.supply_id, x.sku, x.node_id, x.quantity, x.eta_ms, int(x.kind), x.received]
-                for x in state.supply.closed.values()
-            ]
-        ).encode(),
+        "supply": _supply_blob(state.supply.by_id.values()),
+        "supply_closed": _supply_blob(state.supply.closed.values()),
         "protected": json.dumps(
             {rid: state.reservations[rid].protected for rid in sorted(state.protected_reservations)}
         ).encode(),
@@ -212,35 +229,10 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
     state.expiry.add_many(held)
     if blobs.get("rules"):
         state.rules = parse_rules(blobs["rules"].decode(), "<snapshot>")
-    for supply_id, sku, node_id, quantity, eta_ms, kind, received in json.loads(
-        blobs.get("supply", b"[]")
-    ):
-        supply = Supply(
-            supply_id,
-            sku,
-            node_id,
-            state.skus.get(sku),
-            state.node_ids.get(node_id),
-            quantity,
-            eta_ms,
-            SupplyKind(kind),
-            received,
-        )
+    for supply in _supplies(state, blobs.get("supply", b"[]")):
         state.supply.add(supply)
-    for supply_id, sku, node_id, quantity, eta_ms, kind, received in json.loads(
-        blobs.get("supply_closed", b"[]")
-    ):
-        state.supply.closed[supply_id] = Supply(
-            supply_id,
-            sku,
-            node_id,
-            state.skus.get(sku),
-            state.node_ids.get(node_id),
-            quantity,
-            eta_ms,
-            SupplyKind(kind),
-            received,
-        )
+    for supply in _supplies(state, blobs.get("supply_closed", b"[]")):
+        state.supply.closed[supply.supply_id] = supply
     for reservation_id, records in json.loads(blobs.get("protected", b"{}")).items():
         state.reservations[reservation_id].protected = [
             [(name, units) for name, units in line] for line in records
