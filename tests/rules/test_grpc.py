@@ -246,12 +246,12 @@ def test_rules_naming_an_unknown_node_are_refused_as_documented(
 ) -> None:
     """An unknown node is refused in the README's form `rules: FILE: KEY: unknown node`."""
     before = server.digest()
-    text = rules_text({"channels.web": 'nodes = { include = ["ST-XXX-01"] }'}, version="bad")
+    text = rules_text({"channels.web": 'nodes = { include = ["ST-NOPE-01"] }'}, version="bad")
     error = rpc_error(lambda: shop.set_rules(text, "shop.toml"))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert shop.get_rules().version == "shop-1"
     assert server.digest() == before
-    expected = "rules: shop.toml: channels.web.nodes.include[0]: unknown node 'ST-XXX-01'"
+    expected = "rules: shop.toml: channels.web.nodes.include[0]: unknown node 'ST-NOPE-01'"
     assert expected in (error.details() or ""), error.details()
 
 

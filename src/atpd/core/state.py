@@ -1007,9 +1007,6 @@ class AtpState:
         prefix = tuple(geo_prefix.split("/")) if geo_prefix else ()
         return [node for node in self.nodes if node.under(prefix)]
 
-    def lines_of(self, reservation: Reservation) -> tuple[Line, ...]:
-        return reservation.lines
-
     # ------------------------------------------------------------------ checks
 
     def check_invariants(self) -> None:

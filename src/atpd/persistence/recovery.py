@@ -6,6 +6,7 @@ recovered state equals the state before the crash (tests compare `AtpState.diges
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -75,14 +76,20 @@ def recover(
 ) -> Recovered:
     started = time.perf_counter()
     data_dir.mkdir(parents=True, exist_ok=True)
-    # Loading builds millions of long-lived objects; the cyclic GC would rescan them over and
-    # over (a third of the time at 1M reservations). Nothing cyclic is garbage here.
-    gc_was_enabled = gc.isenabled()
+    with _no_cyclic_gc():
+        return _recover(data_dir, limits, fsync_policy, segment_bytes, repair, started)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Loading builds millions of long-lived objects; the cyclic GC would rescan them over and
+    over (a third of the time at 1M reservations). Nothing cyclic is garbage here."""
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _recover(data_dir, limits, fsync_policy, segment_bytes, repair, started)
+        yield
     finally:
-        if gc_was_enabled:
+        if was_enabled:
             gc.enable()
 
 
@@ -142,6 +149,7 @@ def durable_records(data_dir: Path, after: int, upto: int) -> Iterator[Record]:
 
 def rebuild_durable_state(data_dir: Path, limits: Limits, durable_sequence: int) -> AtpState:
     """The state made of what is durable: snapshot + journal records up to durable_sequence."""
-    state, snapshot_sequence, _ = load_snapshot_state(data_dir, limits)
-    replay(state, durable_records(data_dir, snapshot_sequence, durable_sequence), data_dir)
+    with _no_cyclic_gc():
+        state, snapshot_sequence, _ = load_snapshot_state(data_dir, limits)
+        replay(state, durable_records(data_dir, snapshot_sequence, durable_sequence), data_dir)
     return state

@@ -125,7 +125,6 @@ class Snapshotter:
         self._running: asyncio.Task[SnapshotInfo] | None = None
         snapshots = list_snapshots(data_dir)
         self.last_sequence = snapshots[-1][0] if snapshots else 0
-        self.last_info: SnapshotInfo | None = None
 
     async def take(self) -> SnapshotInfo:
         if self._running is None or self._running.done():
@@ -214,7 +213,6 @@ class Snapshotter:
             fork_ms,
             removed,
         )
-        self.last_info = info
         log.info(
             "snapshot at sequence %d: %s, %d bytes, %.2f s (fork %.1f ms), %d segments removed",
             sequence,
