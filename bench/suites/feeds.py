@@ -12,12 +12,13 @@ from typing import Any
 import grpc
 import numpy as np
 
+from atpd.core.limits import Limits
 from atpd.v1 import common_pb2, feeds_pb2, feeds_pb2_grpc, inventory_pb2, inventory_pb2_grpc
 from bench import servers
 from bench.registry import Context, Figure, Target, benchmark
 
 NODES = 100
-CHUNK_ROWS = 100_000  # the default max_load_chunk_rows
+CHUNK_ROWS = Limits().max_load_chunk_rows
 SKUS_PER_CHUNK = CHUNK_ROWS // NODES
 
 

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from atpd.core.ids import ID_PATTERN, NODE_ID_PATTERN
-from atpd.core.limits import MAX_QUANTITY
+from atpd.core.limits import MAX_QUANTITY, Limits
 
 REQUIRED_COLUMNS = ("sku", "node_id", "on_hand")
 OPTIONAL_COLUMNS = ("safety_stock",)
@@ -39,7 +39,9 @@ EXPORT_ONLY_COLUMNS = ("reserved", "atp", "last_source_sequence")
 EXPORT_COLUMNS = ("sku", "node_id", "on_hand", "safety_stock", "reserved", "atp")
 ERRORS_SHOWN = 20
 NODES_SHOWN = 8
-DEFAULT_CHUNK_ROWS = 50_000
+# The server's default max_load_chunk_rows: a chunk that size fits its default
+# max_receive_message_bytes whatever the ids (config.max_load_chunk_bytes).
+DEFAULT_CHUNK_ROWS = Limits().max_load_chunk_rows
 PROGRESS_INTERVAL_S = 0.25
 PARQUET_SUFFIXES = (".parquet", ".pq")
 

@@ -35,7 +35,25 @@ class Config:
     snapshot_every_seconds: float = 3600.0
     # Concurrent RPCs the server accepts before answering RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 10_000
-    max_message_bytes: int = 16 * 1024 * 1024
+    # Largest request accepted (grpc.max_receive_message_length); larger ones answer
+    # RESOURCE_EXHAUSTED before anything is decoded. Sized to the largest legitimate request: a
+    # BulkLoad chunk of limits.max_load_chunk_rows rows (checked below), a 1 MiB SetRules text.
+    # Memory held by requests in flight is at most about this x the calls in flight.
+    max_receive_message_bytes: int = 4 * 1024 * 1024
+    # Largest response (an ExportPositions chunk of max_load_chunk_rows rows is the largest).
+    max_send_message_bytes: int = 16 * 1024 * 1024
+    # Client connections held at once (grpc.max_allowed_incoming_connections); further ones are
+    # closed on accept until some close. Capped at start to the open-files limit minus
+    # fd_reserve, which stays for the journal, snapshots, metrics and health checks.
+    max_connections: int = 10_000
+    fd_reserve: int = 256
+    # A connection with no call in flight for this long is closed (GOAWAY); a connection that
+    # does not complete the HTTP/2 handshake within it is dropped.
+    connection_idle_timeout_s: float = 300.0
+    # Server pings on connections silent for keepalive_time_s, and closes those that do not
+    # answer within keepalive_timeout_s (dead peers, half-open TCP).
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
     # Change stream: events kept for reconnecting subscribers, per-subscriber queue bound.
     watch_buffer_events: int = 100_000
     watch_max_queue_events: int = 10_000
@@ -58,11 +76,48 @@ class Config:
             "watch_buffer_events",
             "watch_max_queue_events",
             "watch_max_subscribers",
+            "max_receive_message_bytes",
+            "max_send_message_bytes",
+            "max_connections",
+            "fd_reserve",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0")
-        if self.snapshot_every_seconds <= 0:
-            raise ConfigError("snapshot_every_seconds: must be > 0")
+        for name in (
+            "snapshot_every_seconds",
+            "connection_idle_timeout_s",
+            "keepalive_time_s",
+            "keepalive_timeout_s",
+        ):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be > 0")
+        chunk_bytes = max_load_chunk_bytes(self.limits.max_load_chunk_rows)
+        if chunk_bytes > self.max_receive_message_bytes:
+            raise ConfigError(
+                f"max_receive_message_bytes: {self.max_receive_message_bytes} is below the "
+                f"largest BulkLoad chunk (max_load_chunk_rows = {self.limits.max_load_chunk_rows} "
+                f"rows can take up to {chunk_bytes} bytes); raise it or lower max_load_chunk_rows"
+            )
+        if self.max_receive_message_bytes < MAX_RULES_MESSAGE_BYTES:
+            raise ConfigError(
+                f"max_receive_message_bytes: {self.max_receive_message_bytes} is below the "
+                f"largest SetRules request ({MAX_RULES_MESSAGE_BYTES} bytes)"
+            )
+
+
+# Encoded bytes a BulkLoad chunk can take per row, at worst: a new 64-character SKU and node id
+# in the chunk's dictionaries (66 bytes each with tag and length), both indexes (3-byte varints),
+# on_hand up to 1e9 (5 bytes) and a safety stock of -1 (10 bytes: negative varints take ten).
+LOAD_ROW_MAX_BYTES = 66 + 66 + 3 + 3 + 5 + 10
+# Tags and lengths of the message and its packed fields.
+LOAD_CHUNK_OVERHEAD_BYTES = 64
+# A SetRules request: the 1 MiB rule text plus its source name (256 characters) and framing.
+MAX_RULES_MESSAGE_BYTES = (1 << 20) + 2048
+
+
+def max_load_chunk_bytes(rows: int) -> int:
+    """Largest encoded BulkLoadRequest carrying a chunk of `rows` rows."""
+    return rows * LOAD_ROW_MAX_BYTES + LOAD_CHUNK_OVERHEAD_BYTES
 
 
 def _coerce(name: str, value: Any, expected: Any) -> Any:

@@ -29,7 +29,9 @@ class Limits:
     # Bulk loads (FeedService.BulkLoad): rows per streamed chunk and per load (a load holds its
     # rows in memory, about 16 bytes each, until its stream ends), loads streaming at once, and
     # load ids remembered so that a retried load is answered from its stored summary.
-    max_load_chunk_rows: int = 100_000
+    # A chunk of max_load_chunk_rows rows must fit in the server's max_receive_message_bytes
+    # (4 MiB by default: 25,000 rows of 64-character ids take up to 3.8 MB; checked at start).
+    max_load_chunk_rows: int = 25_000
     max_load_rows: int = 20_000_000
     max_concurrent_loads: int = 2
     max_remembered_loads: int = 10_000

@@ -12,14 +12,14 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
-from grpc_reflection.v1alpha import reflection
 
 from atpd.config import Config
 from atpd.core import bulk_kernels, kernels
@@ -42,6 +42,13 @@ from atpd.service.servicers import (
     RulesServicer,
     SupplyServicer,
     WatchServicer,
+)
+from atpd.service.transport import (
+    CallGuard,
+    CheckedServer,
+    RateLimitedLog,
+    enable_reflection,
+    raise_fd_limit,
 )
 from atpd.service.watch import WatchHub
 from atpd.v1 import (
@@ -75,6 +82,37 @@ SERVICE_NAMES = (
     feeds_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name,
 )
 DRAIN_SECONDS = 5.0
+# Pings a client may send with no call in flight before the server answers GOAWAY (a client
+# pinging faster than keepalive_time_s is refused by gRPC's ping policy anyway).
+MAX_PINGS_WITHOUT_DATA = 0
+
+
+def connection_limit(config: Config, fd_limit: int) -> int:
+    """max_connections, capped so that connections never take the fds kept in fd_reserve."""
+    available = fd_limit - config.fd_reserve
+    if available < 1:
+        raise OSError(
+            f"the open files limit ({fd_limit}) leaves no room for connections after "
+            f"fd_reserve ({config.fd_reserve}): raise `ulimit -n` or lower fd_reserve"
+        )
+    return min(config.max_connections, available)
+
+
+def server_options(config: Config, max_connections: int) -> list[tuple[str, int]]:
+    """grpc channel arguments: message size limits, connection bounds, keepalive."""
+    idle_ms = round(config.connection_idle_timeout_s * 1000)
+    return [
+        ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+        ("grpc.max_send_message_length", config.max_send_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_allowed_incoming_connections", max_connections),
+        ("grpc.max_connection_idle_ms", idle_ms),
+        ("grpc.server_handshake_timeout_ms", idle_ms),
+        ("grpc.keepalive_time_ms", round(config.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", round(config.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", MAX_PINGS_WITHOUT_DATA),
+    ]
 
 
 @dataclass
@@ -102,39 +140,44 @@ def create_server(
     journal: CommandLog | None = None,
     metrics: Metrics | None = None,
     clock_ms: Callable[[], int] | None = None,
+    fd_limit: int | None = None,
 ) -> App:
     """Wire servicers, health and reflection onto a grpc.aio server bound to config.host:port.
-    The server is not started; health is NOT_SERVING and writes are refused until ready."""
+    The server is not started; health is NOT_SERVING and writes are refused until ready.
+    `fd_limit` (default: the open-files limit, raised to the hard limit) caps max_connections."""
     state = state or AtpState(config.limits)
     engine = (
         Engine(state, journal, metrics, clock_ms)
         if clock_ms is not None
         else Engine(state, journal, metrics)
     )
-    server = grpc.aio.server(
+    max_connections = connection_limit(config, fd_limit or raise_fd_limit())
+    grpc_server = grpc.aio.server(
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-        options=[
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=server_options(config, max_connections),
     )
+    # Every handler goes through the guard: undecodable requests answer INVALID_ARGUMENT and
+    # server bugs INTERNAL, each logged at most once a second per kind.
+    guard = CallGuard(
+        RateLimitedLog(logging.getLogger("atpd.client_errors")),
+        RateLimitedLog(log),
+        lambda method, code: engine.metrics.rpc_calls.labels(method, code.name).inc(),
+    )
+    checked = CheckedServer(grpc_server, guard)
+    # What the generated add_*_to_server functions see: they only call the two add methods.
+    server = cast(grpc.aio.Server, checked)
     # Registered by hand: GetAvailability answers with bytes it encoded itself (service/wire.py),
     # so its response serializer is the identity.
     availability = AvailabilityServicer(engine)
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                SERVICE_NAMES[0],
-                {
-                    "GetAvailability": grpc.unary_unary_rpc_method_handler(
-                        availability.wire_get,
-                        request_deserializer=availability_pb2.GetAvailabilityRequest.FromString,
-                        response_serializer=bytes,
-                    )
-                },
-            ),
-        )
+    checked.add_service(
+        SERVICE_NAMES[0],
+        {
+            "GetAvailability": grpc.unary_unary_rpc_method_handler(
+                availability.wire_get,
+                request_deserializer=availability_pb2.GetAvailabilityRequest.FromString,
+                response_serializer=bytes,
+            )
+        },
     )
     reservations_pb2_grpc.add_ReservationServiceServicer_to_server(
         ReservationServicer(engine), server
@@ -157,15 +200,10 @@ def create_server(
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        checked, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    port = grpc_server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise OSError(f"cannot bind {config.host}:{config.port}")
     # Read through the engine: the state object is replaced at recovery.
@@ -176,15 +214,20 @@ def create_server(
         lambda: len(engine.state.skus),
         lambda: len(engine.state.nodes),
     )
-    app = App(server, port, engine, health, hub)
+    app = App(grpc_server, port, engine, health, hub)
     admin.durability_of = lambda: app.durability
     feeds.durability_of = lambda: app.durability
     return app
 
 
-async def start(app: App, prepare: Callable[[], None] | None = None) -> None:
+async def start(
+    app: App,
+    prepare: Callable[[], None] | None = None,
+    before_serving: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Start serving NOT_SERVING, run `prepare` (recovery, demo load) and compile the kernels
-    off the loop, then flip to SERVING."""
+    off the loop, then `before_serving` on the loop (journal attached, start-up rules applied),
+    then accept writes and flip to SERVING: a client that waits for SERVING sees all of it."""
     await app.set_serving(False)
     await app.server.start()
     started = time.perf_counter()
@@ -199,6 +242,8 @@ async def start(app: App, prepare: Callable[[], None] | None = None) -> None:
     # reach so that full collections stay short however big the state grows.
     gc.collect()
     gc.freeze()
+    if before_serving is not None:
+        await before_serving()
     app.engine.ready = True
     app.engine.start()
     await app.set_serving(True)
@@ -280,7 +325,15 @@ async def apply_rules_at_start(engine: Engine, config: Config, options: ServeOpt
 async def serve(config: Config, options: ServeOptions | None = None) -> None:
     """Run until SIGTERM or SIGINT: NOT_SERVING -> recovery -> SERVING -> drain -> stop."""
     options = options or ServeOptions()
-    app = create_server(config)
+    fd_limit = raise_fd_limit()
+    app = create_server(config, fd_limit=fd_limit)
+    log.info(
+        "open files limit %d: up to %d connections (max_connections %d, fd_reserve %d)",
+        fd_limit,
+        connection_limit(config, fd_limit),
+        config.max_connections,
+        config.fd_reserve,
+    )
     if config.metrics_port >= 0:
         metrics_port = app.engine.metrics.serve_http(config.host, config.metrics_port)
         log.info("metrics on http://%s:%d/metrics", config.host, metrics_port)
@@ -296,12 +349,15 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
         nonlocal durability
         engine.state, durability = open_durable_state(config, options, engine.now_ms)
 
-    await start(app, prepare)
-    if durability is not None:
-        durability.attach(engine)
-        app.durability = durability
-    try:
+    async def before_serving() -> None:
+        if durability is not None:
+            durability.attach(engine)
+            app.durability = durability
+        # Before SERVING, so nobody reads or writes under rules about to be replaced.
         await apply_rules_at_start(engine, config, options)
+
+    try:
+        await start(app, prepare, before_serving)
     except RulesError:
         await stop(app, grace_s=0)
         if durability is not None:
