@@ -26,6 +26,10 @@ class Limits:
     # Terminal reservations (released, expired, fulfilled) are kept this long so that a retried
     # Reserve with the same id is answered from its stored outcome instead of reserving twice.
     terminal_retention_ms: int = 24 * 3600 * 1000
+    # ... and at most this many are kept (about 0.5 KB each): past it, the oldest finished
+    # reservation (earliest closed; ties by id) is forgotten first, as if its retention had
+    # run out. A pure function of the command sequence, so journal replay evicts the same ones.
+    max_retained_reservations: int = 1_000_000
     # Bulk loads (FeedService.BulkLoad): rows per streamed chunk and per load (a load holds its
     # rows in memory, about 16 bytes each, until its stream ends), loads streaming at once, and
     # load ids remembered so that a retried load is answered from its stored summary.
@@ -40,3 +44,4 @@ class Limits:
         assert self.max_skus_per_query >= 1
         assert 1 <= self.max_load_chunk_rows <= self.max_load_rows
         assert self.max_concurrent_loads >= 1 and self.max_remembered_loads >= 1
+        assert self.max_retained_reservations >= 1
