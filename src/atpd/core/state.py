@@ -96,7 +96,12 @@ class AtpState:
         self.skus = IdMap()
         self.node_ids = IdMap()
         self.nodes: list[Node] = []
-        self.stock = StockTable()
+        limits = self.limits
+        # Never more capacity than the limits let the state use.
+        self.stock = StockTable(
+            min(limits.initial_sku_capacity, limits.max_skus),
+            min(limits.initial_node_capacity, limits.max_nodes),
+        )
         self.geo = Geography(self.stock.node_capacity)
         self.enabled_mask: npt.NDArray[np.bool_] = np.zeros(0, np.bool_)
         self.reservations: dict[str, Reservation] = {}
