@@ -23,9 +23,19 @@ class Limits:
     max_skus_per_query: int = 1_000
     max_nodes: int = 65_000
     max_skus: int = 50_000_000
+    # Starting capacities of the stock table (see core/stock.py). Adding a node past the node
+    # capacity doubles it by copying the whole table while every caller waits (about 2 s at
+    # 20,000 SKUs and 1,024 nodes), so set initial_node_capacity above the node count the
+    # deployment will reach. Each SKU then takes 21 bytes x initial_node_capacity.
+    initial_node_capacity: int = 64
+    initial_sku_capacity: int = 1024
     # Terminal reservations (released, expired, fulfilled) are kept this long so that a retried
     # Reserve with the same id is answered from its stored outcome instead of reserving twice.
     terminal_retention_ms: int = 24 * 3600 * 1000
+    # ... and at most this many are kept (about 0.5 KB each): past it, the oldest finished
+    # reservation (earliest closed; ties by id) is forgotten first, as if its retention had
+    # run out. A pure function of the command sequence, so journal replay evicts the same ones.
+    max_retained_reservations: int = 1_000_000
     # Bulk loads (FeedService.BulkLoad): rows per streamed chunk and per load (a load holds its
     # rows in memory, about 16 bytes each, until its stream ends), loads streaming at once, and
     # load ids remembered so that a retried load is answered from its stored summary.
@@ -42,3 +52,6 @@ class Limits:
         assert self.max_skus_per_query >= 1
         assert 1 <= self.max_load_chunk_rows <= self.max_load_rows
         assert self.max_concurrent_loads >= 1 and self.max_remembered_loads >= 1
+        assert self.max_retained_reservations >= 1
+        assert self.initial_node_capacity >= 1, "initial_node_capacity: must be >= 1"
+        assert self.initial_sku_capacity >= 1, "initial_sku_capacity: must be >= 1"

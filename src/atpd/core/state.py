@@ -96,12 +96,18 @@ class AtpState:
         self.skus = IdMap()
         self.node_ids = IdMap()
         self.nodes: list[Node] = []
-        self.stock = StockTable()
+        limits = self.limits
+        # Never more capacity than the limits let the state use.
+        self.stock = StockTable(
+            min(limits.initial_sku_capacity, limits.max_skus),
+            min(limits.initial_node_capacity, limits.max_nodes),
+        )
         self.geo = Geography(self.stock.node_capacity)
         self.enabled_mask: npt.NDArray[np.bool_] = np.zeros(0, np.bool_)
         self.reservations: dict[str, Reservation] = {}
         self.expiry = ExpiryIndex()
-        # (purge_at_ms, reservation_id) for terminal reservations kept for idempotent retries.
+        # (purge_at_ms, reservation_id) for terminal reservations kept for idempotent retries,
+        # oldest first: the order of purging by time and of eviction over the cap.
         self.retention: SortedList = SortedList()
         self.open_reservations = 0
         self.now_ms = 0
@@ -114,6 +120,8 @@ class AtpState:
         self.last_expired: tuple[str, ...] = ()
         self.time_moved = False
         self.purged_total = 0
+        # Terminal reservations forgotten early because max_retained_reservations was reached.
+        self.evicted_total = 0
         self._mask_cache: dict[tuple[tuple[str, ...], str], npt.NDArray[np.bool_]] = {}
         self.rules: RuleSet = open_rules()
         self._compiled: CompiledRules | None = None
@@ -214,7 +222,25 @@ class AtpState:
         assert not reservation.status.is_open
         self.open_reservations -= 1
         assert self.open_reservations >= 0
-        self.retention.add((at_ms + self.limits.terminal_retention_ms, reservation.reservation_id))
+        retention = self.retention
+        # Evict before adding, so the reservation closing now is never the one forgotten
+        # (several can close in the same millisecond, and ties sort by id).
+        overflow = len(retention) + 1 - self.limits.max_retained_reservations
+        if overflow > 0:
+            self._evict_retained(overflow)
+        retention.add((at_ms + self.limits.terminal_retention_ms, reservation.reservation_id))
+        assert len(retention) <= self.limits.max_retained_reservations
+
+    def _evict_retained(self, count: int) -> None:
+        """Forget the `count` oldest terminal reservations (retention order): a retry of one
+        of their ids is then a new reservation."""
+        assert 0 < count <= len(self.retention), count
+        reservations = self.reservations
+        for _, reservation_id in self.retention[:count]:
+            evicted = reservations.pop(reservation_id)
+            assert not evicted.status.is_open, evicted
+        del self.retention[:count]
+        self.evicted_total += count
 
     def _node_index(self, node_id: str, field: str) -> int:
         node = self.node_ids.get(node_id)
