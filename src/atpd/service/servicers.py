@@ -18,7 +18,7 @@ from atpd import __version__
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
 from atpd.service import convert, validation, wire
 from atpd.service.durability import Durability
-from atpd.service.engine import Engine, WritesUnavailable
+from atpd.service.engine import Engine, InternalFailure, WritesUnavailable
 from atpd.service.watch import Subscriber, WatchHub
 from atpd.v1 import (
     admin_pb2,
@@ -45,6 +45,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (InternalFailure, grpc.StatusCode.INTERNAL),
 )
 
 
