@@ -126,9 +126,18 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServiceServi
             policy = state.policy(request.channel, request.segment)
             view = state.availability(skus, node_ids, geo_prefix, policy=policy)
             if not (request.include_nodes or request.explain):
-                channel, segment = ("", "") if policy is None else (policy.channel, policy.segment)
+                if policy is None:
+                    return wire.encode_availability(
+                        state, view, now_ms, "", "", self._geo_encoding
+                    )
                 return wire.encode_availability(
-                    state, view, now_ms, channel, segment, self._geo_encoding
+                    state,
+                    view,
+                    now_ms,
+                    policy.channel,
+                    policy.segment,
+                    self._geo_encoding,
+                    policy.policy.max_per_line,
                 )
             return convert.availability_response(
                 state, view, request.include_nodes, now_ms, policy, request.explain
