@@ -180,8 +180,7 @@ def cmd_availability(args: argparse.Namespace) -> int:
     if response.rules_version:
         cap = f", at most {response.max_per_line} per line" if response.max_per_line else ""
         print(
-            f"as {response.channel}/{response.segment} under rules {response.rules_version}"
-            f"{cap}\n"
+            f"as {response.channel}/{response.segment} under rules {response.rules_version}{cap}\n"
         )
     for item in response.items:
         known = "" if item.known else " (unknown SKU)"

@@ -423,7 +423,9 @@ class AtpState:
             self.expiry.add(reservation.expires_at_ms, reservation.reservation_id)
         return ReserveResult(Outcome.OK, reservation)
 
-    def _check_reserved_bound(self, lines: tuple[Line, ...], line: Line, sku: int, node: int) -> None:
+    def _check_reserved_bound(
+        self, lines: tuple[Line, ...], line: Line, sku: int, node: int
+    ) -> None:
         """Refuse a line that would make the position's reserved units exceed MAX_QUANTITY
         (quantities are int32 in the stock table)."""
         reserved = self.stock.cells.item(sku, FIELD_RESERVED, node)

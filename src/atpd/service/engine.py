@@ -243,9 +243,7 @@ class Engine:
         rebuilt from durable records (which never contain the failed command); returns the
         error for the caller."""
         reason = f"internal error while applying {kind}: {type(error).__name__}: {error}"
-        log.error(
-            "%s; rebuilding the state from durable records", reason, exc_info=error
-        )
+        log.error("%s; rebuilding the state from durable records", reason, exc_info=error)
         if self.write_failure is None:
             self.write_failure = reason
             self.clean.clear()

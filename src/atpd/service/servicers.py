@@ -127,9 +127,7 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServiceServi
             view = state.availability(skus, node_ids, geo_prefix, policy=policy)
             if not (request.include_nodes or request.explain):
                 if policy is None:
-                    return wire.encode_availability(
-                        state, view, now_ms, "", "", self._geo_encoding
-                    )
+                    return wire.encode_availability(state, view, now_ms, "", "", self._geo_encoding)
                 return wire.encode_availability(
                     state,
                     view,
