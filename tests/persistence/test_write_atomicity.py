@@ -53,7 +53,7 @@ from atpd.core.supply import Supply, SupplyBook, SupplyKind
 from atpd.persistence.load_file import new_file_name, write_load_file
 from atpd.service.engine import Engine, InternalFailure
 
-from .server_support import DurableEngine, FakeClock
+from .server_support import DurableEngine, FakeClock, recovered_state
 
 RECOVERY_TIMEOUT_S = 30.0
 # No write command calls more primitives than this; a bound on the k loop.
@@ -255,9 +255,9 @@ async def wait_rebuilt(durable: DurableEngine, failed_state: AtpState) -> None:
     """Bounded wait: the engine swapped in a rebuilt state and accepts writes again."""
     engine = durable.engine
     for _ in range(int(RECOVERY_TIMEOUT_S / 0.01)):
-        if engine.state is not failed_state and engine.clean.is_set():
-            if engine.write_failure is None:
-                return
+        rebuilt = engine.state is not failed_state and engine.clean.is_set()
+        if rebuilt and engine.write_failure is None:
+            return
         await asyncio.sleep(0.01)
     raise AssertionError(f"not rebuilt within {RECOVERY_TIMEOUT_S} s: {engine.write_failure}")
 
@@ -323,6 +323,4 @@ def test_a_fault_at_any_step_of_any_write_leaves_the_durable_state(
     }
     assert all(points >= 3 for points in covered.values()), covered
     # What was acknowledged is exactly what a restart recovers.
-    from .server_support import recovered_state
-
     assert recovered_state(config).digest() == live_digest

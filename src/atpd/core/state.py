@@ -352,7 +352,7 @@ class AtpState:
                 f"max_open_reservations: {self.open_reservations} reservations are open"
             )
         all_nodes = self.nodes
-        for line, node in zip(lines, nodes, strict=True):
+        for node in nodes:
             if not all_nodes[node].enabled:
                 return self._refuse_disabled(lines, nodes)
         policy = self.policy(command.channel, command.segment) if self.rules.policies else None
