@@ -210,7 +210,7 @@ def test_client_exit_codes_for_refusals_and_errors(server: InProcessServer) -> N
     short = atpd("reserve", "cart-9", "BAG-1@lyon=4", *target)
     assert short.returncode == 3
     assert short.stdout.startswith("outcome: INSUFFICIENT_STOCK\n")
-    assert re.search(r"^BAG-1\s+lyon\s+4\s+3$", short.stdout, re.MULTILINE)
+    assert re.search(r"^BAG-1\s+lyon\s+4\s+3\s+STOCK$", short.stdout, re.MULTILINE)
     missing = atpd("get", "no-such-cart", *target)
     assert missing.returncode == 1
     assert missing.stderr.startswith("atpd: NOT_FOUND: reservation_id:")

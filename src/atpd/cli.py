@@ -138,6 +138,12 @@ def _outcome_name(value: int) -> str:
     return common_pb2.Outcome.Name(value).removeprefix("OUTCOME_")
 
 
+def _shortage_reason_name(value: int) -> str:
+    from atpd.v1 import reservations_pb2
+
+    return reservations_pb2.ShortageReason.Name(value).removeprefix("SHORTAGE_REASON_")
+
+
 def _print_reservation(reservation: Any) -> None:
     from atpd.v1 import common_pb2
 
@@ -172,7 +178,10 @@ def cmd_availability(args: argparse.Namespace) -> int:
     )
     response = _call(lambda: stub.GetAvailability(request, timeout=args.timeout))
     if response.rules_version:
-        print(f"as {response.channel}/{response.segment} under rules {response.rules_version}\n")
+        cap = f", at most {response.max_per_line} per line" if response.max_per_line else ""
+        print(
+            f"as {response.channel}/{response.segment} under rules {response.rules_version}{cap}\n"
+        )
     for item in response.items:
         known = "" if item.known else " (unknown SKU)"
         print(f"{item.sku}: {item.total_atp} available{known}")
@@ -230,8 +239,11 @@ def cmd_reserve(args: argparse.Namespace) -> int:
         f"outcome: {_outcome_name(response.outcome)}" + (" (replayed)" if response.replayed else "")
     )
     if response.shortages:
-        rows = [(s.sku, s.node_id, s.requested, s.available) for s in response.shortages]
-        print(table(("sku", "node", "requested", "available"), rows))
+        rows = [
+            (s.sku, s.node_id, s.requested, s.available, _shortage_reason_name(s.reason))
+            for s in response.shortages
+        ]
+        print(table(("sku", "node", "requested", "available", "reason"), rows))
     if response.HasField("reservation"):
         _print_reservation(response.reservation)
     return 0 if response.outcome == common_pb2.OUTCOME_OK else 3

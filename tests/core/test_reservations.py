@@ -24,6 +24,7 @@ from atpd.core.results import (
     NotFound,
     Outcome,
     Shortage,
+    ShortageReason,
 )
 from atpd.core.results import ReservationResult as Result
 from atpd.core.state import AtpState
@@ -129,7 +130,7 @@ def test_reserve_is_all_or_nothing_and_lists_every_short_line(state: AtpState) -
     assert result.shortages == (
         Shortage("sku-b", "berlin", 4, 3),
         Shortage("sku-a", "lyon", 5, 4),
-        Shortage("sku-new", "soho", 1, 0),
+        Shortage("sku-new", "soho", 1, 0, ShortageReason.UNKNOWN_SKU),
     )
     assert state.digest() == before
     assert "sku-new" not in state.skus

@@ -44,6 +44,7 @@ from atpd.core.results import (
     ReservationResult,
     ReserveResult,
     Shortage,
+    ShortageReason,
     StockResult,
     TickResult,
 )
@@ -211,11 +212,23 @@ class Model:
             return Expected(raises=AlreadyExists)
         if any(line.node_id not in self.enabled for line in command.lines):
             return Expected(raises=NotFound)
-        for line in command.lines:
-            if not self.enabled[line.node_id]:
-                return Expected(Outcome.NODE_DISABLED, disabled_node_id=line.node_id)
+        disabled = tuple(
+            Shortage(line.sku, line.node_id, line.quantity, 0, ShortageReason.NODE_DISABLED)
+            for line in command.lines
+            if not self.enabled[line.node_id]
+        )
+        if disabled:
+            return Expected(
+                Outcome.NODE_DISABLED, shortages=disabled, disabled_node_id=disabled[0].node_id
+            )
         shortages = tuple(
-            Shortage(line.sku, line.node_id, line.quantity, self.atp(line.sku, line.node_id))
+            Shortage(
+                line.sku,
+                line.node_id,
+                line.quantity,
+                self.atp(line.sku, line.node_id),
+                ShortageReason.STOCK if line.sku in self.skus else ShortageReason.UNKNOWN_SKU,
+            )
             for line in command.lines
             if line.quantity > self.atp(line.sku, line.node_id)
         )

@@ -40,7 +40,7 @@ from atpd.core.commands import (
     Tick,
     UpsertNode,
 )
-from atpd.core.results import Outcome, Shortage
+from atpd.core.results import Outcome, Shortage, ShortageReason
 from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED
 from atpd.core.supply import SupplyKind
@@ -232,14 +232,22 @@ class RulesMachine(RuleBasedStateMachine):
         resolved = self.resolve(*caller)
         cap = self.cap(caller)
         expected = []
+        visible_nodes = self.rule_set.policy(*resolved).get("nodes", {})
         for sku, node_id, quantity in lines:
-            available = reference_atp(
+            stock_atp = reference_atp(
                 self.state, self.rule_set, *resolved, sku, node_id, self.now, MODEL_NODES
             )
-            if cap:
-                available = min(available, cap)
+            available = min(stock_atp, cap) if cap else stock_atp
             if quantity > available:
-                expected.append(Shortage(sku, node_id, quantity, available))
+                if self.state.skus.get(sku) < 0:
+                    reason = ShortageReason.UNKNOWN_SKU
+                elif not selects(visible_nodes, node_id, MODEL_NODES):
+                    reason = ShortageReason.NOT_VISIBLE
+                elif cap and quantity > cap and stock_atp >= quantity:
+                    reason = ShortageReason.LINE_CAP
+                else:
+                    reason = ShortageReason.STOCK
+                expected.append(Shortage(sku, node_id, quantity, available, reason))
         before = {
             (sku, node_id): self.state.position(sku, node_id).reserved for sku, node_id, _ in lines
         }

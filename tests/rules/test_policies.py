@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from atpd.core.commands import UpsertNode
-from atpd.core.results import InvalidCommand, Outcome, Shortage
+from atpd.core.results import InvalidCommand, Outcome, Shortage, ShortageReason
 from atpd.core.state import AtpState
 
 from .support import (
@@ -98,7 +98,7 @@ def test_reserve_at_an_invisible_node_is_short_with_nothing_available() -> None:
     set_rules(state, rules_text({"channels.web": 'nodes = { kinds = ["WAREHOUSE"] }'}))
     result = reserve_as(state, "r1", (SKU, "st-par", 1), channel="web", segment="standard")
     assert result.outcome is Outcome.INSUFFICIENT_STOCK
-    assert result.shortages == (Shortage(SKU, "st-par", 1, 0),)
+    assert result.shortages == (Shortage(SKU, "st-par", 1, 0, ShortageReason.NOT_VISIBLE),)
     assert state.position(SKU, "st-par").reserved == 0
     ok = reserve_as(state, "r2", (SKU, "st-par", 1), channel="store", segment="standard")
     assert ok.outcome is Outcome.OK
@@ -234,7 +234,7 @@ def test_max_per_line_caps_a_line_but_not_availability() -> None:
     assert atp_as(state, SKU, "wh-par", "web", "standard") == 10
     short = reserve_as(state, "a", (SKU, "wh-par", 4), channel="web", segment="standard")
     assert short.outcome is Outcome.INSUFFICIENT_STOCK
-    assert short.shortages == (Shortage(SKU, "wh-par", 4, 3),)
+    assert short.shortages == (Shortage(SKU, "wh-par", 4, 3, ShortageReason.LINE_CAP),)
     assert state.position(SKU, "wh-par").reserved == 0
     ok = reserve_as(state, "b", (SKU, "wh-par", 3), channel="web", segment="standard")
     assert ok.outcome is Outcome.OK
@@ -354,7 +354,10 @@ def test_all_or_nothing_over_lines_under_the_callers_rules() -> None:
         segment="standard",
     )
     assert result.outcome is Outcome.INSUFFICIENT_STOCK
-    assert result.shortages == (Shortage(SKU, "st-par", 1, 0), Shortage(SKU, "wh-nyc", 5, 4))
+    assert result.shortages == (
+        Shortage(SKU, "st-par", 1, 0, ShortageReason.NOT_VISIBLE),
+        Shortage(SKU, "wh-nyc", 5, 4),
+    )
     assert all(state.position(SKU, n).reserved == 0 for n in NODES)
 
 

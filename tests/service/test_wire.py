@@ -19,10 +19,11 @@ segment = "standard"
 [segments.vip]
 [channels.web]
 nodes = { kinds = ["WAREHOUSE"] }
+max_per_line = {cap}
 """
 
 
-def build(stock: list[tuple[int, int, int]], with_rules: bool) -> AtpState:
+def build(stock: list[tuple[int, int, int]], with_rules: bool, cap: int = 0) -> AtpState:
     state = AtpState()
     for i, geo in enumerate(GEOS):
         kind = NodeKind.WAREHOUSE if i % 2 else NodeKind.STORE
@@ -30,7 +31,7 @@ def build(stock: list[tuple[int, int, int]], with_rules: bool) -> AtpState:
     for sequence, (sku, node, on_hand) in enumerate(stock, start=1):
         state.apply(SetStock(f"SKU-{sku}", f"N{node}", on_hand, sequence), 1)
     if with_rules:
-        state.apply(SetRules(RULES), 2)
+        state.apply(SetRules(RULES.replace("{cap}", str(cap))), 2)
     return state
 
 
@@ -44,6 +45,7 @@ def build(stock: list[tuple[int, int, int]], with_rules: bool) -> AtpState:
     geo_prefix=st.sampled_from(["", "EU", "EU/FR", "AM/US"]),
     with_rules=st.booleans(),
     now_ms=st.integers(0, 2**45),
+    cap=st.sampled_from([0, 3, 200_000]),
 )
 def test_wire_encoding_equals_protobuf_serialization(
     stock: list[tuple[int, int, int]],
@@ -51,9 +53,11 @@ def test_wire_encoding_equals_protobuf_serialization(
     geo_prefix: str,
     with_rules: bool,
     now_ms: int,
+    cap: int,
 ) -> None:
-    """encode_availability gives byte for byte what SerializeToString gives for the message."""
-    state = build(stock, with_rules)
+    """encode_availability gives byte for byte what SerializeToString gives for the message,
+    the caller's max_per_line included."""
+    state = build(stock, with_rules, cap)
     names = [f"SKU-{k}" for k in skus]
     if geo_prefix and state.geo.lookup_prefix(geo_prefix)[0] < 0:
         geo_prefix = ""
@@ -61,8 +65,14 @@ def test_wire_encoding_equals_protobuf_serialization(
     view = state.availability(names, (), geo_prefix, policy=policy)
     expected = convert.availability_response(state, view, False, now_ms, policy)
     channel, segment = ("", "") if policy is None else (policy.channel, policy.segment)
-    encoded = wire.encode_availability(state, view, now_ms, channel, segment, wire.GeoEncoding())
+    max_per_line = 0 if policy is None else policy.policy.max_per_line
+    encoded = wire.encode_availability(
+        state, view, now_ms, channel, segment, wire.GeoEncoding(), max_per_line
+    )
     assert encoded == expected.SerializeToString()
+    assert availability_pb2.GetAvailabilityResponse.FromString(encoded).max_per_line == (
+        cap if with_rules else 0
+    )
     decoded = availability_pb2.GetAvailabilityResponse.FromString(encoded)
     assert [item.sku for item in decoded.items] == names
 

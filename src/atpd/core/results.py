@@ -44,12 +44,24 @@ class LimitExceeded(CommandRejected):
     pass
 
 
+class ShortageReason(enum.IntEnum):
+    """Why a Reserve line cannot be held, so a storefront can act on it (numbers match
+    atpd.v1.ShortageReason)."""
+
+    STOCK = 1  # the caller's ATP at the node is below the quantity
+    LINE_CAP = 2  # the caller's rules cap a line (max_per_line) below the quantity
+    NOT_VISIBLE = 3  # the caller's rules do not let it take stock from this node
+    NODE_DISABLED = 4  # the node is disabled
+    UNKNOWN_SKU = 5  # the SKU never had stock or supply written anywhere
+
+
 @dataclass(frozen=True, slots=True)
 class Shortage:
     sku: str
     node_id: str
     requested: int
     available: int
+    reason: ShortageReason = ShortageReason.STOCK
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from atpd.core.results import (
     ReserveResult,
     RulesResult,
     Shortage,
+    ShortageReason,
     StockResult,
     SupplyResult,
     TickResult,
@@ -298,6 +299,11 @@ class AtpState:
         return index
 
     def _set_stock(self, command: SetStock, now_ms: int) -> StockResult:
+        # The edge checks these too; the core checks again because an int32 cell that cannot
+        # take the value would fail halfway through the writes.
+        _check_quantity(command.on_hand, "on_hand")
+        if command.safety_stock is not None:
+            _check_quantity(command.safety_stock, "safety_stock")
         node = self._node_index(command.node_id, "node_id")
         sku = self.skus.get(command.sku)
         last = int(self.stock.source_seq[sku, node]) if sku >= 0 else 0
@@ -372,9 +378,9 @@ class AtpState:
                 f"max_open_reservations: {self.open_reservations} reservations are open"
             )
         all_nodes = self.nodes
-        for line, node in zip(lines, nodes, strict=True):
+        for node in nodes:
             if not all_nodes[node].enabled:
-                return ReserveResult(Outcome.NODE_DISABLED, disabled_node_id=line.node_id)
+                return self._refuse_disabled(lines, nodes)
         policy = self.policy(command.channel, command.segment) if self.rules.policies else None
         cells = self.stock.cells
         item = cells.item
@@ -394,20 +400,25 @@ class AtpState:
                 cap = policy.policy.max_per_line
                 if cap and available > cap:
                     available = cap
+                # Counted supply can lift ATP above on_hand: bound what a position holds.
+                if line.quantity <= available:
+                    self._check_reserved_bound(lines, line, sku, node)
             if line.quantity > available:
                 if shortages is None:
                     shortages = []
-                shortage = Shortage(line.sku, line.node_id, line.quantity, max(available, 0))
-                shortages.append(shortage)
+                shortages.append(self._shortage(policy, line, sku, node, available))
         if shortages is not None:
             return ReserveResult(Outcome.INSUFFICIENT_STOCK, shortages=tuple(shortages))
         # The edge refuses these; the core must never oversell even if a caller skipped it.
         assert len(lines) == 1 or len(set(zip(skus, nodes, strict=True))) == len(lines), lines
+        # Every line was checked above; from here on nothing can refuse the command.
         watching = bool(self.watched)
         for line, sku, node in zip(lines, skus, nodes, strict=True):
             if watching:
                 self._touch(sku, node)
-            cells[sku, FIELD_RESERVED, node] = item(sku, FIELD_RESERVED, node) + line.quantity
+            reserved = item(sku, FIELD_RESERVED, node) + line.quantity
+            assert reserved <= MAX_QUANTITY, (line, reserved)
+            cells[sku, FIELD_RESERVED, node] = reserved
         protected = (
             self._take_protected(policy, lines, skus, nodes)
             if policy is not None and policy.mine
@@ -437,6 +448,52 @@ class AtpState:
         else:
             self.expiry.add(reservation.expires_at_ms, reservation.reservation_id)
         return ReserveResult(Outcome.OK, reservation)
+
+    def _check_reserved_bound(
+        self, lines: tuple[Line, ...], line: Line, sku: int, node: int
+    ) -> None:
+        """Refuse a line that would make the position's reserved units exceed MAX_QUANTITY
+        (quantities are int32 in the stock table)."""
+        reserved = self.stock.cells.item(sku, FIELD_RESERVED, node)
+        if reserved + line.quantity > MAX_QUANTITY:
+            raise LimitExceeded(
+                f"lines[{lines.index(line)}].quantity: {reserved} units of {line.sku!r} are "
+                f"already reserved at {line.node_id!r}; {line.quantity} more would pass the "
+                f"bound of {MAX_QUANTITY} reserved units per position (MAX_QUANTITY)"
+            )
+
+    def _shortage(
+        self, policy: CompiledPolicy | None, line: Line, sku: int, node: int, available: int
+    ) -> Shortage:
+        """A short line and why it is short (computed on the refusal path only)."""
+        if sku < 0:
+            reason = ShortageReason.UNKNOWN_SKU
+        elif policy is None:
+            reason = ShortageReason.STOCK
+        elif not policy.visible[node]:
+            reason = ShortageReason.NOT_VISIBLE
+        elif (
+            policy.policy.max_per_line
+            and line.quantity > policy.policy.max_per_line
+            and self.caller_atp(policy, sku, node) >= line.quantity
+        ):
+            # The stock is there: only the per-line cap of the caller's rules refuses it.
+            reason = ShortageReason.LINE_CAP
+        else:
+            reason = ShortageReason.STOCK
+        return Shortage(line.sku, line.node_id, line.quantity, max(available, 0), reason)
+
+    def _refuse_disabled(self, lines: tuple[Line, ...], nodes: list[int]) -> ReserveResult:
+        """NODE_DISABLED, with a shortage entry for every line on a disabled node."""
+        shortages = tuple(
+            Shortage(line.sku, line.node_id, line.quantity, 0, ShortageReason.NODE_DISABLED)
+            for line, node in zip(lines, nodes, strict=True)
+            if not self.nodes[node].enabled
+        )
+        assert shortages
+        return ReserveResult(
+            Outcome.NODE_DISABLED, shortages=shortages, disabled_node_id=shortages[0].node_id
+        )
 
     def _reservation(self, reservation_id: str) -> Reservation:
         reservation = self.reservations.get(reservation_id)
@@ -828,6 +885,15 @@ class AtpState:
             ):
                 return SupplyResult(Outcome.OK, existing, changed=False)
             raise AlreadyExists(f"supply_id: {command.supply_id!r} exists with different content")
+        _check_quantity(command.quantity, "quantity")
+        sku = self.skus.get(command.sku)
+        expected = self.supply.expected_at(sku, node) if sku >= 0 else 0
+        if expected + command.quantity > MAX_QUANTITY:
+            raise LimitExceeded(
+                f"quantity: {expected} units of {command.sku!r} are already expected at "
+                f"{command.node_id!r}; {command.quantity} more would pass the bound of "
+                f"{MAX_QUANTITY} units of open supply per position (MAX_QUANTITY)"
+            )
         sku = self._register_sku(command.sku)
         supply = Supply(
             command.supply_id,
@@ -1103,3 +1169,8 @@ class AtpState:
             )
         h.update(self.loads.to_json())
         return h.hexdigest()
+
+
+def _check_quantity(value: int, field: str) -> None:
+    if not 0 <= value <= MAX_QUANTITY:
+        raise InvalidCommand(f"{field}: {value} is not in 0..{MAX_QUANTITY}")

@@ -68,6 +68,14 @@ class SupplyBook:
         """Open or closed supply by id."""
         return self.by_id.get(supply_id) or self.closed.get(supply_id)
 
+    def expected_at(self, sku_index: int, node_index: int) -> int:
+        """Units of open supply still expected at one position, whoever counts them."""
+        return sum(
+            supply.quantity
+            for supply in self.by_sku.get(sku_index, ())
+            if supply.node_index == node_index
+        )
+
     def counted(
         self,
         sku_index: int,

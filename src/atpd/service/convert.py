@@ -79,6 +79,7 @@ def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:
             node_id=shortage.node_id,
             requested=shortage.requested,
             available=shortage.available,
+            reason=pb_enum(shortage.reason),
         )
     return response
 
@@ -112,6 +113,7 @@ def availability_response(
     if policy is not None:
         response.channel = policy.channel
         response.segment = policy.segment
+        response.max_per_line = policy.policy.max_per_line
     node_count = view.node_count
     geo_names = state.geo.geo_ids.names
     geo_levels = state.geo.geo_level

@@ -28,6 +28,12 @@ class WritesUnavailable(Exception):
     Reads go on being served from the last durable state."""
 
 
+class InternalFailure(Exception):
+    """A command failed inside the core for a reason that is not the caller's (a bug). Its
+    partial effects are discarded: the state is rebuilt from durable records, as after a
+    journal failure. The caller gets INTERNAL with this message."""
+
+
 class CommandLog(Protocol):
     """Where applied commands go (the journal). `append` never blocks; `wait_durable` resolves
     once every record up to `sequence` is durable under the configured fsync policy. Both
@@ -134,6 +140,9 @@ class Engine:
                 # The rejected command still moved the clock past expiries or purges: log that.
                 self._append(Tick(), now)
             raise
+        except Exception as error:
+            state.changes = {}  # half-made changes of a state about to be replaced
+            raise self._apply_failed(kind, error) from error
         finally:
             timer.observe(time.perf_counter() - started)
             if state.changes:
@@ -176,7 +185,11 @@ class Engine:
         except WritesUnavailable:
             self._expire_unjournaled()
             return now
-        self.state.apply(Tick(), now)
+        try:
+            self.state.apply(Tick(), now)
+        except Exception as error:
+            self.state.changes = {}
+            raise self._apply_failed("Tick", error) from error
         if self.state.changes:
             self._publish(self.state, now)
         # Not awaited: a reader does not wait for the disk, and an expiry is implied by time
@@ -190,7 +203,11 @@ class Engine:
         them is safe: an expiry is a function of time, so replaying the durable records at any
         later time expires the same holds."""
         now = self.now_ms()
-        result = self.state.apply(Tick(), now)
+        try:
+            result = self.state.apply(Tick(), now)
+        except Exception as error:
+            self.state.changes = {}
+            raise self._apply_failed("Tick", error) from error
         if self.state.changes:
             self._publish(self.state, now)
         return result
@@ -219,6 +236,32 @@ class Engine:
         self.clean.clear()
         if self.on_write_failure is not None:
             self.on_write_failure(reason)
+
+    def _apply_failed(self, kind: str, error: Exception) -> InternalFailure:
+        """An unexpected exception inside `state.apply`: the state may hold part of the
+        command, so it must not serve. Writes are refused and reads wait while the state is
+        rebuilt from durable records (which never contain the failed command); returns the
+        error for the caller."""
+        reason = f"internal error while applying {kind}: {type(error).__name__}: {error}"
+        log.error("%s; rebuilding the state from durable records", reason, exc_info=error)
+        if self.write_failure is None:
+            self.write_failure = reason
+            self.clean.clear()
+            self._spawn(self._rebuild_after_failure(reason))
+        return InternalFailure(f"{reason} (not applied; the server restores its durable state)")
+
+    async def _rebuild_after_failure(self, reason: str) -> None:
+        """Wait until what was journaled before the failure is durable (it belongs in the
+        rebuilt state), then rebuild as after a journal failure."""
+        with contextlib.suppress(WritesUnavailable):
+            await self.journal.wait_durable(self.journal.last_sequence)
+        if self.on_write_failure is not None:
+            self.on_write_failure(reason)
+            return
+        # No durable state to go back to (an in-memory server): reads go on, writes stay
+        # refused with the reason until a restart.
+        log.error("no journal to rebuild from: writes refused until restart (%s)", reason)
+        self.clean.set()
 
     def replace_state(self, state: AtpState) -> None:
         """Swap in a rebuilt state (after a journal failure): same loop, no await."""

@@ -37,7 +37,7 @@ from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
 from atpd.persistence.load_file import collect_unreferenced, new_file_name, write_load_file
 from atpd.service import validation
 from atpd.service.durability import Durability
-from atpd.service.engine import Engine, WritesUnavailable
+from atpd.service.engine import Engine, InternalFailure, WritesUnavailable
 from atpd.service.servicers import _STATUS_BY_ERROR, NotReady
 from atpd.service.validation import InvalidArgument
 from atpd.v1 import feeds_pb2, feeds_pb2_grpc
@@ -355,7 +355,7 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             raise
         except Exception as error:
             code = self._status(error)
-            if code is grpc.StatusCode.INTERNAL:
+            if code is grpc.StatusCode.INTERNAL and not isinstance(error, InternalFailure):
                 raise
             await context.abort(code, str(error))
             raise AssertionError("unreachable") from error  # pragma: no cover
@@ -482,7 +482,7 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             apply_started = time.perf_counter()
             try:
                 result = await engine.execute(command)
-            except CommandRejected:
+            except (CommandRejected, InternalFailure):
                 if data_dir is not None:  # never journaled: the file is nobody's
                     (data_dir / relative).unlink(missing_ok=True)
                 raise
@@ -537,7 +537,7 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
                 yield chunk
         except Exception as error:
             code = self._status(error)
-            if code is grpc.StatusCode.INTERNAL:
+            if code is grpc.StatusCode.INTERNAL and not isinstance(error, InternalFailure):
                 raise
             await context.abort(code, str(error))
         finally:

@@ -18,7 +18,7 @@ from atpd import __version__
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
 from atpd.service import convert, validation, wire
 from atpd.service.durability import Durability
-from atpd.service.engine import Engine, WritesUnavailable
+from atpd.service.engine import Engine, InternalFailure, WritesUnavailable
 from atpd.service.watch import Subscriber, WatchHub
 from atpd.v1 import (
     admin_pb2,
@@ -45,6 +45,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (InternalFailure, grpc.StatusCode.INTERNAL),
 )
 
 
@@ -125,9 +126,16 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServiceServi
             policy = state.policy(request.channel, request.segment)
             view = state.availability(skus, node_ids, geo_prefix, policy=policy)
             if not (request.include_nodes or request.explain):
-                channel, segment = ("", "") if policy is None else (policy.channel, policy.segment)
+                if policy is None:
+                    return wire.encode_availability(state, view, now_ms, "", "", self._geo_encoding)
                 return wire.encode_availability(
-                    state, view, now_ms, channel, segment, self._geo_encoding
+                    state,
+                    view,
+                    now_ms,
+                    policy.channel,
+                    policy.segment,
+                    self._geo_encoding,
+                    policy.policy.max_per_line,
                 )
             return convert.availability_response(
                 state, view, request.include_nodes, now_ms, policy, request.explain

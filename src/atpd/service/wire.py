@@ -95,6 +95,7 @@ def encode_availability(
     channel: str,
     segment: str,
     geo_encoding: GeoEncoding,
+    max_per_line: int = 0,
 ) -> bytes:
     geo_encoding.refresh(state)
     order, entry = geo_encoding.order, geo_encoding.entry
@@ -119,4 +120,6 @@ def encode_availability(
     if now_ms:  # proto3 leaves zero scalars out
         parts.append(b"\x10" + varint(now_ms))
     parts.append(geo_encoding.tail(channel, segment, state.rules.version))
+    if max_per_line:  # field 6, after rules_version (protobuf writes fields in number order)
+        parts.append(b"\x30" + varint(max_per_line))
     return b"".join(parts)
