@@ -28,6 +28,7 @@ from atpd.core.results import InvalidCommand
 from atpd.core.rules import RulesError
 from atpd.core.state import AtpState
 from atpd.demo.dataset import load_demo
+from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, read_regular_text
 from atpd.metrics import Metrics
 from atpd.persistence.journal import FsyncPolicy
 from atpd.persistence.recovery import recover
@@ -265,9 +266,9 @@ async def apply_rules_at_start(engine: Engine, config: Config, options: ServeOpt
     if path is None:
         return
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise RulesError(f"{path}: cannot read: {error.strerror}") from error
+        text = read_regular_text(path, MAX_RULES_FILE_BYTES, "rules file")
+    except FileRefused as error:
+        raise RulesError(str(error)) from None
     if text == engine.state.rules.text:
         return
     try:
