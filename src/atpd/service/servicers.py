@@ -8,6 +8,7 @@ in the response body.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -15,7 +16,9 @@ from typing import Any, TypeVar
 import grpc
 
 from atpd import __version__
+from atpd.core.commands import SetRules
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
+from atpd.core.rules import RulesError, read_rules_document
 from atpd.service import convert, validation, wire
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine, WritesUnavailable
@@ -255,7 +258,16 @@ class RulesServicer(_Base, rules_pb2_grpc.RulesServiceServicer):
         self, request: rules_pb2.SetRulesRequest, context: Any
     ) -> rules_pb2.SetRulesResponse:
         async def handle() -> rules_pb2.SetRulesResponse:
-            result = await self.engine.execute(validation.set_rules(request))
+            command = validation.set_rules(request)
+            # Parsing the TOML is the costly part (up to the 1 MiB bound): done in a worker
+            # thread so that the loop keeps answering; the writer then only interprets it.
+            try:
+                document = await asyncio.to_thread(
+                    read_rules_document, command.text, command.source
+                )
+            except RulesError as error:
+                raise InvalidCommand(f"rules: {error}") from None
+            result = await self.engine.execute(SetRules(command.text, command.source, document))
             return rules_pb2.SetRulesResponse(
                 outcome=convert.pb_enum(result.outcome),
                 version=result.version,
