@@ -152,7 +152,7 @@ def create_server(
     engine.on_changes = hub.publish
     engine.on_resync = hub.resync_all
     watch_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(engine, hub), server)
-    feeds = FeedServicer(engine)
+    feeds = FeedServicer(engine, config.load_idle_timeout_s, config.stream_stall_timeout_s)
     feeds_pb2_grpc.add_FeedServiceServicer_to_server(feeds, server)
     admin = AdminServicer(engine)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
