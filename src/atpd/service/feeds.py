@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -40,6 +40,7 @@ from atpd.service.durability import Durability
 from atpd.service.engine import Engine, WritesUnavailable
 from atpd.service.servicers import _STATUS_BY_ERROR, NotReady
 from atpd.service.validation import InvalidArgument
+from atpd.service.watch import StreamStalled, end_stalled, write_or_stall
 from atpd.v1 import feeds_pb2, feeds_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,6 @@ class LoadInProgress(Exception):
 
 class StreamIdle(Exception):
     """A client stream sent nothing for load_idle_timeout_s (gRPC DEADLINE_EXCEEDED)."""
-
-
-class StreamStalled(Exception):
-    """A server stream's client took nothing for stream_stall_timeout_s (DEADLINE_EXCEEDED)."""
 
 
 class StateReplaced(Exception):
@@ -320,27 +317,6 @@ def summary_response(
         apply_seconds=apply_seconds,
         replayed=replayed,
     )
-
-
-async def write_or_stall(context: Any, message: Any, stall_timeout_s: float, sent: int) -> None:
-    """Write one message of a server stream, or raise StreamStalled when the client has not
-    taken it within stall_timeout_s (flow control holds the write while the client does not
-    read): a stream nobody reads must not hold its memory or its slot forever."""
-    try:
-        await asyncio.wait_for(context.write(message), stall_timeout_s)
-    except TimeoutError:
-        raise StreamStalled(
-            f"stream_stall_timeout_s: the client took no message for {stall_timeout_s:g} s "
-            f"after {sent} messages; the stream was ended"
-        ) from None
-
-
-def end_stalled(method: str, error: StreamStalled) -> NoReturn:
-    """End a stalled server stream's handler, freeing what it holds. No status can follow a
-    message the client has not taken (the write was abandoned mid-flight), so the client learns
-    of it from its own deadline or a closed connection; the reason is logged here, one line."""
-    log.warning("%s: %s", method, error)
-    raise asyncio.CancelledError(str(error))
 
 
 class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):

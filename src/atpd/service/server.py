@@ -148,6 +148,8 @@ def create_server(
         config.watch_buffer_events,
         config.watch_max_queue_events,
         config.watch_max_subscribers,
+        config.max_watch_subscribers_per_peer,
+        config.stream_stall_timeout_s,
     )
     engine.on_changes = hub.publish
     engine.on_resync = hub.resync_all

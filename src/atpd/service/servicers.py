@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -22,7 +22,14 @@ from atpd.core.rules import RulesError, read_rules_document
 from atpd.service import convert, validation, wire
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine, WritesUnavailable
-from atpd.service.watch import Subscriber, WatchHub
+from atpd.service.watch import (
+    StreamStalled,
+    Subscriber,
+    WatchHub,
+    end_stalled,
+    peer_host,
+    write_or_stall,
+)
 from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -347,12 +354,10 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
         super().__init__(engine)
         self.hub = hub
 
-    async def Watch(
-        self, request: watch_pb2.WatchRequest, context: Any
-    ) -> AsyncIterator[watch_pb2.WatchEvent]:
+    async def Watch(self, request: watch_pb2.WatchRequest, context: Any) -> None:
         metrics = self.engine.metrics
         try:
-            subscriber = self._subscribe(request)
+            subscriber = self._subscribe(request, peer_host(context.peer()))
         except Exception as error:
             for error_type, status in _STATUS_BY_ERROR:
                 if isinstance(error, error_type):
@@ -360,17 +365,28 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
                     await context.abort(status, str(error))
             raise
         hub = self.hub
+        sent = 0
+
+        async def send(event: watch_pb2.WatchEvent) -> None:
+            # Bounded: a client that stops reading is ended after stream_stall_timeout_s
+            # even when no event comes to overflow its queue.
+            nonlocal sent
+            await write_or_stall(context, event, hub.stall_timeout_s, sent)
+            sent += 1
+
         try:
             # The head as of subscribing: anything published after it is in the queue.
             last = hub.sequence
-            yield watch_pb2.WatchEvent(
-                sequence=last, kind=watch_pb2.WATCH_EVENT_KIND_SYNC, epoch=hub.epoch
+            await send(
+                watch_pb2.WatchEvent(
+                    sequence=last, kind=watch_pb2.WATCH_EVENT_KIND_SYNC, epoch=hub.epoch
+                )
             )
             if request.from_sequence:
                 # Registered before replaying, so nothing published meanwhile is missed.
                 for event in hub.replay(subscriber, request.from_sequence, request.epoch):
                     last = max(last, event.sequence)
-                    yield event
+                    await send(event)
             while True:
                 if subscriber.overflowed:
                     metrics.rpc_calls.labels("Watch", "RESOURCE_EXHAUSTED").inc()
@@ -389,11 +405,14 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
                 ):
                     continue  # already sent by the replay
                 last = max(last, event.sequence)
-                yield event
+                await send(event)
+        except StreamStalled as error:
+            metrics.rpc_calls.labels("Watch", "DEADLINE_EXCEEDED").inc()
+            end_stalled("Watch", error)
         finally:
             hub.unsubscribe(subscriber)
 
-    def _subscribe(self, request: watch_pb2.WatchRequest) -> Subscriber:
+    def _subscribe(self, request: watch_pb2.WatchRequest, peer: str) -> Subscriber:
         if request.from_sequence < 0:
             raise validation.InvalidArgument("from_sequence", "must be >= 0")
         if request.low_stock_threshold < 0:
@@ -410,7 +429,7 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
         policy = state.policy(request.channel, request.segment)
         caller = ("", "") if policy is None else (policy.channel, policy.segment)
         nodes = state.node_mask(node_ids, geo_prefix).copy() if node_ids or geo_prefix else None
-        return self.hub.subscribe(caller, request.skus, nodes, request.low_stock_threshold)
+        return self.hub.subscribe(caller, request.skus, nodes, request.low_stock_threshold, peer)
 
 
 class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
