@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import queue
 import re
 import signal
@@ -274,3 +275,86 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
         log.append(text)
     assert returncode == 0, "".join(log)
     assert "stopped" in log[-1], "".join(log)
+
+
+# ---------------------------------------------------------------------------- files named by flags
+
+NOT_REGULAR_FILE_TIMEOUT_S = 30.0
+
+
+def _unusable_file(kind: str, tmp_path: Path) -> Path:
+    """A path that is not a readable regular file of a sane size."""
+    if kind == "device":
+        return Path("/dev/zero")
+    if kind == "directory":
+        path = tmp_path / "a-directory"
+        path.mkdir()
+        return path
+    if kind == "fifo":
+        path = tmp_path / "a-fifo"
+        os.mkfifo(path)
+        return path
+    assert kind == "huge"
+    path = tmp_path / "huge.toml"
+    with path.open("wb") as file:
+        file.truncate(64 << 20)  # sparse: 64 MiB of zeros without writing them
+    return path
+
+
+EXPECTED_PROBLEM = {
+    "device": "character device",
+    "directory": "directory",
+    "fifo": "FIFO",
+    "huge": "bytes",
+}
+
+
+def _run_quickly(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "atpd.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=NOT_REGULAR_FILE_TIMEOUT_S,
+        check=False,
+    )
+
+
+def _assert_one_line_refusal(
+    result: subprocess.CompletedProcess[str], path: Path, kind: str
+) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0]
+    assert EXPECTED_PROBLEM[kind] in lines[0]
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED_PROBLEM))
+@pytest.mark.parametrize("flag", ["--config", "--rules"])
+def test_serve_refuses_a_config_or_rules_file_that_is_not_a_regular_file(
+    flag: str, kind: str, tmp_path: Path
+) -> None:
+    """`atpd serve --config/--rules` naming /dev/zero, a directory, a FIFO or a huge file exits
+    non-zero at once with one line naming the file and the problem."""
+    path = _unusable_file(kind, tmp_path)
+    result = _run_quickly(
+        "serve", flag, str(path), "--in-memory", "--port", "0", "--metrics-port", "-1"
+    )
+    _assert_one_line_refusal(result, path, kind)
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED_PROBLEM))
+def test_rules_apply_refuses_a_file_that_is_not_a_regular_file(kind: str, tmp_path: Path) -> None:
+    """`atpd rules apply` refuses a device, directory, FIFO or huge file before any call."""
+    path = _unusable_file(kind, tmp_path)
+    result = _run_quickly("rules", "apply", "--target", "127.0.0.1:1", str(path))
+    _assert_one_line_refusal(result, path, kind)
+
+
+@pytest.mark.parametrize("kind", ["device", "directory", "fifo"])
+def test_load_refuses_an_input_that_is_not_a_regular_file(kind: str, tmp_path: Path) -> None:
+    """`atpd load` refuses a device, directory or FIFO as its input, naming the problem."""
+    path = _unusable_file(kind, tmp_path)
+    result = _run_quickly("load", "--target", "127.0.0.1:1", "--mode", "delta", str(path))
+    _assert_one_line_refusal(result, path, kind)

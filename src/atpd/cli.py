@@ -65,6 +65,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from atpd.config import ConfigError, load_config
     from atpd.core.rules import RulesError
+    from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, check_regular_file
     from atpd.persistence.journal import JournalCorrupt, JournalUnavailable
     from atpd.persistence.snapshot_file import SnapshotCorrupt
     from atpd.service.server import ServeOptions, serve
@@ -79,7 +80,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     try:
         config = load_config(args.config, overrides)
-    except ConfigError as error:
+        if config.rules_file is not None:
+            # Refused before anything starts; the file is read when the server is ready.
+            check_regular_file(config.rules_file, "rules_file", MAX_RULES_FILE_BYTES)
+    except (ConfigError, FileRefused) as error:
         print(f"atpd: config error: {error}", file=sys.stderr)
         return 2
     options = ServeOptions(demo=args.demo, repair=args.repair, in_memory=args.in_memory)
@@ -305,10 +309,12 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
     stub = rules_pb2_grpc.RulesServiceStub(_channel(args))
     if args.action == "apply":
+        from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, read_regular_text
+
         try:
-            text = args.file.read_text()
-        except OSError as error:
-            print(f"atpd: {args.file}: {error.strerror}", file=sys.stderr)
+            text = read_regular_text(args.file, MAX_RULES_FILE_BYTES, "rules file")
+        except FileRefused as error:
+            print(f"atpd: {error}", file=sys.stderr)
             return 1
         request = rules_pb2.SetRulesRequest(text=text, source=str(args.file))
         response = _call(lambda: stub.SetRules(request, timeout=args.timeout))

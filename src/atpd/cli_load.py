@@ -31,6 +31,7 @@ import numpy as np
 
 from atpd.core.ids import ID_PATTERN, NODE_ID_PATTERN
 from atpd.core.limits import MAX_QUANTITY, Limits
+from atpd.files import FileRefused, check_regular_file
 
 REQUIRED_COLUMNS = ("sku", "node_id", "on_hand")
 OPTIONAL_COLUMNS = ("safety_stock",)
@@ -348,8 +349,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.chunk_rows < 1:
         print("atpd: --chunk-rows must be >= 1", file=sys.stderr)
         return 2
-    if not path.is_file():
-        print(f"atpd: {path}: no such file", file=sys.stderr)
+    try:
+        check_regular_file(path, "load input")
+    except FileRefused as error:
+        print(f"atpd: {error}", file=sys.stderr)
         return 1
     mode = args.mode
     scope = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else []

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from atpd.core.limits import Limits
+from atpd.files import MAX_CONFIG_FILE_BYTES, FileRefused, read_regular_text
 
 FSYNC_POLICIES = ("always", "everysec", "none")
 
@@ -58,6 +59,13 @@ class Config:
     watch_buffer_events: int = 100_000
     watch_max_queue_events: int = 10_000
     watch_max_subscribers: int = 1_000
+    # Watch subscribers one peer host may hold (every connection from one address counts).
+    max_watch_subscribers_per_peer: int = 16
+    # A server stream (Watch, ExportPositions) whose client has not taken a message for this
+    # long is ended (DEADLINE_EXCEEDED), freeing its slot and what it holds.
+    stream_stall_timeout_s: float = 60.0
+    # A BulkLoad stream that sends nothing for this long between messages is ended.
+    load_idle_timeout_s: float = 30.0
     # Availability rules (TOML) applied at start when they differ from the recovered ones.
     rules_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
@@ -80,6 +88,7 @@ class Config:
             "max_send_message_bytes",
             "max_connections",
             "fd_reserve",
+            "max_watch_subscribers_per_peer",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0")
@@ -88,9 +97,13 @@ class Config:
             "connection_idle_timeout_s",
             "keepalive_time_s",
             "keepalive_timeout_s",
+            "stream_stall_timeout_s",
+            "load_idle_timeout_s",
         ):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}: must be > 0")
+            value = getattr(self, name)
+            # The chained comparison is false for NaN too; inf (never) is refused as well.
+            if not 0 < value < float("inf"):
+                raise ConfigError(f"{name}: must be a finite number > 0, got {value}")
         chunk_bytes = max_load_chunk_bytes(self.limits.max_load_chunk_rows)
         if chunk_bytes > self.max_receive_message_bytes:
             raise ConfigError(
@@ -159,11 +172,13 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
     table: dict[str, Any] = {}
     if path is not None:
         try:
-            table = tomllib.loads(path.read_text())
-        except FileNotFoundError as error:
-            raise ConfigError(f"{path}: no such file") from error
+            table = tomllib.loads(read_regular_text(path, MAX_CONFIG_FILE_BYTES, "config file"))
+        except FileRefused as error:
+            raise ConfigError(str(error)) from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: {error}") from error
+        except RecursionError:
+            raise ConfigError(f"{path}: arrays or tables are nested too deeply") from None
     for key, value in (overrides or {}).items():
         if value is not None:
             table[key] = value

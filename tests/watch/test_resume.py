@@ -224,16 +224,35 @@ def test_events_published_while_sync_is_sent_are_not_lost(server: ServerThread) 
     exact): the first live event follows SYNC's sequence."""
     engine, hub = server.app.engine, server.app.hub
 
+    class HeldContext:
+        """Takes each written event; the first write stays in flight until released."""
+
+        def __init__(self) -> None:
+            self.written: asyncio.Queue[watch_pb2.WatchEvent] = asyncio.Queue()
+            self.released = asyncio.Event()
+
+        def peer(self) -> str:
+            return "ipv4:127.0.0.1:1"
+
+        async def write(self, event: watch_pb2.WatchEvent) -> None:
+            first = self.written.empty() and not self.released.is_set()
+            self.written.put_nowait(event)
+            if first:
+                await self.released.wait()
+
     async def scenario() -> tuple[watch_pb2.WatchEvent, watch_pb2.WatchEvent | None]:
-        stream = WatchServicer(engine, hub).Watch(watch_request(), None)
-        sync = await anext(stream)
-        # The servicer is suspended in `yield SYNC`; a write lands now.
+        context = HeldContext()
+        task = asyncio.create_task(WatchServicer(engine, hub).Watch(watch_request(), context))
+        sync = await context.written.get()
+        # The servicer is suspended in the write of SYNC; a write lands now.
         await engine.execute(SetStock("BAG-1", "paris", 5, 1))
+        context.released.set()
         try:
-            event: watch_pb2.WatchEvent | None = await asyncio.wait_for(anext(stream), 2.0)
+            event: watch_pb2.WatchEvent | None = await asyncio.wait_for(context.written.get(), 2.0)
         except TimeoutError:
             event = None
-        await stream.aclose()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         return sync, event
 
     sync, event = server.run(scenario())

@@ -8,7 +8,8 @@ part of a command: the engine passes `now_ms` to `AtpState.apply` next to it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 class NodeKind(enum.IntEnum):
@@ -100,6 +101,9 @@ class SetRules:
 
     text: str
     source: str = "<rules>"
+    # `rules.read_rules_document(text)` when already computed off the event loop (the service
+    # does so in a worker thread); never journaled: replay derives it from the text again.
+    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

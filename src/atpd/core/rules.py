@@ -22,6 +22,7 @@ and builds the arrays the kernels read. Errors name the file, the key path and t
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,21 @@ from atpd.core.supply import SupplyKind
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 HOUR_MS = 3_600_000
 MAX_PROTECTIONS = 256
+# Bounds on rule text, checked before and after the TOML parser so that no text a client may
+# send costs more than bounded work: tomllib recurses per nesting level (RecursionError) and is
+# quadratic in the parts of one dotted key. The deepest key the schema has is 7 levels
+# (channels.NAME.segments.NAME.safety.kinds.KIND); the others are far above any real rule set.
+MAX_RULES_DEPTH = 10
+MAX_RULES_LINES = 50_000
+MAX_RULES_KEYS = 20_000
+MAX_RULES_VALUES = 50_000  # array items and inline-table entries over the whole text
+MAX_RULES_TABLES = 10_000
+MAX_RULES_ARRAY_ITEMS = 10_000
+MAX_RULES_CHANNELS = 64
+MAX_RULES_SEGMENTS = 64
+MAX_RULES_POLICIES = 1024  # channels x segments, each compiled against every node
+# 100 years: longer horizons mean "any future ETA" anyway and hours * HOUR_MS stays in int64.
+MAX_HORIZON_HOURS = 100 * 366 * 24
 POLICY_KEYS = ("nodes", "safety", "buffer", "max_per_line", "supply")
 SELECTOR_KEYS = ("kinds", "geo", "tags", "include", "exclude")
 
@@ -255,8 +271,11 @@ def _merge_policy(base: Policy, table: Any, where: str, known: Known) -> Policy:
         values["supply_kinds"] = frozenset(kinds_found)
         if "horizon_hours" in supply:
             hours = _expect(supply["horizon_hours"], (int, float), f"{where}.supply.horizon_hours")
-            if hours < 0:
-                raise RulesError(f"{where}.supply.horizon_hours: must be >= 0")
+            if not (math.isfinite(hours) and 0 <= hours <= MAX_HORIZON_HOURS):
+                raise RulesError(
+                    f"{where}.supply.horizon_hours: {hours} is not a number in "
+                    f"0..{MAX_HORIZON_HOURS}"
+                )
             values["supply_horizon_ms"] = int(hours * HOUR_MS)
         else:
             values["supply_horizon_ms"] = None
@@ -308,11 +327,99 @@ def _protection(
     )
 
 
-def parse_rules(text: str, source: str = "<rules>", known: Known | None = None) -> RuleSet:
+# Strings and comments, removed before the bracket and dot counts (a "[" inside a string is
+# not nesting). Multi-line strings first so that their quotes are not read as short strings.
+_STRINGS_AND_COMMENTS = re.compile(
+    r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*'
+)
+_TABLE_HEADER = re.compile(r"^[ \t]*\[", re.MULTILINE)
+_KEY_SEPARATORS = re.compile(r"[=\[\]{},\n]")
+_OPENERS = np.zeros(256, np.int8)
+_OPENERS[[ord("["), ord("{")]] = 1
+_OPENERS[[ord("]"), ord("}")]] = -1
+
+
+def _prescan(text: str) -> None:
+    """Refuse text whose shape alone exceeds the bounds, in time linear in its size and before
+    the TOML parser sees it. A conservative count: the parser stays the judge of the syntax."""
+    lines = text.count("\n") + 1
+    if lines > MAX_RULES_LINES:
+        raise RulesError(f"text: {lines} lines, more than the {MAX_RULES_LINES} allowed")
+    bare = _STRINGS_AND_COMMENTS.sub('""', text)
+    keys = bare.count("=")
+    if keys > MAX_RULES_KEYS:
+        raise RulesError(f"text: {keys} keys, more than the {MAX_RULES_KEYS} allowed")
+    values = bare.count(",")
+    if values > MAX_RULES_VALUES:
+        raise RulesError(f"text: {values} list items, more than the {MAX_RULES_VALUES} allowed")
+    tables = len(_TABLE_HEADER.findall(bare))
+    if tables > MAX_RULES_TABLES:
+        raise RulesError(f"text: {tables} tables, more than the {MAX_RULES_TABLES} allowed")
+    # A dotted key lies between two of = [ ] { } , or a line end; floats have one dot.
+    dots = max(piece.count(".") for piece in _KEY_SEPARATORS.split(bare))
+    if dots >= MAX_RULES_DEPTH:
+        raise RulesError(
+            f"text: a dotted key of {dots + 1} parts, more than the {MAX_RULES_DEPTH} levels "
+            "allowed"
+        )
+    steps = _OPENERS[np.frombuffer(bare.encode(), np.uint8)]
+    depth = int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+    if depth > MAX_RULES_DEPTH:
+        raise RulesError(
+            f"text: arrays or tables nested {depth} deep, more than the {MAX_RULES_DEPTH} "
+            "levels allowed"
+        )
+
+
+def _check_values(value: Any, where: str, depth: int) -> None:
+    """Bounds the prescan cannot see: array lengths, nesting through dotted keys in tables,
+    and numbers that are not finite (inf, nan), each named by its key path."""
+    if depth > MAX_RULES_DEPTH:
+        raise RulesError(f"{where}: nested more than the {MAX_RULES_DEPTH} levels allowed")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(item, f"{where}.{key}" if where else str(key), depth + 1)
+    elif isinstance(value, list):
+        if len(value) > MAX_RULES_ARRAY_ITEMS:
+            raise RulesError(
+                f"{where}: {len(value)} items, more than the {MAX_RULES_ARRAY_ITEMS} allowed"
+            )
+        for index, item in enumerate(value):
+            _check_values(item, f"{where}[{index}]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise RulesError(f"{where}: {value} is not a finite number")
+
+
+def read_rules_document(text: str, source: str = "<rules>") -> dict[str, Any]:
+    """The TOML document of a rule text, within the bounds above: the costly, state-free half
+    of `parse_rules`, which the service runs in a worker thread (a pure function of the text,
+    so journal replay, which calls `parse_rules`, gets the same answer)."""
     try:
-        document = tomllib.loads(text)
+        _prescan(text)
+        try:
+            document = tomllib.loads(text)
+        except RecursionError:
+            raise RulesError(
+                f"text: nested more than the {MAX_RULES_DEPTH} levels allowed"
+            ) from None
+        _check_values(document, "", 0)
     except tomllib.TOMLDecodeError as error:
         raise RulesError(f"{source}: {error}") from None
+    except RulesError as error:
+        raise RulesError(f"{source}: {error}") from None
+    return document
+
+
+def parse_rules(
+    text: str,
+    source: str = "<rules>",
+    known: Known | None = None,
+    document: dict[str, Any] | None = None,
+) -> RuleSet:
+    """A rule set from its text; `document` is `read_rules_document(text)` when the caller
+    has it already (computed off the event loop)."""
+    if document is None:
+        document = read_rules_document(text, source)
     try:
         return _parse(document, text, known or Known())
     except RulesError as error:
@@ -347,6 +454,16 @@ def _parse(document: dict[str, Any], text: str, known: Known) -> RuleSet:
         raise RulesError("channels: define at least one channel (or defaults.channel)")
     if not segments:
         raise RulesError("segments: define at least one segment (or defaults.segment)")
+    # Every channel x segment pair gets a compiled policy: both counts are bounded.
+    if len(channels) > MAX_RULES_CHANNELS:
+        raise RulesError(f"channels: {len(channels)}, more than the {MAX_RULES_CHANNELS} allowed")
+    if len(segments) > MAX_RULES_SEGMENTS:
+        raise RulesError(f"segments: {len(segments)}, more than the {MAX_RULES_SEGMENTS} allowed")
+    if len(channels) * len(segments) > MAX_RULES_POLICIES:
+        raise RulesError(
+            f"channels x segments: {len(channels) * len(segments)} policies, more than the "
+            f"{MAX_RULES_POLICIES} allowed"
+        )
     for name in (*channels, *segments):
         if not NAME.match(name):
             raise RulesError(f"{name!r}: channel and segment names are 1-32 of a-z 0-9 _ -")

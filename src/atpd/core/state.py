@@ -669,7 +669,7 @@ class AtpState:
     def _set_rules(self, command: SetRules, now_ms: int) -> RulesResult:
         known = Known(frozenset(self.node_ids.names), frozenset(self.geo.geo_ids.names))
         try:
-            rules = parse_rules(command.text, command.source, known)
+            rules = parse_rules(command.text, command.source, known, command.document)
         except RulesError as error:
             raise InvalidCommand(f"rules: {error}") from None
         previous = self.rules

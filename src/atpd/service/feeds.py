@@ -40,6 +40,7 @@ from atpd.service.durability import Durability
 from atpd.service.engine import Engine, InternalFailure, WritesUnavailable
 from atpd.service.servicers import _STATUS_BY_ERROR, NotReady
 from atpd.service.validation import InvalidArgument
+from atpd.service.watch import StreamStalled, end_stalled, write_or_stall
 from atpd.v1 import feeds_pb2, feeds_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ _SKU_LINES = re.compile(
 
 class LoadInProgress(Exception):
     """Another stream with the same load id has not finished (gRPC ABORTED: retry later)."""
+
+
+class StreamIdle(Exception):
+    """A client stream sent nothing for load_idle_timeout_s (gRPC DEADLINE_EXCEEDED)."""
 
 
 class StateReplaced(Exception):
@@ -315,13 +320,22 @@ def summary_response(
 
 
 class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        load_idle_timeout_s: float = 30.0,
+        stream_stall_timeout_s: float = 60.0,
+    ) -> None:
+        assert load_idle_timeout_s > 0 and stream_stall_timeout_s > 0
         self.engine = engine
         self.limits = engine.state.limits
+        self.load_idle_timeout_s = load_idle_timeout_s
+        self.stream_stall_timeout_s = stream_stall_timeout_s
         # Set by create_server: the durability layer appears once recovery is done.
         self.durability_of: Callable[[], Durability | None] = lambda: None
         self._streaming: set[str] = set()
-        # Streams between their first message and their reply (max_concurrent_loads).
+        # Streams between their header and their reply (max_concurrent_loads): a stream that
+        # has sent nothing yet holds no slot, and every stream times out when idle.
         self._active = 0
         # Load files written or being written whose journal record is not durable yet.
         self._files_in_flight: set[str] = set()
@@ -333,6 +347,8 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             return grpc.StatusCode.UNAVAILABLE
         if isinstance(error, LoadInProgress):
             return grpc.StatusCode.ABORTED
+        if isinstance(error, StreamIdle | StreamStalled):
+            return grpc.StatusCode.DEADLINE_EXCEEDED
         for error_type, status in _STATUS_BY_ERROR:
             if isinstance(error, error_type):
                 return status
@@ -376,27 +392,44 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
         engine = self.engine
         if not engine.ready:
             raise NotReady("the server is starting up (recovery in progress); retry shortly")
+        stream = aiter(requests)
+        first = await self._next(stream, "its header")
+        if first is None:
+            raise InvalidArgument("header", "the stream ended before its header")
+        if first.WhichOneof("part") != "header":
+            raise InvalidArgument("header", "the first message of a load must be its header")
         if self._active >= self.limits.max_concurrent_loads:
             raise LimitExceeded(
                 f"max_concurrent_loads: {self._active} loads are streaming; retry later"
             )
-        self._active += 1  # counted from here on: the header is awaited below
+        self._active += 1  # counted from its header on, until its reply
         try:
-            return await self._header_then_rows(requests, started)
+            return await self._header_then_rows(stream, first, started)
         finally:
             self._active -= 1
 
+    async def _next(
+        self, stream: AsyncIterator[feeds_pb2.BulkLoadRequest], awaited: str
+    ) -> feeds_pb2.BulkLoadRequest | None:
+        """The next message of a load (None at the end), or StreamIdle when none comes within
+        load_idle_timeout_s: a client that opens a stream and stops must not hold it open."""
+        try:
+            return await asyncio.wait_for(anext(stream), self.load_idle_timeout_s)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise StreamIdle(
+                f"load_idle_timeout_s: no message for {self.load_idle_timeout_s:g} s while "
+                f"waiting for {awaited}; the load was ended and nothing was applied"
+            ) from None
+
     async def _header_then_rows(
-        self, requests: AsyncIterator[feeds_pb2.BulkLoadRequest], started: float
+        self,
+        stream: AsyncIterator[feeds_pb2.BulkLoadRequest],
+        first: feeds_pb2.BulkLoadRequest,
+        started: float,
     ) -> feeds_pb2.BulkLoadResponse:
         engine = self.engine
-        stream = aiter(requests)
-        try:
-            first = await anext(stream)
-        except StopAsyncIteration:
-            raise InvalidArgument("header", "the stream ended before its header") from None
-        if first.WhichOneof("part") != "header":
-            raise InvalidArgument("header", "the first message of a load must be its header")
         state = engine.state
         header = load_header(first.header, state, self.limits)
         if header.load_id in self._streaming:
@@ -427,7 +460,11 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
     ) -> feeds_pb2.BulkLoadResponse:
         assembler = LoadAssembler(state, self.limits, header)
         commit: feeds_pb2.BulkLoadCommit | None = None
-        async for message in stream:
+        while True:
+            awaited = "the end of the stream" if commit is not None else "a chunk or the commit"
+            message = await self._next(stream, f"{awaited} after {assembler.chunks} chunks")
+            if message is None:
+                break
             part = message.WhichOneof("part")
             if commit is not None or part == "header":
                 what = "after the commit" if commit is not None else "a second header"
@@ -529,12 +566,17 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
 
     async def ExportPositions(
         self, request: feeds_pb2.ExportPositionsRequest, context: Any
-    ) -> AsyncIterator[feeds_pb2.PositionChunk]:
+    ) -> None:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            sent = 0
             async for chunk in self._export(request):
-                yield chunk
+                await write_or_stall(context, chunk, self.stream_stall_timeout_s, sent)
+                sent += 1
+        except StreamStalled as error:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            end_stalled("ExportPositions", error)
         except Exception as error:
             code = self._status(error)
             if code is grpc.StatusCode.INTERNAL and not isinstance(error, InternalFailure):

@@ -28,6 +28,7 @@ from atpd.core.results import InvalidCommand
 from atpd.core.rules import RulesError
 from atpd.core.state import AtpState
 from atpd.demo.dataset import load_demo
+from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, read_regular_text
 from atpd.metrics import Metrics
 from atpd.persistence.journal import FsyncPolicy
 from atpd.persistence.recovery import recover
@@ -190,11 +191,13 @@ def create_server(
         config.watch_buffer_events,
         config.watch_max_queue_events,
         config.watch_max_subscribers,
+        config.max_watch_subscribers_per_peer,
+        config.stream_stall_timeout_s,
     )
     engine.on_changes = hub.publish
     engine.on_resync = hub.resync_all
     watch_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(engine, hub), server)
-    feeds = FeedServicer(engine)
+    feeds = FeedServicer(engine, config.load_idle_timeout_s, config.stream_stall_timeout_s)
     feeds_pb2_grpc.add_FeedServiceServicer_to_server(feeds, server)
     admin = AdminServicer(engine)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
@@ -310,9 +313,9 @@ async def apply_rules_at_start(engine: Engine, config: Config, options: ServeOpt
     if path is None:
         return
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise RulesError(f"{path}: cannot read: {error.strerror}") from error
+        text = read_regular_text(path, MAX_RULES_FILE_BYTES, "rules file")
+    except FileRefused as error:
+        raise RulesError(str(error)) from None
     if text == engine.state.rules.text:
         return
     try:

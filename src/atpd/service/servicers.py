@@ -8,18 +8,28 @@ in the response body.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from atpd import __version__
+from atpd.core.commands import SetRules
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
+from atpd.core.rules import RulesError, read_rules_document
 from atpd.service import convert, validation, wire
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine, InternalFailure, WritesUnavailable
-from atpd.service.watch import Subscriber, WatchHub
+from atpd.service.watch import (
+    StreamStalled,
+    Subscriber,
+    WatchHub,
+    end_stalled,
+    peer_host,
+    write_or_stall,
+)
 from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -263,7 +273,16 @@ class RulesServicer(_Base, rules_pb2_grpc.RulesServiceServicer):
         self, request: rules_pb2.SetRulesRequest, context: Any
     ) -> rules_pb2.SetRulesResponse:
         async def handle() -> rules_pb2.SetRulesResponse:
-            result = await self.engine.execute(validation.set_rules(request))
+            command = validation.set_rules(request)
+            # Parsing the TOML is the costly part (up to the 1 MiB bound): done in a worker
+            # thread so that the loop keeps answering; the writer then only interprets it.
+            try:
+                document = await asyncio.to_thread(
+                    read_rules_document, command.text, command.source
+                )
+            except RulesError as error:
+                raise InvalidCommand(f"rules: {error}") from None
+            result = await self.engine.execute(SetRules(command.text, command.source, document))
             return rules_pb2.SetRulesResponse(
                 outcome=convert.pb_enum(result.outcome),
                 version=result.version,
@@ -343,12 +362,10 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
         super().__init__(engine)
         self.hub = hub
 
-    async def Watch(
-        self, request: watch_pb2.WatchRequest, context: Any
-    ) -> AsyncIterator[watch_pb2.WatchEvent]:
+    async def Watch(self, request: watch_pb2.WatchRequest, context: Any) -> None:
         metrics = self.engine.metrics
         try:
-            subscriber = self._subscribe(request)
+            subscriber = self._subscribe(request, peer_host(context.peer()))
         except Exception as error:
             for error_type, status in _STATUS_BY_ERROR:
                 if isinstance(error, error_type):
@@ -356,17 +373,28 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
                     await context.abort(status, str(error))
             raise
         hub = self.hub
+        sent = 0
+
+        async def send(event: watch_pb2.WatchEvent) -> None:
+            # Bounded: a client that stops reading is ended after stream_stall_timeout_s
+            # even when no event comes to overflow its queue.
+            nonlocal sent
+            await write_or_stall(context, event, hub.stall_timeout_s, sent)
+            sent += 1
+
         try:
             # The head as of subscribing: anything published after it is in the queue.
             last = hub.sequence
-            yield watch_pb2.WatchEvent(
-                sequence=last, kind=watch_pb2.WATCH_EVENT_KIND_SYNC, epoch=hub.epoch
+            await send(
+                watch_pb2.WatchEvent(
+                    sequence=last, kind=watch_pb2.WATCH_EVENT_KIND_SYNC, epoch=hub.epoch
+                )
             )
             if request.from_sequence:
                 # Registered before replaying, so nothing published meanwhile is missed.
                 for event in hub.replay(subscriber, request.from_sequence, request.epoch):
                     last = max(last, event.sequence)
-                    yield event
+                    await send(event)
             while True:
                 if subscriber.overflowed:
                     metrics.rpc_calls.labels("Watch", "RESOURCE_EXHAUSTED").inc()
@@ -385,11 +413,14 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
                 ):
                     continue  # already sent by the replay
                 last = max(last, event.sequence)
-                yield event
+                await send(event)
+        except StreamStalled as error:
+            metrics.rpc_calls.labels("Watch", "DEADLINE_EXCEEDED").inc()
+            end_stalled("Watch", error)
         finally:
             hub.unsubscribe(subscriber)
 
-    def _subscribe(self, request: watch_pb2.WatchRequest) -> Subscriber:
+    def _subscribe(self, request: watch_pb2.WatchRequest, peer: str) -> Subscriber:
         if request.from_sequence < 0:
             raise validation.InvalidArgument("from_sequence", "must be >= 0")
         if request.low_stock_threshold < 0:
@@ -406,7 +437,7 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
         policy = state.policy(request.channel, request.segment)
         caller = ("", "") if policy is None else (policy.channel, policy.segment)
         nodes = state.node_mask(node_ids, geo_prefix).copy() if node_ids or geo_prefix else None
-        return self.hub.subscribe(caller, request.skus, nodes, request.low_stock_threshold)
+        return self.hub.subscribe(caller, request.skus, nodes, request.low_stock_threshold, peer)
 
 
 class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):

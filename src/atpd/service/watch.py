@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +50,7 @@ class Subscriber:
     nodes: npt.NDArray[np.bool_] | None
     low_stock_threshold: int
     queue: asyncio.Queue[watch_pb2.WatchEvent]
+    peer: str = ""
     overflowed: bool = False
     dropped_at: int = 0
     last_sequence: int = 0
@@ -105,6 +107,40 @@ def make_event(
     )
 
 
+class StreamStalled(Exception):
+    """A server stream's client took nothing for stream_stall_timeout_s (DEADLINE_EXCEEDED)."""
+
+
+async def write_or_stall(context: Any, message: Any, stall_timeout_s: float, sent: int) -> None:
+    """Write one message of a server stream, or raise StreamStalled when the client has not
+    taken it within stall_timeout_s (flow control holds the write while the client does not
+    read): a stream nobody reads must not hold its memory or its slot forever."""
+    try:
+        await asyncio.wait_for(context.write(message), stall_timeout_s)
+    except TimeoutError:
+        raise StreamStalled(
+            f"stream_stall_timeout_s: the client took no message for {stall_timeout_s:g} s "
+            f"after {sent} messages; the stream was ended"
+        ) from None
+
+
+def end_stalled(method: str, error: StreamStalled) -> NoReturn:
+    """End a stalled server stream's handler, freeing what it holds. No status can follow a
+    message the client has not taken (the write was abandoned mid-flight), so the client learns
+    of it from its own deadline or a closed connection; the reason is logged here, one line."""
+    log.warning("%s: %s", method, error)
+    raise asyncio.CancelledError(str(error))
+
+
+def peer_host(peer: str) -> str:
+    """The host of a gRPC peer string without its port ("ipv4:10.0.0.1:5123" -> "ipv4:10.0.0.1",
+    "ipv6:[::1]:5123" -> "ipv6:[::1]"), so that one host's connections count together."""
+    kind, _, address = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in address:
+        return f"{kind}:{address.rsplit(':', 1)[0]}"
+    return peer  # unix sockets and anything unknown: the peer string as given
+
+
 class WatchHub:
     def __init__(
         self,
@@ -112,8 +148,15 @@ class WatchHub:
         buffer_events: int = 100_000,
         max_queue_events: int = 10_000,
         max_subscribers: int = 1_000,
+        max_subscribers_per_peer: int = 16,
+        stall_timeout_s: float = 60.0,
     ) -> None:
         assert buffer_events > 0 and max_queue_events > 0
+        assert max_subscribers_per_peer > 0 and stall_timeout_s > 0
+        self.max_subscribers_per_peer = max_subscribers_per_peer
+        self.stall_timeout_s = stall_timeout_s
+        # Live subscribers per peer host (see peer_host), for max_watch_subscribers_per_peer.
+        self.by_peer: dict[str, int] = {}
         self._state_of = state_of
         self.epoch = time.time_ns() // 1_000_000
         self.sequence = 0
@@ -144,9 +187,15 @@ class WatchHub:
         skus: Sequence[str],
         nodes: npt.NDArray[np.bool_] | None,
         low_stock_threshold: int,
+        peer: str = "",
     ) -> Subscriber:
         if len(self.subscribers) >= self.max_subscribers:
             raise LimitExceeded(f"watch_max_subscribers: {len(self.subscribers)} are watching")
+        if self.by_peer.get(peer, 0) >= self.max_subscribers_per_peer:
+            raise LimitExceeded(
+                f"max_watch_subscribers_per_peer: this host ({peer}) already holds "
+                f"{self.max_subscribers_per_peer} Watch streams; close one or share it"
+            )
         state = self.state
         if caller not in state.watched:
             if len(state.watched) >= MAX_WATCHED_CALLERS:
@@ -161,7 +210,9 @@ class WatchHub:
             nodes,
             low_stock_threshold,
             asyncio.Queue(self.max_queue_events),
+            peer,
         )
+        self.by_peer[peer] = self.by_peer.get(peer, 0) + 1
         subscriber.last_sequence = self.sequence
         self.subscribers.append(subscriber)
         if subscriber.skus is None:
@@ -176,6 +227,11 @@ class WatchHub:
         # subscriber of the same caller can replay from the log.
         if subscriber in self.subscribers:
             self.subscribers.remove(subscriber)
+            held = self.by_peer[subscriber.peer] - 1
+            if held:
+                self.by_peer[subscriber.peer] = held
+            else:
+                del self.by_peer[subscriber.peer]
         if subscriber.skus is None:
             if subscriber in self.unfiltered:
                 self.unfiltered.remove(subscriber)
