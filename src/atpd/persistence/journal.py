@@ -158,7 +158,7 @@ def segment_path(directory: Path, first_sequence: int) -> Path:
 def _list_segments(directory: Path) -> list[tuple[int, Path]]:
     segments: list[tuple[int, Path]] = []
     for entry in os.scandir(directory):
-        match = SEGMENT_NAME.match(entry.name)
+        match = SEGMENT_NAME.fullmatch(entry.name)
         if match is not None and entry.is_file(follow_symlinks=False):
             segments.append((int(match.group(1)), Path(entry.path)))
         assert len(segments) <= SEGMENT_COUNT_MAX, "journal directory has too many segments"

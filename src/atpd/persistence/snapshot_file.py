@@ -111,7 +111,7 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
         return []
     found: list[tuple[int, Path]] = []
     for entry in os.scandir(directory):
-        match = SNAPSHOT_NAME.match(entry.name)
+        match = SNAPSHOT_NAME.fullmatch(entry.name)
         if match is not None and entry.is_file(follow_symlinks=False):
             found.append((int(match.group(1)), Path(entry.path)))
     found.sort()
@@ -122,7 +122,7 @@ def _remove_temp_files(directory: Path) -> int:
     """Delete temp files left by a crash in the middle of write_snapshot."""
     removed = 0
     for entry in os.scandir(directory):
-        if TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+        if TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
             logger.warning("removing leftover snapshot temp file %s", entry.path)
             Path(entry.path).unlink(missing_ok=True)
             removed += 1
@@ -201,7 +201,7 @@ def write_snapshot(
         prefix=f"snapshot-{last_sequence:020d}.", suffix=".tmp", dir=directory
     )
     temp_path = Path(temp_name)
-    assert TEMP_NAME.match(temp_path.name), temp_path
+    assert TEMP_NAME.fullmatch(temp_path.name), temp_path
     try:
         try:
             os.write(fd, bytes(FILE_HEADER_BYTES))  # placeholder until the checksum is known

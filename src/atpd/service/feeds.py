@@ -27,13 +27,14 @@ import numpy.typing as npt
 
 from atpd.core import bulk_kernels
 from atpd.core.bulk import LoadSummary, find_duplicate
-from atpd.core.ids import ID_PATTERN
+from atpd.core.ids import ID_PATTERN, LOAD_ID_PATTERN
 from atpd.core.limits import MAX_QUANTITY, Limits
 from atpd.core.load_command import BulkLoad as BulkLoadCommand
 from atpd.core.load_command import LoadColumns, LoadMode
 from atpd.core.results import AlreadyExists, CommandRejected, LimitExceeded, NotFound
 from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
+from atpd.core.text import shown
 from atpd.persistence.load_file import collect_unreferenced, new_file_name, write_load_file
 from atpd.service import validation
 from atpd.service.durability import Durability
@@ -48,7 +49,6 @@ Response = TypeVar("Response")
 
 # SKUs per availability query when an export computes ATP for a channel / segment.
 ATP_BATCH_SKUS = 1000
-LOAD_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # New SKU ids of a chunk are checked with one regex over them all (the id alphabet has no
 # newline); only when that fails is the first bad one looked for.
 _SKU_LINES = re.compile(
@@ -76,9 +76,9 @@ def load_header(header: feeds_pb2.BulkLoadHeader, state: AtpState, limits: Limit
     load_id = header.load_id
     if not load_id:
         raise InvalidArgument("header.load_id", "is empty")
-    if not LOAD_ID_PATTERN.match(load_id):
+    if not LOAD_ID_PATTERN.fullmatch(load_id):
         raise InvalidArgument(
-            "header.load_id", f"{load_id!r} is not 1-128 characters of letters, digits, . _ -"
+            "header.load_id", f"{shown(load_id)} is not 1-128 characters of letters, digits, . _ -"
         )
     try:
         mode = LoadMode(header.mode)
@@ -215,7 +215,7 @@ class LoadAssembler:
             new_names = [names[entry] for entry in new_entries]
             if not _SKU_LINES.fullmatch("\n".join(new_names)):
                 for entry, name in zip(new_entries, new_names, strict=True):
-                    if not ID_PATTERN.match(name):
+                    if not ID_PATTERN.fullmatch(name):
                         column = "sku" if index is None else "skus"
                         validation.sku_id(name, self._field(where, index, entry, column))
                 raise AssertionError("a new SKU failed the joined check but none alone")
@@ -242,10 +242,10 @@ class LoadAssembler:
                 field = self._field(where, index, entry, column)
                 if code < 0:
                     validation.node_id(names[entry], field)
-                    raise NotFound(f"{field}: unknown node {names[entry]!r}")
+                    raise NotFound(f"{field}: unknown node {shown(names[entry])}")
                 raise InvalidArgument(
                     field,
-                    f"{names[entry]!r} is not one of the header's node_ids (a FULL load "
+                    f"{shown(names[entry])} is not one of the header's node_ids (a FULL load "
                     "replaces exactly the nodes it names)",
                 )
         array = np.array(codes, np.int64)
