@@ -39,7 +39,7 @@ from atpd.persistence.load_file import collect_unreferenced, new_file_name, writ
 from atpd.service import validation
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine, WritesUnavailable
-from atpd.service.servicers import _STATUS_BY_ERROR, NotReady
+from atpd.service.errors import NotReady, abort, status_of
 from atpd.service.validation import InvalidArgument
 from atpd.v1 import feeds_pb2, feeds_pb2_grpc
 
@@ -329,14 +329,11 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
     # ------------------------------------------------------------------ errors and metrics
 
     def _status(self, error: Exception) -> grpc.StatusCode:
-        if isinstance(error, NotReady | WritesUnavailable | StateReplaced):
+        if isinstance(error, StateReplaced):
             return grpc.StatusCode.UNAVAILABLE
         if isinstance(error, LoadInProgress):
             return grpc.StatusCode.ABORTED
-        for error_type, status in _STATUS_BY_ERROR:
-            if isinstance(error, error_type):
-                return status
-        return grpc.StatusCode.INTERNAL
+        return status_of(error)
 
     def _observe(self, method: str, started: float, code: grpc.StatusCode) -> None:
         metrics = self.engine.metrics
@@ -357,8 +354,7 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             code = self._status(error)
             if code is grpc.StatusCode.INTERNAL:
                 raise
-            await context.abort(code, str(error))
-            raise AssertionError("unreachable") from error  # pragma: no cover
+            await abort(context, code, str(error))
         finally:
             self._observe(method, started, code)
 
@@ -539,7 +535,7 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             code = self._status(error)
             if code is grpc.StatusCode.INTERNAL:
                 raise
-            await context.abort(code, str(error))
+            await abort(context, code, str(error))
         finally:
             self._observe("ExportPositions", started, code)
 

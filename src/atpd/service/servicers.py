@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import grpc
 
 from atpd import __version__
-from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
 from atpd.service import convert, validation, wire
 from atpd.service.durability import Durability
-from atpd.service.engine import Engine, WritesUnavailable
+from atpd.service.engine import Engine
+from atpd.service.errors import NotReady, abort, status_of
 from atpd.service.watch import Subscriber, WatchHub
 from atpd.v1 import (
     admin_pb2,
@@ -38,18 +38,6 @@ from atpd.v1 import (
 )
 
 Response = TypeVar("Response")
-
-_STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (validation.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidCommand, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-)
-
-
-class NotReady(Exception):
-    pass
 
 
 class _Base:
@@ -77,16 +65,11 @@ class _Base:
                 # A write just failed: answer from the state rebuilt from durable records.
                 await self.engine.clean.wait()
             return await handler()
-        except (NotReady, WritesUnavailable) as error:
-            code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, str(error))
         except Exception as error:
-            for error_type, status in _STATUS_BY_ERROR:
-                if isinstance(error, error_type):
-                    code = status
-                    await context.abort(code, str(error))
-            code = grpc.StatusCode.INTERNAL
-            raise
+            code = status_of(error)
+            if code is grpc.StatusCode.INTERNAL:
+                raise
+            await abort(context, code, str(error))
         finally:
             timer = self._latency.get(method)
             if timer is None:
@@ -342,11 +325,11 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
         try:
             subscriber = self._subscribe(request)
         except Exception as error:
-            for error_type, status in _STATUS_BY_ERROR:
-                if isinstance(error, error_type):
-                    metrics.rpc_calls.labels("Watch", status.name).inc()
-                    await context.abort(status, str(error))
-            raise
+            status = status_of(error)
+            if status is grpc.StatusCode.INTERNAL:
+                raise
+            metrics.rpc_calls.labels("Watch", status.name).inc()
+            await abort(context, status, str(error))
         hub = self.hub
         try:
             # The head as of subscribing: anything published after it is in the queue.
@@ -362,7 +345,8 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
             while True:
                 if subscriber.overflowed:
                     metrics.rpc_calls.labels("Watch", "RESOURCE_EXHAUSTED").inc()
-                    await context.abort(
+                    await abort(
+                        context,
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"subscriber too slow: its queue of {hub.max_queue_events} events "
                         f"overflowed at sequence {subscriber.dropped_at}; reconnect with "
