@@ -34,7 +34,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,9 +187,13 @@ def write_snapshot(
     last_sequence: int,
     arrays: Mapping[str, npt.NDArray[np.generic]],
     blobs: Mapping[str, bytes],
+    *,
+    before_publish: Callable[[], None] | None = None,
 ) -> Path:
     """Write a snapshot durably and return its path, `snapshot-<last_sequence:020d>.snap`.
 
+    `before_publish` runs right before the rename that makes the file visible (a snapshot
+    child checks there that its server is still alive, and exits if not).
     Not safe to call concurrently for one directory (one writer, as everywhere in atpd).
     """
     assert last_sequence >= 0, last_sequence
@@ -219,6 +223,8 @@ def write_snapshot(
             os.fsync(fd)
         finally:
             os.close(fd)
+        if before_publish is not None:
+            before_publish()
         os.replace(temp_path, final_path)
         fsync_directory(directory)
     except BaseException:
