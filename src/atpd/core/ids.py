@@ -96,3 +96,13 @@ class IdMap:
     def names(self) -> list[str]:
         """All names in index order (the live list: do not mutate)."""
         return self._names
+
+
+def first_mismatch(pattern: re.Pattern[str], names: list[str], *, allow_empty: bool = False) -> int:
+    """The index of the first name that `pattern` does not fully match, or -1 (used to check
+    ids read back from disk, which must satisfy the same rules as ids from callers)."""
+    fullmatch = pattern.fullmatch
+    for index, name in enumerate(names):
+        if fullmatch(name) is None and not (allow_empty and name == ""):
+            return index
+    return -1

@@ -521,7 +521,7 @@ class Journal:
                 continue
             path = segment_path(self._directory, first_sequence)
             result = scan_records(
-                path.read_bytes(), first_sequence=first_sequence, source_name=path.name
+                path.read_bytes(), first_sequence=first_sequence, source_name=str(path)
             )
             if result.state is not ScanState.CLEAN or result.last_sequence != last_sequence:
                 offset = result.valid_bytes

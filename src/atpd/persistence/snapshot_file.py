@@ -35,7 +35,7 @@ import re
 import struct
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import crc32c
@@ -83,12 +83,14 @@ class EntryKind(enum.IntEnum):
 
 
 class SnapshotCorrupt(Exception):
-    """A snapshot file failed validation."""
+    """A snapshot file failed validation (`offset`: where in the file, when known)."""
 
-    def __init__(self, path: Path, detail: str) -> None:
-        super().__init__(f"snapshot {path} is damaged: {detail}")
+    def __init__(self, path: Path, detail: str, offset: int | None = None) -> None:
+        where = "" if offset is None else f" at byte offset {offset}"
+        super().__init__(f"snapshot {path} is damaged{where}: {detail}")
         self.path = path
         self.detail = detail
+        self.offset = offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class LoadedSnapshot:
     # Writable views into one buffer read from the file: no copy was made.
     arrays: dict[str, npt.NDArray[np.generic]]
     blobs: dict[str, bytes]
+    # The file offset of each entry's header, to say where a bad entry is.
+    offsets: dict[str, int] = field(default_factory=dict)
 
 
 def snapshot_path(directory: Path, last_sequence: int) -> Path:
@@ -316,13 +320,16 @@ def load_snapshot(path: Path) -> LoadedSnapshot:
 
     arrays: dict[str, npt.NDArray[np.generic]] = {}
     blobs: dict[str, bytes] = {}
+    offsets: dict[str, int] = {}
     offset = FILE_HEADER_BYTES
     for _ in range(entry_count):
-        offset = _read_entry(path, buffer, offset, arrays, blobs)
+        entry_offset = offset
+        offset, name = _read_entry(path, buffer, offset, arrays, blobs)
+        offsets[name] = entry_offset
     if offset != len(buffer):
-        raise SnapshotCorrupt(path, f"{len(buffer) - offset} bytes after the last entry")
+        raise SnapshotCorrupt(path, f"{len(buffer) - offset} bytes after the last entry", offset)
     assert len(arrays) + len(blobs) <= entry_count
-    return LoadedSnapshot(path, last_sequence, arrays, blobs)
+    return LoadedSnapshot(path, last_sequence, arrays, blobs, offsets)
 
 
 def _read_entry(
@@ -331,8 +338,9 @@ def _read_entry(
     offset: int,
     arrays: dict[str, npt.NDArray[np.generic]],
     blobs: dict[str, bytes],
-) -> int:
-    """Decode the entry at `offset` into `arrays` or `blobs`; return the next offset.
+) -> tuple[int, str]:
+    """Decode the entry at `offset` into `arrays` or `blobs`; return the next offset and the
+    entry's name.
 
     The checksum already matched, so a failure here means a writer bug: still, every length
     is checked before use rather than trusted.
@@ -377,7 +385,7 @@ def _read_entry(
     else:
         raise SnapshotCorrupt(path, f"entry {name!r} has unknown kind {kind}")
     next_offset: int = offset + data_bytes
-    return next_offset
+    return next_offset, name
 
 
 def load_latest_snapshot(directory: Path) -> LoadedSnapshot | None:
