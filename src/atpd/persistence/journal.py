@@ -105,6 +105,8 @@ class ProblemKind(enum.Enum):
     CORRUPT_RECORD = "corrupt_record"  # a bad record with more data after it
     SEQUENCE_GAP = "sequence_gap"  # a valid record with an unexpected sequence number
     SEGMENT_GAP = "segment_gap"  # a segment whose name does not continue the previous one
+    # A well-framed record whose content cannot be replayed (found by verify, not by the scan).
+    INVALID_RECORD = "invalid_record"
 
 
 @dataclass(frozen=True, slots=True)
