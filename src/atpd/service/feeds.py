@@ -213,7 +213,9 @@ class LoadAssembler:
         if -1 in codes:
             new_entries = [entry for entry, code in enumerate(codes) if code < 0]
             new_names = [names[entry] for entry in new_entries]
-            if not _SKU_LINES.fullmatch("\n".join(new_names)):
+            joined = "\n".join(new_names)
+            # The count matters: "A\nB" as one name would pass the joined pattern as two.
+            if joined.count("\n") != len(new_names) - 1 or not _SKU_LINES.fullmatch(joined):
                 for entry, name in zip(new_entries, new_names, strict=True):
                     if not ID_PATTERN.fullmatch(name):
                         column = "sku" if index is None else "skus"
