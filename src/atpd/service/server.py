@@ -296,7 +296,13 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
         nonlocal durability
         engine.state, durability = open_durable_state(config, options, engine.now_ms)
 
-    await start(app, prepare)
+    try:
+        await start(app, prepare)
+    except BaseException:
+        # Recovery refused the data dir: stop the listener so the refusal is the only output
+        # (a server left running is torn down by its finalizer after the loop closed).
+        await app.server.stop(0)
+        raise
     if durability is not None:
         durability.attach(engine)
         app.durability = durability
