@@ -53,13 +53,18 @@ class VerifyReport:
         return self.ok or (self.problem is not None and self.problem.kind is ProblemKind.TORN_TAIL)
 
 
-def verify_journal(directory: Path, repair: bool) -> VerifyReport:
-    """Scan every segment of the journal in `directory`; with `repair`, back up and cut."""
+def verify_journal(directory: Path, repair: bool, *, check_content: bool = True) -> VerifyReport:
+    """Scan every segment of the journal in `directory`; with `repair`, back up and cut.
+
+    With `check_content` (the default, and the CLI's) every record is also decoded and checked
+    as recovery would; without it only the framing is (for journals of opaque payloads)."""
     assert directory.is_dir(), f"no journal directory {directory}"
     lock_fd = acquire_directory_lock(directory)
     try:
         scan = scan_journal(directory)
-        content_problem, record_count = _check_contents(scan)
+        content_problem, record_count = None, scan.record_count
+        if check_content and scan.problem is None:
+            content_problem, record_count = _check_contents(scan)
         if content_problem is not None:
             scan = _cut_at(scan, content_problem)
         backups: list[Path] = []
