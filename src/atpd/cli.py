@@ -90,10 +90,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(config, options))
     except JournalCorrupt as error:
+        # One line: what, where (file and byte offset) and why, then what to do.
         print(
-            f"atpd: refusing to start: {error}\n"
-            "  inspect with `atpd verify-journal DIR`; `atpd serve --repair` keeps a backup and "
-            "truncates at the bad record (later records are lost)",
+            f"atpd: refusing to start: {error} (inspect with `atpd verify-journal DIR`; "
+            "`atpd serve --repair` keeps a backup and truncates at the bad record, later records "
+            "are lost)",
             file=sys.stderr,
         )
         return 1
@@ -117,6 +118,17 @@ def cmd_verify_journal(args: argparse.Namespace) -> int:
         return 1
     print(format_report(report))
     return 0 if report.ok or report.repaired else 1
+
+
+def cmd_verify_snapshot(args: argparse.Namespace) -> int:
+    from atpd.persistence.verify import format_snapshot_reports, verify_snapshots
+
+    if not args.directory.is_dir():
+        print(f"atpd: {args.directory} is not a directory", file=sys.stderr)
+        return 1
+    reports = verify_snapshots(args.directory)
+    print(format_snapshot_reports(args.directory, reports))
+    return 0 if all(report.problem is None for report in reports) else 1
 
 
 # ---------------------------------------------------------------------------- client
@@ -490,6 +502,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--repair", action="store_true", help="back up and truncate at the first bad record"
     )
     verify.set_defaults(func=cmd_verify_journal)
+
+    verify_snapshot = sub.add_parser(
+        "verify-snapshot",
+        help="check snapshot files offline: checksums and content",
+        description="Load every snapshot in the data directory as recovery would (checksums, "
+        "ids, counts, shapes) and report each one's status.",
+    )
+    verify_snapshot.add_argument("directory", type=Path, help="the data directory (data_dir)")
+    verify_snapshot.set_defaults(func=cmd_verify_snapshot)
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -31,6 +31,7 @@ import numpy as np
 
 from atpd.core.ids import ID_PATTERN, NODE_ID_PATTERN
 from atpd.core.limits import MAX_QUANTITY, Limits
+from atpd.core.text import shown
 from atpd.files import FileRefused, check_regular_file
 
 REQUIRED_COLUMNS = ("sku", "node_id", "on_hand")
@@ -185,16 +186,16 @@ def _validate(
         sku = str(record[sku_at] if record[sku_at] is not None else "").strip()
         sku_code = sku_codes.get(sku)
         if sku_code is None:
-            if ID_PATTERN.match(sku):
+            if ID_PATTERN.fullmatch(sku):
                 sku_code = sku_codes[sku] = len(rows.sku_names)
                 rows.sku_names.append(sku)
             else:
-                errors.append(f"sku: {sku!r} is not 1-64 letters, digits and . _ : / -")
+                errors.append(f"sku: {shown(sku)} is not 1-64 letters, digits and . _ : / -")
         node = str(record[node_at] if record[node_at] is not None else "").strip()
         node_code = node_codes.get(node)
         if node_code is None:
-            if not NODE_ID_PATTERN.match(node):
-                errors.append(f"node_id: {node!r} is not 1-64 letters, digits and . _ -")
+            if not NODE_ID_PATTERN.fullmatch(node):
+                errors.append(f"node_id: {shown(node)} is not 1-64 letters, digits and . _ -")
             elif node not in known_nodes:
                 errors.append(f"node_id: unknown node {node!r} (create it first: UpsertNode)")
             elif allowed_nodes is not None and node not in allowed_nodes:

@@ -14,8 +14,10 @@ import numpy.typing as npt
 
 from atpd.core.ids import IdMap
 from atpd.core.limits import MAX_GEO_DEPTH
+from atpd.core.text import shown
 
-GEO_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}$")
+# Anchored with \A...\Z and used with fullmatch: `$` also matches before a final newline.
+GEO_SEGMENT = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}\Z")
 
 
 def parse_geo_path(path: str) -> tuple[str, ...]:
@@ -26,8 +28,10 @@ def parse_geo_path(path: str) -> tuple[str, ...]:
     if len(segments) > MAX_GEO_DEPTH:
         raise ValueError(f"has {len(segments)} levels, at most {MAX_GEO_DEPTH} allowed")
     for segment in segments:
-        if not GEO_SEGMENT.match(segment):
-            raise ValueError(f"segment {segment!r} is not 1-40 letters, digits, ' ', '.', '_', '-'")
+        if not GEO_SEGMENT.fullmatch(segment):
+            raise ValueError(
+                f"segment {shown(segment)} is not 1-40 letters, digits, ' ', '.', '_', '-'"
+            )
     return segments
 
 

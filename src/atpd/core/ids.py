@@ -9,8 +9,44 @@ from __future__ import annotations
 import re
 
 # SKU and node ids travel in URLs, CSV files and log lines: keep them printable and short.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
-NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Every id pattern is anchored with \A...\Z and used with `fullmatch`: `$` would also match
+# before a final newline, and an id ending in "\n" once got into the state and broke the
+# newline-joined id lists of snapshots (every restart failed).
+ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}\Z")
+NODE_ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+# Reservation and supply ids come from order systems: longer, with a few more separators.
+RESERVATION_ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:/@#-]{0,127}\Z")
+# Bulk load ids also name load files on disk: no '/' or ':'.
+LOAD_ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+# Channel, segment and rule names (the rules file's vocabulary).
+NAME_PATTERN = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
+TAG_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")
+
+
+def is_sku_id(value: str) -> bool:
+    return ID_PATTERN.fullmatch(value) is not None
+
+
+def is_node_id(value: str) -> bool:
+    return NODE_ID_PATTERN.fullmatch(value) is not None
+
+
+def is_reservation_id(value: str) -> bool:
+    """Reservation and supply ids."""
+    return RESERVATION_ID_PATTERN.fullmatch(value) is not None
+
+
+def is_load_id(value: str) -> bool:
+    return LOAD_ID_PATTERN.fullmatch(value) is not None
+
+
+def is_name(value: str) -> bool:
+    """A channel, segment or rule name."""
+    return NAME_PATTERN.fullmatch(value) is not None
+
+
+def is_tag(value: str) -> bool:
+    return TAG_PATTERN.fullmatch(value) is not None
 
 
 class IdMap:
@@ -60,3 +96,13 @@ class IdMap:
     def names(self) -> list[str]:
         """All names in index order (the live list: do not mutate)."""
         return self._names
+
+
+def first_mismatch(pattern: re.Pattern[str], names: list[str], *, allow_empty: bool = False) -> int:
+    """The index of the first name that `pattern` does not fully match, or -1 (used to check
+    ids read back from disk, which must satisfy the same rules as ids from callers)."""
+    fullmatch = pattern.fullmatch
+    for index, name in enumerate(names):
+        if fullmatch(name) is None and not (allow_empty and name == ""):
+            return index
+    return -1

@@ -35,8 +35,10 @@ import numpy.typing as npt
 from atpd.core.commands import NodeKind
 from atpd.core.nodes import Node
 from atpd.core.supply import SupplyKind
+from atpd.core.text import listed, shown
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+# Anchored with \A...\Z and used with fullmatch: `$` also matches before a final newline.
+NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
 HOUR_MS = 3_600_000
 MAX_PROTECTIONS = 256
 # Bounds on rule text, checked before and after the TOML parser so that no text a client may
@@ -129,11 +131,11 @@ class RuleSet:
         segment = segment or self.default_segment
         if channel not in self.channels:
             raise KeyError(
-                f"channel: unknown channel {channel!r} (known: {', '.join(self.channels)})"
+                f"channel: unknown channel {shown(channel)} (known: {listed(self.channels)})"
             )
         if segment not in self.segments:
             raise KeyError(
-                f"segment: unknown segment {segment!r} (known: {', '.join(self.segments)})"
+                f"segment: unknown segment {shown(segment)} (known: {listed(self.segments)})"
             )
         return channel, segment
 
@@ -294,8 +296,8 @@ def _protection(
     _expect(table, dict, where)
     _check_keys(table, ("name", "skus", "nodes", "units", "percent", "for"), where)
     name = _expect(table.get("name"), str, f"{where}.name")
-    if not NAME.match(name) or name in names:
-        raise RulesError(f"{where}.name: {name!r} is not a new lowercase name")
+    if not NAME.fullmatch(name) or name in names:
+        raise RulesError(f"{where}.name: {shown(name)} is not a new lowercase name")
     names.add(name)
     units = _count(table.get("units", 0), f"{where}.units")
     percent = _count(table.get("percent", 0), f"{where}.percent")
@@ -306,8 +308,10 @@ def _protection(
     beneficiaries = []
     for i, pattern in enumerate(_strings(table.get("for", []), f"{where}.for")):
         channel, _, segment = pattern.partition("/")
-        if not segment or not all(p == "*" or NAME.match(p) for p in (channel, segment)):
-            raise RulesError(f"{where}.for[{i}]: {pattern!r} is not CHANNEL/SEGMENT ('*' allowed)")
+        if not segment or not all(p == "*" or NAME.fullmatch(p) for p in (channel, segment)):
+            raise RulesError(
+                f"{where}.for[{i}]: {shown(pattern)} is not CHANNEL/SEGMENT ('*' allowed)"
+            )
         if channel != "*" and channel not in channels:
             raise RulesError(f"{where}.for[{i}]: unknown channel {channel!r}")
         if segment != "*" and segment not in segments:
@@ -465,8 +469,8 @@ def _parse(document: dict[str, Any], text: str, known: Known) -> RuleSet:
             f"{MAX_RULES_POLICIES} allowed"
         )
     for name in (*channels, *segments):
-        if not NAME.match(name):
-            raise RulesError(f"{name!r}: channel and segment names are 1-32 of a-z 0-9 _ -")
+        if not NAME.fullmatch(name):
+            raise RulesError(f"{shown(name)}: channel and segment names are 1-32 of a-z 0-9 _ -")
     base = _merge_policy(Policy(), document.get("policy", {}), "policy", known)
     policies: dict[tuple[str, str], Policy] = {}
     for channel in sorted(channels):

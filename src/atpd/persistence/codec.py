@@ -1,11 +1,16 @@
 """Commands to journal payloads and back (protobuf `atpd.v1.JournalCommand`).
 
-Decoding trusts the payload's content (it passed validation when it was first applied, and the
-frame's CRC guards it on disk) but not the current limits: a journal written under a larger
-`max_lines_per_reservation` still replays after the limit is lowered.
+Decoding checks what the core relies on — every id by the same full-match rules as a caller's,
+enum values, geo paths, quantity ranges — and raises UndecodableRecord saying what is wrong: a
+record written by a faulty build must stop recovery with a clear reason, not get into the state
+(an id ending in a newline once did, and broke every later snapshot load). It does not check
+the current limits: a journal written under a larger `max_lines_per_reservation` still replays
+after the limit is lowered.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from atpd.core.commands import (
     AddSupply,
@@ -25,8 +30,15 @@ from atpd.core.commands import (
     Tick,
     UpsertNode,
 )
+from atpd.core.geo import parse_geo_path
+from atpd.core.ids import is_load_id, is_name, is_node_id, is_reservation_id, is_sku_id, is_tag
+from atpd.core.limits import MAX_QUANTITY
 from atpd.core.load_command import BulkLoad, LoadMode
+from atpd.core.supply import SupplyKind
+from atpd.core.text import shown
 from atpd.v1 import inventory_pb2, journal_pb2, reservations_pb2
+
+_SUPPLY_KINDS = frozenset(int(kind) for kind in SupplyKind)
 
 
 class UndecodableRecord(ValueError):
@@ -134,6 +146,110 @@ def encode_command(command: Command) -> bytes:
 
 
 def decode_command(payload: bytes) -> Command:
+    """The command a journal payload holds; raises UndecodableRecord saying what is wrong."""
+    try:
+        command = _decode(payload)
+    except UndecodableRecord:
+        raise
+    except ValueError as error:  # an enum value out of range
+        raise UndecodableRecord(f"bad value: {error}") from error
+    problem = command_problem(command)
+    if problem is not None:
+        raise UndecodableRecord(f"{type(command).__name__}: {problem}")
+    return command
+
+
+def _id_problem(value: str, check: Callable[[str], bool], field: str) -> str | None:
+    return None if check(value) else f"{field} {shown(value)} is not a valid id"
+
+
+def _quantity_problem(value: int, field: str, minimum: int) -> str | None:
+    if minimum <= value <= MAX_QUANTITY:
+        return None
+    return f"{field} {value} is outside {minimum}..{MAX_QUANTITY}"
+
+
+def _lines_problem(lines: tuple[Line, ...]) -> str | None:
+    for i, line in enumerate(lines):
+        problem = (
+            _id_problem(line.sku, is_sku_id, f"lines[{i}].sku")
+            or _id_problem(line.node_id, is_node_id, f"lines[{i}].node_id")
+            or _quantity_problem(line.quantity, f"lines[{i}].quantity", 1)
+        )
+        if problem is not None:
+            return problem
+    return None
+
+
+def _names_problem(channel: str, segment: str) -> str | None:
+    for field, value in (("channel", channel), ("segment", segment)):
+        if value and not is_name(value):
+            return f"{field} {shown(value)} is not a valid name"
+    return None
+
+
+def command_problem(command: Command) -> str | None:
+    """What is wrong with a decoded command's content (None: nothing). The same rules as
+    service/validation.py applies to callers, without the limits."""
+    match command:
+        case Reserve():
+            return (
+                _id_problem(command.reservation_id, is_reservation_id, "reservation_id")
+                or _lines_problem(command.lines)
+                or _names_problem(command.channel, command.segment)
+                or (None if command.ttl_ms >= 0 else f"ttl_ms {command.ttl_ms} is negative")
+            )
+        case Confirm() | Release():
+            return _id_problem(command.reservation_id, is_reservation_id, "reservation_id")
+        case Fulfil():
+            return _id_problem(
+                command.reservation_id, is_reservation_id, "reservation_id"
+            ) or _lines_problem(command.lines)
+        case SetStock():
+            return (
+                _id_problem(command.sku, is_sku_id, "sku")
+                or _id_problem(command.node_id, is_node_id, "node_id")
+                or _quantity_problem(command.on_hand, "on_hand", 0)
+                or (
+                    None
+                    if command.safety_stock is None
+                    else _quantity_problem(command.safety_stock, "safety_stock", 0)
+                )
+            )
+        case AdjustStock():
+            return _id_problem(command.sku, is_sku_id, "sku") or _id_problem(
+                command.node_id, is_node_id, "node_id"
+            )
+        case UpsertNode():
+            problem = _id_problem(command.node_id, is_node_id, "node_id")
+            if problem is not None:
+                return problem
+            try:
+                parse_geo_path("/".join(command.geo_path))
+            except ValueError as error:
+                return f"geo_path {error}"
+            for i, tag in enumerate(command.tags):
+                if not is_tag(tag):
+                    return f"tags[{i}] {shown(tag)} is not a valid tag"
+            return None
+        case AddSupply():
+            return (
+                _id_problem(command.supply_id, is_reservation_id, "supply_id")
+                or _id_problem(command.sku, is_sku_id, "sku")
+                or _id_problem(command.node_id, is_node_id, "node_id")
+                or _quantity_problem(command.quantity, "quantity", 1)
+                or (None if command.kind in _SUPPLY_KINDS else f"kind {command.kind} unknown")
+            )
+        case ReceiveSupply() | CancelSupply():
+            return _id_problem(command.supply_id, is_reservation_id, "supply_id")
+        case BulkLoad():
+            return _id_problem(command.load_id, is_load_id, "load_id")
+        case Tick() | SetRules():
+            return None  # rules text is parsed (and refused with a reason) when applied
+    raise AssertionError(f"no check for {command!r}")
+
+
+def _decode(payload: bytes) -> Command:
     entry = journal_pb2.JournalCommand()
     try:
         entry.ParseFromString(payload)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import crc32c
 
@@ -49,6 +49,9 @@ class Record:
     sequence: int
     timestamp_ms: int
     payload: bytes
+    # Where the record starts (for error reports; not part of its identity).
+    offset: int = field(default=0, compare=False)
+    source_name: str = field(default="", compare=False)
 
 
 class ScanState(enum.Enum):
@@ -210,7 +213,9 @@ def scan_records(
             break
         if keep_payloads:
             payload = bytes(buffer[decoded.payload_start : decoded.end])
-            records.append(Record(decoded.sequence, decoded.timestamp_ms, payload))
+            records.append(
+                Record(decoded.sequence, decoded.timestamp_ms, payload, offset, source_name)
+            )
         record_count += 1
         expected_sequence += 1
         offset = decoded.end

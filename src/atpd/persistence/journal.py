@@ -105,6 +105,8 @@ class ProblemKind(enum.Enum):
     CORRUPT_RECORD = "corrupt_record"  # a bad record with more data after it
     SEQUENCE_GAP = "sequence_gap"  # a valid record with an unexpected sequence number
     SEGMENT_GAP = "segment_gap"  # a segment whose name does not continue the previous one
+    # A well-framed record whose content cannot be replayed (found by verify, not by the scan).
+    INVALID_RECORD = "invalid_record"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +160,7 @@ def segment_path(directory: Path, first_sequence: int) -> Path:
 def _list_segments(directory: Path) -> list[tuple[int, Path]]:
     segments: list[tuple[int, Path]] = []
     for entry in os.scandir(directory):
-        match = SEGMENT_NAME.match(entry.name)
+        match = SEGMENT_NAME.fullmatch(entry.name)
         if match is not None and entry.is_file(follow_symlinks=False):
             segments.append((int(match.group(1)), Path(entry.path)))
         assert len(segments) <= SEGMENT_COUNT_MAX, "journal directory has too many segments"
@@ -521,7 +523,7 @@ class Journal:
                 continue
             path = segment_path(self._directory, first_sequence)
             result = scan_records(
-                path.read_bytes(), first_sequence=first_sequence, source_name=path.name
+                path.read_bytes(), first_sequence=first_sequence, source_name=str(path)
             )
             if result.state is not ScanState.CLEAN or result.last_sequence != last_sequence:
                 offset = result.valid_bytes

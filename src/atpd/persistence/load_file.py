@@ -60,7 +60,7 @@ def loads_directory(data_dir: Path) -> Path:
 def new_file_name(load_id: str) -> str:
     """`loads/<load_id>.<12 hex>.load`, relative to the data directory."""
     name = f"{load_id}.{secrets.token_hex(6)}.load"
-    assert LOAD_NAME.match(name), name
+    assert LOAD_NAME.fullmatch(name), name
     return f"{LOADS_DIRECTORY}/{name}"
 
 
@@ -180,7 +180,7 @@ def collect_unreferenced(data_dir: Path, keep: Collection[str] = ()) -> list[str
             if staged not in keep:
                 shutil.rmtree(entry.path, ignore_errors=True)
             continue
-        if LOAD_NAME.match(entry.name) and relative not in keep:
+        if LOAD_NAME.fullmatch(entry.name) and relative not in keep:
             candidates.append(relative)
     if not candidates:
         return []
@@ -202,7 +202,7 @@ def _referenced_after_snapshot(data_dir: Path, candidates: list[str]) -> set[str
     segments = sorted(
         (int(match.group(1)), Path(entry.path))
         for entry in os.scandir(data_dir)
-        if (match := SEGMENT_NAME.match(entry.name)) and entry.is_file(follow_symlinks=False)
+        if (match := SEGMENT_NAME.fullmatch(entry.name)) and entry.is_file(follow_symlinks=False)
     )
     names = [(relative, relative.encode()) for relative in candidates]
     referenced: set[str] = set()

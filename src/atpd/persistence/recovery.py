@@ -2,6 +2,12 @@
 
 Replay is deterministic because every record carries the time the core applied it at: the
 recovered state equals the state before the crash (tests compare `AtpState.digest()`).
+
+Anything recovery cannot load is reported with the file, the byte offset and the reason, never
+as a traceback: a snapshot whose content is bad raises SnapshotCorrupt (the entry's offset), a
+journal record that does not decode, fails its checks or is rejected by the core raises
+JournalCorrupt (the record's offset in its segment). Neither is guessed around: the operator
+decides (`atpd verify-journal`, `atpd verify-snapshot`, `--repair`).
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ from pathlib import Path
 from atpd.core.limits import Limits
 from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
-from atpd.persistence.codec import decode_command
+from atpd.persistence.codec import UndecodableRecord, decode_command
 from atpd.persistence.framing import Record, scan_records
 from atpd.persistence.journal import FsyncPolicy, Journal, JournalCorrupt, scan_journal
 from atpd.persistence.load_file import resolve_stored
-from atpd.persistence.snapshot_file import load_latest_snapshot
-from atpd.persistence.state_snapshot import import_state
+from atpd.persistence.snapshot_file import LoadedSnapshot, SnapshotCorrupt, load_latest_snapshot
+from atpd.persistence.state_snapshot import SnapshotContentError, import_state
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +48,56 @@ def load_snapshot_state(data_dir: Path, limits: Limits) -> tuple[AtpState, int, 
     snapshot = load_latest_snapshot(data_dir)
     if snapshot is None:
         return AtpState(limits), 0, None
-    state = import_state(snapshot.arrays, snapshot.blobs, limits)
+    state = import_snapshot(snapshot, limits)
     return state, snapshot.last_sequence, snapshot.path
+
+
+def import_snapshot(snapshot: LoadedSnapshot, limits: Limits | None = None) -> AtpState:
+    """The state of a loaded snapshot; raises SnapshotCorrupt naming the entry's offset."""
+    try:
+        return import_state(snapshot.arrays, snapshot.blobs, limits)
+    except SnapshotContentError as error:
+        offset = snapshot.offsets.get(error.entry)
+        raise SnapshotCorrupt(snapshot.path, f"content is invalid: {error}", offset) from error
 
 
 def replay(state: AtpState, records: Iterator[Record], data_dir: Path | None = None) -> int:
     """Apply journal records in order; returns how many. A bulk load record gets its rows from
-    its load file under `data_dir`."""
+    its load file under `data_dir`. Raises JournalCorrupt naming the record's file and offset
+    for a record that cannot be decoded or applied; the state is then unusable."""
     count = 0
     for record in records:
-        command = decode_command(record.payload)
-        if data_dir is not None:
-            command = resolve_stored(command, data_dir, record.sequence)
+        where = Path(record.source_name or f"<record {record.sequence}>")
         try:
+            command = decode_command(record.payload)
+        except UndecodableRecord as error:
+            raise JournalCorrupt(
+                where, record.offset, f"record {record.sequence} cannot be replayed: {error}"
+            ) from error
+        try:
+            if data_dir is not None:
+                command = resolve_stored(command, data_dir, record.sequence)
             state.apply(command, record.timestamp_ms)
+        except JournalCorrupt as error:
+            raise JournalCorrupt(where, record.offset, error.detail) from error
         except CommandRejected as error:
             # Only applied commands are journaled: a rejection means the journal and the code
             # disagree (e.g. a downgrade). Refuse to guess.
             raise JournalCorrupt(
-                Path(f"<record {record.sequence}>"), 0, f"replay rejected {command!r}: {error}"
+                where,
+                record.offset,
+                f"record {record.sequence} ({type(command).__name__}) was rejected on replay: "
+                f"{error}",
+            ) from error
+        except Exception as error:
+            # A record that passed its checks yet broke the core: a bug, reported with the
+            # record that triggers it (the full traceback goes to the log).
+            log.exception("replay of record %d failed", record.sequence)
+            raise JournalCorrupt(
+                where,
+                record.offset,
+                f"record {record.sequence} ({type(command).__name__}) failed on replay: "
+                f"{type(error).__name__}: {error}",
             ) from error
         count += 1
     return count

@@ -34,8 +34,8 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import crc32c
@@ -83,12 +83,14 @@ class EntryKind(enum.IntEnum):
 
 
 class SnapshotCorrupt(Exception):
-    """A snapshot file failed validation."""
+    """A snapshot file failed validation (`offset`: where in the file, when known)."""
 
-    def __init__(self, path: Path, detail: str) -> None:
-        super().__init__(f"snapshot {path} is damaged: {detail}")
+    def __init__(self, path: Path, detail: str, offset: int | None = None) -> None:
+        where = "" if offset is None else f" at byte offset {offset}"
+        super().__init__(f"snapshot {path} is damaged{where}: {detail}")
         self.path = path
         self.detail = detail
+        self.offset = offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class LoadedSnapshot:
     # Writable views into one buffer read from the file: no copy was made.
     arrays: dict[str, npt.NDArray[np.generic]]
     blobs: dict[str, bytes]
+    # The file offset of each entry's header, to say where a bad entry is.
+    offsets: dict[str, int] = field(default_factory=dict)
 
 
 def snapshot_path(directory: Path, last_sequence: int) -> Path:
@@ -111,7 +115,7 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
         return []
     found: list[tuple[int, Path]] = []
     for entry in os.scandir(directory):
-        match = SNAPSHOT_NAME.match(entry.name)
+        match = SNAPSHOT_NAME.fullmatch(entry.name)
         if match is not None and entry.is_file(follow_symlinks=False):
             found.append((int(match.group(1)), Path(entry.path)))
     found.sort()
@@ -122,7 +126,7 @@ def _remove_temp_files(directory: Path) -> int:
     """Delete temp files left by a crash in the middle of write_snapshot."""
     removed = 0
     for entry in os.scandir(directory):
-        if TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+        if TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
             logger.warning("removing leftover snapshot temp file %s", entry.path)
             Path(entry.path).unlink(missing_ok=True)
             removed += 1
@@ -187,9 +191,13 @@ def write_snapshot(
     last_sequence: int,
     arrays: Mapping[str, npt.NDArray[np.generic]],
     blobs: Mapping[str, bytes],
+    *,
+    before_publish: Callable[[], None] | None = None,
 ) -> Path:
     """Write a snapshot durably and return its path, `snapshot-<last_sequence:020d>.snap`.
 
+    `before_publish` runs right before the rename that makes the file visible (a snapshot
+    child checks there that its server is still alive, and exits if not).
     Not safe to call concurrently for one directory (one writer, as everywhere in atpd).
     """
     assert last_sequence >= 0, last_sequence
@@ -201,7 +209,7 @@ def write_snapshot(
         prefix=f"snapshot-{last_sequence:020d}.", suffix=".tmp", dir=directory
     )
     temp_path = Path(temp_name)
-    assert TEMP_NAME.match(temp_path.name), temp_path
+    assert TEMP_NAME.fullmatch(temp_path.name), temp_path
     try:
         try:
             os.write(fd, bytes(FILE_HEADER_BYTES))  # placeholder until the checksum is known
@@ -219,6 +227,8 @@ def write_snapshot(
             os.fsync(fd)
         finally:
             os.close(fd)
+        if before_publish is not None:
+            before_publish()
         os.replace(temp_path, final_path)
         fsync_directory(directory)
     except BaseException:
@@ -310,13 +320,16 @@ def load_snapshot(path: Path) -> LoadedSnapshot:
 
     arrays: dict[str, npt.NDArray[np.generic]] = {}
     blobs: dict[str, bytes] = {}
+    offsets: dict[str, int] = {}
     offset = FILE_HEADER_BYTES
     for _ in range(entry_count):
-        offset = _read_entry(path, buffer, offset, arrays, blobs)
+        entry_offset = offset
+        offset, name = _read_entry(path, buffer, offset, arrays, blobs)
+        offsets[name] = entry_offset
     if offset != len(buffer):
-        raise SnapshotCorrupt(path, f"{len(buffer) - offset} bytes after the last entry")
+        raise SnapshotCorrupt(path, f"{len(buffer) - offset} bytes after the last entry", offset)
     assert len(arrays) + len(blobs) <= entry_count
-    return LoadedSnapshot(path, last_sequence, arrays, blobs)
+    return LoadedSnapshot(path, last_sequence, arrays, blobs, offsets)
 
 
 def _read_entry(
@@ -325,8 +338,9 @@ def _read_entry(
     offset: int,
     arrays: dict[str, npt.NDArray[np.generic]],
     blobs: dict[str, bytes],
-) -> int:
-    """Decode the entry at `offset` into `arrays` or `blobs`; return the next offset.
+) -> tuple[int, str]:
+    """Decode the entry at `offset` into `arrays` or `blobs`; return the next offset and the
+    entry's name.
 
     The checksum already matched, so a failure here means a writer bug: still, every length
     is checked before use rather than trusted.
@@ -371,7 +385,7 @@ def _read_entry(
     else:
         raise SnapshotCorrupt(path, f"entry {name!r} has unknown kind {kind}")
     next_offset: int = offset + data_bytes
-    return next_offset
+    return next_offset, name
 
 
 def load_latest_snapshot(directory: Path) -> LoadedSnapshot | None:

@@ -3,12 +3,18 @@
 Stock travels as the used part of the numpy arrays; reservations travel columnar (one int64
 row per reservation, one per line) with their string ids joined by newlines — none of the id
 alphabets allows a newline — so 1M reservations load without a million small parses.
+
+Loading trusts the file's checksum but not its content: every id is checked against the same
+rules as a caller's, and every count, shape and index against the rest, so a snapshot written
+by a faulty build is refused with the entry and the reason (`SnapshotContentError`), never an
+assertion deep in the core.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -16,6 +22,15 @@ import numpy.typing as npt
 
 from atpd.core.bulk import LoadRegistry
 from atpd.core.commands import Line, NodeKind, ReservationKind
+from atpd.core.geo import parse_geo_path
+from atpd.core.ids import (
+    ID_PATTERN,
+    NAME_PATTERN,
+    NODE_ID_PATTERN,
+    RESERVATION_ID_PATTERN,
+    TAG_PATTERN,
+    first_mismatch,
+)
 from atpd.core.limits import Limits
 from atpd.core.nodes import Node
 from atpd.core.reservations import Reservation, ReservationStatus
@@ -23,6 +38,7 @@ from atpd.core.rules import parse_rules
 from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_COUNT
 from atpd.core.supply import Supply, SupplyKind
+from atpd.core.text import shown
 
 STATE_FORMAT = 1
 
@@ -43,12 +59,40 @@ def _join(names: list[str]) -> bytes:
     return "\n".join(names).encode()
 
 
+class SnapshotContentError(ValueError):
+    """A snapshot entry whose content cannot be loaded (bad id, count, shape or index)."""
+
+    def __init__(self, entry: str, reason: str) -> None:
+        super().__init__(f"entry {entry!r}: {reason}")
+        self.entry = entry
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def _entry(name: str) -> Iterator[None]:
+    """Report any failure while loading entry `name` as a SnapshotContentError naming it."""
+    try:
+        yield
+    except SnapshotContentError:
+        raise
+    except Exception as error:
+        reason = str(error) or type(error).__name__
+        raise SnapshotContentError(name, f"{type(error).__name__}: {reason}") from error
+
+
 def _split(blob: bytes, count: int) -> list[str]:
     if count == 0:
         return []
     names = blob.decode().split("\n")
-    assert len(names) == count, (len(names), count)
+    if len(names) != count:
+        raise ValueError(f"holds {len(names)} newline-separated names, the meta says {count}")
     return names
+
+
+def _check_names(names: list[str], pattern: Any, what: str, *, allow_empty: bool = False) -> None:
+    bad = first_mismatch(pattern, names, allow_empty=allow_empty)
+    if bad >= 0:
+        raise ValueError(f"{what} [{bad}] {shown(names[bad])} is not a valid {what}")
 
 
 def _supply_blob(supplies: Iterable[Supply]) -> bytes:
@@ -61,6 +105,13 @@ def _supply_blob(supplies: Iterable[Supply]) -> bytes:
 
 
 def _supplies(state: AtpState, blob: bytes) -> list[Supply]:
+    rows = json.loads(blob)
+    for row in rows:
+        supply_id, sku, node_id = row[0], row[1], row[2]
+        if not RESERVATION_ID_PATTERN.fullmatch(supply_id):
+            raise ValueError(f"supply id {shown(supply_id)} is not valid")
+        if not ID_PATTERN.fullmatch(sku) or not NODE_ID_PATTERN.fullmatch(node_id):
+            raise ValueError(f"supply {supply_id!r} names an invalid SKU or node id")
     return [
         Supply(
             supply_id,
@@ -73,7 +124,7 @@ def _supplies(state: AtpState, blob: bytes) -> list[Supply]:
             SupplyKind(kind),
             received,
         )
-        for supply_id, sku, node_id, quantity, eta_ms, kind, received in json.loads(blob)
+        for supply_id, sku, node_id, quantity, eta_ms, kind, received in rows
     ]
 
 
@@ -143,38 +194,61 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
 
 
 def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> AtpState:
-    meta = json.loads(blobs["meta"])
-    if meta["format"] != STATE_FORMAT:
-        raise ValueError(
-            f"state format {meta['format']} is not supported (expected {STATE_FORMAT})"
-        )
-    state = AtpState(limits)
-    for node_id, kind, geo, ships, pickup, enabled, tags in json.loads(blobs["nodes"]):
-        index = state.node_ids.intern(node_id)
-        state.nodes.append(
-            Node(
-                node_id,
-                index,
-                NodeKind(kind),
-                tuple(geo.split("/")),
-                ships,
-                pickup,
-                enabled,
-                tuple(tags),
+    """The state a snapshot holds; raises SnapshotContentError naming the entry at fault."""
+    with _entry("meta"):
+        meta = json.loads(blobs["meta"])
+        if meta["format"] != STATE_FORMAT:
+            raise ValueError(
+                f"state format {meta['format']} is not supported (expected {STATE_FORMAT})"
             )
-        )
-    sku_names = _split(blobs["skus"], meta["skus"])
-    for name in sku_names:
-        state.skus.intern(name)
+    state = AtpState(limits)
+    with _entry("nodes"):
+        for node_id, kind, geo, ships, pickup, enabled, tags in json.loads(blobs["nodes"]):
+            if not NODE_ID_PATTERN.fullmatch(node_id) or node_id in state.node_ids:
+                raise ValueError(f"node id {shown(node_id)} is invalid or repeated")
+            _check_names(list(tags), TAG_PATTERN, "tag")
+            index = state.node_ids.intern(node_id)
+            state.nodes.append(
+                Node(
+                    node_id,
+                    index,
+                    NodeKind(kind),
+                    parse_geo_path(geo),
+                    bool(ships),
+                    bool(pickup),
+                    bool(enabled),
+                    tuple(tags),
+                )
+            )
+        if len(state.nodes) != meta["nodes"]:
+            raise ValueError(f"{len(state.nodes)} nodes, the meta says {meta['nodes']}")
+    with _entry("skus"):
+        sku_names = _split(blobs["skus"], meta["skus"])
+        _check_names(sku_names, ID_PATTERN, "sku")
+        if len(set(sku_names)) != len(sku_names):
+            raise ValueError("a SKU is listed twice")
+        state.skus.intern_many(sku_names)
     sku_count, node_count = len(sku_names), len(state.nodes)
     stock = state.stock
-    stock.ensure(max(sku_count, 1), max(node_count, 1))
-    cells = arrays["cells"]
-    assert cells.shape == (sku_count, FIELD_COUNT, node_count), cells.shape
-    stock.cells[:sku_count, :, :node_count] = cells
-    stock.source_seq[:sku_count, :node_count] = arrays["source_seq"]
-    stock.present[:sku_count, :node_count] = arrays["present"]
-    stock.position_count = int(np.count_nonzero(arrays["present"]))
+    with _entry("cells"):
+        cells = arrays["cells"]
+        if cells.shape != (sku_count, FIELD_COUNT, node_count):
+            raise ValueError(
+                f"shape {cells.shape}, expected {(sku_count, FIELD_COUNT, node_count)}"
+            )
+        stock.ensure(max(sku_count, 1), max(node_count, 1))
+        stock.cells[:sku_count, :, :node_count] = cells
+    with _entry("source_seq"):
+        if arrays["source_seq"].shape != (sku_count, node_count):
+            raise ValueError(
+                f"shape {arrays['source_seq'].shape}, expected {(sku_count, node_count)}"
+            )
+        stock.source_seq[:sku_count, :node_count] = arrays["source_seq"]
+    with _entry("present"):
+        if arrays["present"].shape != (sku_count, node_count):
+            raise ValueError(f"shape {arrays['present'].shape}, expected {(sku_count, node_count)}")
+        stock.present[:sku_count, :node_count] = arrays["present"]
+        stock.position_count = int(np.count_nonzero(arrays["present"]))
     if state.geo.node_geo.shape[1] < stock.node_capacity:
         state.geo.grow(stock.node_capacity)
     for node in state.nodes:
@@ -182,11 +256,73 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
     state.enabled_mask = np.array([n.enabled for n in state.nodes], np.bool_)
 
     count = meta["reservations"]
-    ids = _split(blobs["reservation_ids"], count)
-    channels = _split(blobs["reservation_channels"], count)
-    segments = _split(blobs["reservation_segments"], count)
-    table = arrays["reservations"].tolist()
-    line_rows = arrays["reservation_lines"].tolist()
+    with _entry("reservation_ids"):
+        ids = _split(blobs["reservation_ids"], count)
+        _check_names(ids, RESERVATION_ID_PATTERN, "reservation id")
+        if len(set(ids)) != len(ids):
+            raise ValueError("a reservation id is listed twice")
+    with _entry("reservation_channels"):
+        channels = _split(blobs["reservation_channels"], count)
+        _check_names(channels, NAME_PATTERN, "channel", allow_empty=True)
+    with _entry("reservation_segments"):
+        segments = _split(blobs["reservation_segments"], count)
+        _check_names(segments, NAME_PATTERN, "segment", allow_empty=True)
+    with _entry("reservations"):
+        table_array = arrays["reservations"]
+        if table_array.shape != (count, 9):
+            raise ValueError(f"shape {table_array.shape}, expected {(count, 9)}")
+        line_array = arrays["reservation_lines"]
+        if line_array.ndim != 2 or line_array.shape[1] != 5:
+            raise ValueError(f"reservation_lines has shape {line_array.shape}, expected (n, 5)")
+        if count:
+            first_lines = table_array[:, R_FIRST_LINE]
+            ends = first_lines + table_array[:, R_LINES]
+            if int(first_lines.min()) < 0 or int(ends.max()) > line_array.shape[0]:
+                raise ValueError("a reservation's lines are outside reservation_lines")
+        if line_array.shape[0]:
+            sku_column, node_column = line_array[:, L_SKU], line_array[:, L_NODE]
+            if int(sku_column.min()) < 0 or int(sku_column.max()) >= sku_count:
+                raise ValueError("a reservation line names a SKU index out of range")
+            if int(node_column.min()) < 0 or int(node_column.max()) >= node_count:
+                raise ValueError("a reservation line names a node index out of range")
+        table = table_array.tolist()
+        line_rows = line_array.tolist()
+        _load_reservations(state, ids, channels, segments, table, line_rows, sku_names)
+    with _entry("rules"):
+        if blobs.get("rules"):
+            state.rules = parse_rules(blobs["rules"].decode(), "<snapshot>")
+    with _entry("supply"):
+        for supply in _supplies(state, blobs.get("supply", b"[]")):
+            state.supply.add(supply)
+    with _entry("supply_closed"):
+        for supply in _supplies(state, blobs.get("supply_closed", b"[]")):
+            state.supply.closed[supply.supply_id] = supply
+    with _entry("protected"):
+        for reservation_id, records in json.loads(blobs.get("protected", b"{}")).items():
+            state.reservations[reservation_id].protected = [
+                [(name, units) for name, units in line] for line in records
+            ]
+            state.protected_reservations.add(reservation_id)
+        state._rebuild_protection_consumption()
+    with _entry("loads"):
+        if "loads" in blobs:
+            state.loads = LoadRegistry.from_json(blobs["loads"])
+    with _entry("meta"):
+        state.now_ms = int(meta["now_ms"])
+        state.expired_total = int(meta["expired_total"])
+    return state
+
+
+def _load_reservations(
+    state: AtpState,
+    ids: list[str],
+    channels: list[str],
+    segments: list[str],
+    table: list[list[int]],
+    line_rows: list[list[int]],
+    sku_names: list[str],
+) -> None:
+    """Fill the reservations in (indexes were checked by the caller)."""
     node_names = state.node_ids.names
     retention = []
     held: list[tuple[int, str]] = []
@@ -227,20 +363,3 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
     state.open_reservations += open_count
     state.retention.update(retention)
     state.expiry.add_many(held)
-    if blobs.get("rules"):
-        state.rules = parse_rules(blobs["rules"].decode(), "<snapshot>")
-    for supply in _supplies(state, blobs.get("supply", b"[]")):
-        state.supply.add(supply)
-    for supply in _supplies(state, blobs.get("supply_closed", b"[]")):
-        state.supply.closed[supply.supply_id] = supply
-    for reservation_id, records in json.loads(blobs.get("protected", b"{}")).items():
-        state.reservations[reservation_id].protected = [
-            [(name, units) for name, units in line] for line in records
-        ]
-        state.protected_reservations.add(reservation_id)
-    state._rebuild_protection_consumption()
-    if "loads" in blobs:
-        state.loads = LoadRegistry.from_json(blobs["loads"])
-    state.now_ms = meta["now_ms"]
-    state.expired_total = meta["expired_total"]
-    return state

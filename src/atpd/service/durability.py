@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 STAGING = ".staging"
 SNAPSHOTS_KEPT = 2
 PR_SET_PDEATHSIG = 1
+# Test hook: "fork:MS" pauses a snapshot child MS ms right after the fork (the window before it
+# asks to die with its parent), "publish:MS" right before it renames its file into place.
+# Unset in production.
+CHILD_PAUSE_ENVIRONMENT = "ATPD_TEST_SNAPSHOT_CHILD_PAUSE"
+CHILD_PARENT_GONE_EXIT_CODE = 3
 # No command encodes to more than this (a Reserve of 100 lines is ~20 KiB): the journal is
 # asked to keep this much backlog room free before a command is applied.
 LARGEST_RECORD_BYTES = 1 << 20
@@ -91,13 +97,45 @@ class SnapshotInfo:
     segments_removed: int
 
 
-def _die_with_parent() -> None:
-    """In a snapshot child: be killed if the server dies, so no orphan writes on."""
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once in the parent: a child forked from a threaded process must
+    not dlopen (the loader lock may be held by a thread that does not exist in the child)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:  # not glibc: the staging directory is cleaned at the next start anyway
-        pass
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def _child_pause(where: str) -> None:
+    """The test hook: sleep in the child when CHILD_PAUSE_ENVIRONMENT names `where`."""
+    setting = os.environ.get(CHILD_PAUSE_ENVIRONMENT, "")
+    point, _, pause_ms = setting.partition(":")
+    if point == where and pause_ms.isdigit():
+        time.sleep(int(pause_ms) / 1000)
+
+
+def _exit_if_orphaned(parent_pid: int) -> None:
+    """In a snapshot child: end at once, writing nothing, when the server is gone."""
+    if os.getppid() != parent_pid:
+        os._exit(CHILD_PARENT_GONE_EXIT_CODE)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In a snapshot child: be killed if the server dies, so no orphan writes on.
+
+    The server may die between the fork and the prctl call; the signal is then never sent, so
+    the parent pid is checked again once the request is in place (a dead parent's children are
+    re-parented, changing getppid)."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    # Without prctl (not Linux) the checks before writing and before publishing still hold.
+    _exit_if_orphaned(parent_pid)
 
 
 def clean_staging(data_dir: Path) -> None:
@@ -152,17 +190,24 @@ class Snapshotter:
         clean_staging(self.data_dir)
         staging.mkdir(parents=True)
         state = self.state_of()
+        parent_pid = os.getpid()
         fork_started = time.perf_counter()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child, measured by the snapshot tests
             code = 1
             try:
-                _die_with_parent()
+                _child_pause("fork")
+                _die_with_parent(parent_pid)
                 # Drop inherited descriptors (journal lock, segments, sockets): a child that
                 # outlives a killed parent for a moment must not keep the data dir locked.
                 os.closerange(3, os.sysconf("SC_OPEN_MAX"))
                 arrays, blobs = export_state(state)
-                write_snapshot(staging, sequence, arrays, blobs)
+
+                def parent_alive() -> None:
+                    _child_pause("publish")
+                    _exit_if_orphaned(parent_pid)
+
+                write_snapshot(staging, sequence, arrays, blobs, before_publish=parent_alive)
                 code = 0
             except BaseException:
                 log.exception("snapshot child failed")

@@ -27,18 +27,19 @@ import numpy.typing as npt
 
 from atpd.core import bulk_kernels
 from atpd.core.bulk import LoadSummary, find_duplicate
-from atpd.core.ids import ID_PATTERN
+from atpd.core.ids import ID_PATTERN, LOAD_ID_PATTERN
 from atpd.core.limits import MAX_QUANTITY, Limits
 from atpd.core.load_command import BulkLoad as BulkLoadCommand
 from atpd.core.load_command import LoadColumns, LoadMode
 from atpd.core.results import AlreadyExists, CommandRejected, LimitExceeded, NotFound
 from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
+from atpd.core.text import shown
 from atpd.persistence.load_file import collect_unreferenced, new_file_name, write_load_file
 from atpd.service import validation
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine, InternalFailure, WritesUnavailable
-from atpd.service.servicers import _STATUS_BY_ERROR, NotReady
+from atpd.service.errors import NotReady, abort, is_bug, status_of
 from atpd.service.validation import InvalidArgument
 from atpd.service.watch import StreamStalled, end_stalled, write_or_stall
 from atpd.v1 import feeds_pb2, feeds_pb2_grpc
@@ -49,7 +50,6 @@ Response = TypeVar("Response")
 
 # SKUs per availability query when an export computes ATP for a channel / segment.
 ATP_BATCH_SKUS = 1000
-LOAD_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # New SKU ids of a chunk are checked with one regex over them all (the id alphabet has no
 # newline); only when that fails is the first bad one looked for.
 _SKU_LINES = re.compile(
@@ -81,9 +81,9 @@ def load_header(header: feeds_pb2.BulkLoadHeader, state: AtpState, limits: Limit
     load_id = header.load_id
     if not load_id:
         raise InvalidArgument("header.load_id", "is empty")
-    if not LOAD_ID_PATTERN.match(load_id):
+    if not LOAD_ID_PATTERN.fullmatch(load_id):
         raise InvalidArgument(
-            "header.load_id", f"{load_id!r} is not 1-128 characters of letters, digits, . _ -"
+            "header.load_id", f"{shown(load_id)} is not 1-128 characters of letters, digits, . _ -"
         )
     try:
         mode = LoadMode(header.mode)
@@ -218,9 +218,11 @@ class LoadAssembler:
         if -1 in codes:
             new_entries = [entry for entry, code in enumerate(codes) if code < 0]
             new_names = [names[entry] for entry in new_entries]
-            if not _SKU_LINES.fullmatch("\n".join(new_names)):
+            joined = "\n".join(new_names)
+            # The count matters: "A\nB" as one name would pass the joined pattern as two.
+            if joined.count("\n") != len(new_names) - 1 or not _SKU_LINES.fullmatch(joined):
                 for entry, name in zip(new_entries, new_names, strict=True):
-                    if not ID_PATTERN.match(name):
+                    if not ID_PATTERN.fullmatch(name):
                         column = "sku" if index is None else "skus"
                         validation.sku_id(name, self._field(where, index, entry, column))
                 raise AssertionError("a new SKU failed the joined check but none alone")
@@ -247,10 +249,10 @@ class LoadAssembler:
                 field = self._field(where, index, entry, column)
                 if code < 0:
                     validation.node_id(names[entry], field)
-                    raise NotFound(f"{field}: unknown node {names[entry]!r}")
+                    raise NotFound(f"{field}: unknown node {shown(names[entry])}")
                 raise InvalidArgument(
                     field,
-                    f"{names[entry]!r} is not one of the header's node_ids (a FULL load "
+                    f"{shown(names[entry])} is not one of the header's node_ids (a FULL load "
                     "replaces exactly the nodes it names)",
                 )
         array = np.array(codes, np.int64)
@@ -343,16 +345,13 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
     # ------------------------------------------------------------------ errors and metrics
 
     def _status(self, error: Exception) -> grpc.StatusCode:
-        if isinstance(error, NotReady | WritesUnavailable | StateReplaced):
+        if isinstance(error, StateReplaced):
             return grpc.StatusCode.UNAVAILABLE
         if isinstance(error, LoadInProgress):
             return grpc.StatusCode.ABORTED
         if isinstance(error, StreamIdle | StreamStalled):
             return grpc.StatusCode.DEADLINE_EXCEEDED
-        for error_type, status in _STATUS_BY_ERROR:
-            if isinstance(error, error_type):
-                return status
-        return grpc.StatusCode.INTERNAL
+        return status_of(error)
 
     def _observe(self, method: str, started: float, code: grpc.StatusCode) -> None:
         metrics = self.engine.metrics
@@ -371,10 +370,9 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             raise
         except Exception as error:
             code = self._status(error)
-            if code is grpc.StatusCode.INTERNAL and not isinstance(error, InternalFailure):
+            if is_bug(error):
                 raise
-            await context.abort(code, str(error))
-            raise AssertionError("unreachable") from error  # pragma: no cover
+            await abort(context, code, str(error))
         finally:
             self._observe(method, started, code)
 
@@ -579,9 +577,9 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             end_stalled("ExportPositions", error)
         except Exception as error:
             code = self._status(error)
-            if code is grpc.StatusCode.INTERNAL and not isinstance(error, InternalFailure):
+            if is_bug(error):
                 raise
-            await context.abort(code, str(error))
+            await abort(context, code, str(error))
         finally:
             self._observe("ExportPositions", started, code)
 

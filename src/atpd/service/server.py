@@ -366,6 +366,11 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
         if durability is not None:
             await durability.close(final_snapshot=False)
         raise
+    except BaseException:
+        # Recovery refused the data dir: stop the listener so the refusal is the only output
+        # (a server left running is torn down by its finalizer after the loop closed).
+        await app.server.stop(0)
+        raise
     await stop_event.wait()
     log.info("shutting down: draining for up to %.0f s", DRAIN_SECONDS)
     await stop(app)

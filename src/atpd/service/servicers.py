@@ -17,11 +17,12 @@ import grpc
 
 from atpd import __version__
 from atpd.core.commands import SetRules
-from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
+from atpd.core.results import InvalidCommand
 from atpd.core.rules import RulesError, read_rules_document
 from atpd.service import convert, validation, wire
 from atpd.service.durability import Durability
-from atpd.service.engine import Engine, InternalFailure, WritesUnavailable
+from atpd.service.engine import Engine
+from atpd.service.errors import NotReady, abort, is_bug, status_of
 from atpd.service.watch import (
     StreamStalled,
     Subscriber,
@@ -49,19 +50,6 @@ from atpd.v1 import (
 
 Response = TypeVar("Response")
 
-_STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (validation.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidCommand, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (InternalFailure, grpc.StatusCode.INTERNAL),
-)
-
-
-class NotReady(Exception):
-    pass
-
 
 class _Base:
     def __init__(self, engine: Engine) -> None:
@@ -88,16 +76,11 @@ class _Base:
                 # A write just failed: answer from the state rebuilt from durable records.
                 await self.engine.clean.wait()
             return await handler()
-        except (NotReady, WritesUnavailable) as error:
-            code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, str(error))
         except Exception as error:
-            for error_type, status in _STATUS_BY_ERROR:
-                if isinstance(error, error_type):
-                    code = status
-                    await context.abort(code, str(error))
-            code = grpc.StatusCode.INTERNAL
-            raise
+            code = status_of(error)
+            if is_bug(error):
+                raise
+            await abort(context, code, str(error))
         finally:
             timer = self._latency.get(method)
             if timer is None:
@@ -367,11 +350,11 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
         try:
             subscriber = self._subscribe(request, peer_host(context.peer()))
         except Exception as error:
-            for error_type, status in _STATUS_BY_ERROR:
-                if isinstance(error, error_type):
-                    metrics.rpc_calls.labels("Watch", status.name).inc()
-                    await context.abort(status, str(error))
-            raise
+            status = status_of(error)
+            if is_bug(error):
+                raise
+            metrics.rpc_calls.labels("Watch", status.name).inc()
+            await abort(context, status, str(error))
         hub = self.hub
         sent = 0
 
@@ -398,7 +381,8 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
             while True:
                 if subscriber.overflowed:
                     metrics.rpc_calls.labels("Watch", "RESOURCE_EXHAUSTED").inc()
-                    await context.abort(
+                    await abort(
+                        context,
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"subscriber too slow: its queue of {hub.max_queue_events} events "
                         f"overflowed at sequence {subscriber.dropped_at}; reconnect with "

@@ -6,7 +6,6 @@ what is wrong, which the servicer turns into gRPC INVALID_ARGUMENT.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from atpd.core.commands import (
@@ -26,14 +25,19 @@ from atpd.core.commands import (
     UpsertNode,
 )
 from atpd.core.geo import parse_geo_path
-from atpd.core.ids import ID_PATTERN, NODE_ID_PATTERN
+from atpd.core.ids import (
+    ID_PATTERN,
+    NAME_PATTERN,
+    NODE_ID_PATTERN,
+    RESERVATION_ID_PATTERN,
+    TAG_PATTERN,
+)
 from atpd.core.limits import MAX_QUANTITY, Limits
 from atpd.core.supply import SupplyKind
+from atpd.core.text import shown
 from atpd.v1 import availability_pb2, inventory_pb2, reservations_pb2, rules_pb2, supply_pb2
 
-RESERVATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@#-]{0,127}$")
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+__all__ = ["NAME_PATTERN", "RESERVATION_ID_PATTERN", "TAG_PATTERN", "InvalidArgument"]
 MAX_TAGS = 16
 MAX_REASON_CHARS = 128
 MAX_RULES_BYTES = 1 << 20
@@ -49,9 +53,9 @@ class InvalidArgument(ValueError):
 def sku_id(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument(field, "is empty")
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise InvalidArgument(
-            field, f"{value!r} is not 1-64 characters of letters, digits and . _ : / -"
+            field, f"{shown(value)} is not 1-64 characters of letters, digits and . _ : / -"
         )
     return value
 
@@ -59,25 +63,27 @@ def sku_id(value: str, field: str) -> str:
 def node_id(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument(field, "is empty")
-    if not NODE_ID_PATTERN.match(value):
-        raise InvalidArgument(field, f"{value!r} is not 1-64 characters of letters, digits, . _ -")
+    if not NODE_ID_PATTERN.fullmatch(value):
+        raise InvalidArgument(
+            field, f"{shown(value)} is not 1-64 characters of letters, digits, . _ -"
+        )
     return value
 
 
 def reservation_id(value: str, field: str = "reservation_id") -> str:
     if not value:
         raise InvalidArgument(field, "is empty")
-    if not RESERVATION_ID_PATTERN.match(value):
+    if not RESERVATION_ID_PATTERN.fullmatch(value):
         raise InvalidArgument(
-            field, f"{value!r} is not 1-128 characters of letters, digits and . _ : / @ # -"
+            field, f"{shown(value)} is not 1-128 characters of letters, digits and . _ : / @ # -"
         )
     return value
 
 
 def name(value: str, field: str) -> str:
     """A channel or segment name ('' means the default)."""
-    if value and not NAME_PATTERN.match(value):
-        raise InvalidArgument(field, f"{value!r} is not 1-32 lowercase letters, digits, _ -")
+    if value and not NAME_PATTERN.fullmatch(value):
+        raise InvalidArgument(field, f"{shown(value)} is not 1-32 lowercase letters, digits, _ -")
     return value
 
 
@@ -95,7 +101,7 @@ def geo_prefix(value: str, field: str = "geo_prefix") -> str:
     try:
         parse_geo_path(value)
     except ValueError as error:
-        raise InvalidArgument(field, f"{value!r} {error}") from None
+        raise InvalidArgument(field, f"{shown(value)} {error}") from None
     return value
 
 
@@ -181,12 +187,14 @@ def upsert_node(request: inventory_pb2.UpsertNodeRequest, limits: Limits) -> Ups
     try:
         path = parse_geo_path(node.geo_path)
     except ValueError as error:
-        raise InvalidArgument("node.geo_path", f"{node.geo_path!r} {error}") from None
+        raise InvalidArgument("node.geo_path", f"{shown(node.geo_path)} {error}") from None
     if len(node.tags) > MAX_TAGS:
         raise InvalidArgument("node.tags", f"has {len(node.tags)} tags, at most {MAX_TAGS}")
     for i, tag in enumerate(node.tags):
-        if not TAG_PATTERN.match(tag):
-            raise InvalidArgument(f"node.tags[{i}]", f"{tag!r} is not 1-32 letters, digits, _ -")
+        if not TAG_PATTERN.fullmatch(tag):
+            raise InvalidArgument(
+                f"node.tags[{i}]", f"{shown(tag)} is not 1-32 letters, digits, _ -"
+            )
     return UpsertNode(
         node_id(node.node_id, "node.node_id"),
         kind,
@@ -240,7 +248,7 @@ def availability_query(
         )
     skus = list(request.skus)
     for i, sku in enumerate(skus):
-        if not sku or not ID_PATTERN.match(sku):
+        if not sku or not ID_PATTERN.fullmatch(sku):
             sku_id(sku, f"skus[{i}]")
     node_ids = tuple(request.node_ids)
     for i, value in enumerate(node_ids):
