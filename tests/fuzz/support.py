@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import message_factory
+from google.protobuf import message_factory, text_format
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
@@ -77,7 +77,12 @@ def message_class(descriptor: Descriptor) -> type[Message]:
 
 
 def short_repr(value: object, limit: int = REPR_CHARS) -> str:
-    text = repr(value)
+    if isinstance(value, Message):
+        text = f"{value.DESCRIPTOR.name}({text_format.MessageToString(value, as_one_line=True)})"
+    elif isinstance(value, list):
+        text = "[" + ", ".join(short_repr(item, limit) for item in value) + "]"
+    else:
+        text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 

@@ -101,7 +101,9 @@ def seed_world(channel: grpc.Channel) -> None:
                 on_hand=10**9 if sku == "FZ-BIG" else 100,
                 source_sequence=1,
             )
-            response = call(channel, f"{INVENTORY}/SetStock", request, inventory_pb2.SetStockResponse)
+            response = call(
+                channel, f"{INVENTORY}/SetStock", request, inventory_pb2.SetStockResponse
+            )
             assert response.outcome == common_pb2.OUTCOME_OK, response
     supply = supply_pb2.AddSupplyRequest(
         supply_id=SEEDED_SUPPLY[0],
@@ -120,7 +122,9 @@ def seed_world(channel: grpc.Channel) -> None:
             ttl_ms=LONG_TTL_MS,
             kind=common_pb2.RESERVATION_KIND_CART,
         )
-        response = call(channel, f"{RESERVATIONS}/Reserve", request, reservations_pb2.ReserveResponse)
+        response = call(
+            channel, f"{RESERVATIONS}/Reserve", request, reservations_pb2.ReserveResponse
+        )
         assert response.outcome == common_pb2.OUTCOME_OK, response
 
 
@@ -273,7 +277,9 @@ def fingerprint(channel: grpc.Channel, reservation_ids: set[str]) -> dict[str, A
         inventory_pb2.ListNodesRequest(),
         inventory_pb2.ListNodesResponse,
     )
-    rules = call(channel, f"{RULES}/GetRules", rules_pb2.GetRulesRequest(), rules_pb2.GetRulesResponse)
+    rules = call(
+        channel, f"{RULES}/GetRules", rules_pb2.GetRulesRequest(), rules_pb2.GetRulesResponse
+    )
     supplies = call(
         channel,
         f"{SUPPLY}/ListSupply",
@@ -282,7 +288,10 @@ def fingerprint(channel: grpc.Channel, reservation_ids: set[str]) -> dict[str, A
     )
     positions = []
     for chunk in iter_stream(
-        channel, f"{FEEDS}/ExportPositions", feeds_pb2.ExportPositionsRequest(), feeds_pb2.PositionChunk
+        channel,
+        f"{FEEDS}/ExportPositions",
+        feeds_pb2.ExportPositionsRequest(),
+        feeds_pb2.PositionChunk,
     ):
         positions.append(chunk.SerializeToString(deterministic=True))
     reservations: dict[str, bytes | str] = {}
@@ -290,7 +299,10 @@ def fingerprint(channel: grpc.Channel, reservation_ids: set[str]) -> dict[str, A
         request = reservations_pb2.GetReservationRequest(reservation_id=reservation_id)
         try:
             response = call(
-                channel, f"{RESERVATIONS}/GetReservation", request, reservations_pb2.ReservationResponse
+                channel,
+                f"{RESERVATIONS}/GetReservation",
+                request,
+                reservations_pb2.ReservationResponse,
             )
         except grpc.RpcError as error:
             assert isinstance(error, grpc.Call)
