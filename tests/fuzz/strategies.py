@@ -10,7 +10,7 @@ requests reach the commands instead of stopping at the first validation.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -224,6 +224,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         return _doubles()
     if field.type == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
         numbers = sorted(value.number for value in field.enum_type.values)
         # proto3 enums are open: any int32 is a legal wire value.
         return st.one_of(
@@ -239,6 +240,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
 
 def _field_value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
+        assert field.message_type is not None
         single: st.SearchStrategy[Any] = message_strategy(field.message_type, depth + 1)
     else:
         single = _scalar(field)
@@ -290,6 +292,12 @@ def message_strategy(descriptor: Descriptor, depth: int = 0) -> st.SearchStrateg
     return strategy
 
 
+def strategy_for(message_class: type[Message]) -> st.SearchStrategy[Message]:
+    """Any instance of `message_class`."""
+    # types-protobuf types DESCRIPTOR as a union with the C implementation's class.
+    return message_strategy(cast(Descriptor, message_class.DESCRIPTOR))
+
+
 # ----------------------------------------------------------------------- raw byte payloads
 
 
@@ -320,6 +328,7 @@ def invalid_utf8_payload(descriptor: Descriptor) -> st.SearchStrategy[bytes]:
         if field.type == FieldDescriptor.TYPE_STRING:
             paths.append((field.number,))
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            assert field.message_type is not None
             paths.extend(
                 (field.number, inner.number)
                 for inner in field.message_type.fields

@@ -192,7 +192,8 @@ def call_raw(
                     if len(replies) >= MAX_STREAM_MESSAGES:
                         break
             finally:
-                stream.cancel()
+                # grpc-stubs leaves the call iterator's cancel() unannotated.
+                stream.cancel()  # type: ignore[no-untyped-call]
         else:
             assert isinstance(payload, bytes)
             unary_unary = channel.unary_unary(

@@ -48,6 +48,7 @@ from .strategies import (
     WAREHOUSE,
     message_strategy,
     raw_payload,
+    strategy_for,
 )
 from .support import (
     Findings,
@@ -83,7 +84,10 @@ RULES = "/atpd.v1.RulesService"
 
 def seed_world(channel: grpc.Channel) -> None:
     """Two nodes, three SKUs (one at the on_hand bound), a purchase order, two holds."""
-    for node_id, kind in ((WAREHOUSE, common_pb2.NODE_KIND_WAREHOUSE), (STORE, 2)):
+    for node_id, kind in (
+        (WAREHOUSE, common_pb2.NODE_KIND_WAREHOUSE),
+        (STORE, common_pb2.NODE_KIND_STORE),
+    ):
         node = inventory_pb2.Node(
             node_id=node_id, kind=kind, geo_path="EU/FR/PAR", ships=True, pickup=True, enabled=True
         )
@@ -116,14 +120,14 @@ def seed_world(channel: grpc.Channel) -> None:
     response = call(channel, f"{SUPPLY}/AddSupply", supply, supply_pb2.SupplyResponse)
     assert response.outcome == common_pb2.OUTCOME_OK, response
     for reservation_id, sku, node_id in zip(SEEDED_RESERVATIONS, SKUS, NODES, strict=False):
-        request = reservations_pb2.ReserveRequest(
+        reserve = reservations_pb2.ReserveRequest(
             reservation_id=reservation_id,
             lines=[reservations_pb2.ReservationLine(sku=sku, node_id=node_id, quantity=2)],
             ttl_ms=LONG_TTL_MS,
             kind=common_pb2.RESERVATION_KIND_CART,
         )
         response = call(
-            channel, f"{RESERVATIONS}/Reserve", request, reservations_pb2.ReserveResponse
+            channel, f"{RESERVATIONS}/Reserve", reserve, reservations_pb2.ReserveResponse
         )
         assert response.outcome == common_pb2.OUTCOME_OK, response
 
@@ -133,9 +137,9 @@ def seed_world(channel: grpc.Channel) -> None:
 
 def bulk_load_streams() -> st.SearchStrategy[list[Message]]:
     """A header, chunks whose columns agree (or not), and a commit that counts them (or not)."""
-    header = message_strategy(feeds_pb2.BulkLoadHeader.DESCRIPTOR)
-    chunk = message_strategy(feeds_pb2.PositionChunk.DESCRIPTOR)
-    commit = message_strategy(feeds_pb2.BulkLoadCommit.DESCRIPTOR)
+    header = strategy_for(feeds_pb2.BulkLoadHeader)
+    chunk = strategy_for(feeds_pb2.PositionChunk)
+    commit = strategy_for(feeds_pb2.BulkLoadCommit)
 
     @st.composite
     def coherent_chunk(draw: st.DrawFn) -> feeds_pb2.PositionChunk:
@@ -173,7 +177,7 @@ def bulk_load_streams() -> st.SearchStrategy[list[Message]]:
             messages.append(feeds_pb2.BulkLoadRequest(commit=draw(commit)))  # type: ignore[arg-type]
         return messages
 
-    any_messages = st.lists(message_strategy(feeds_pb2.BulkLoadRequest.DESCRIPTOR), max_size=4)
+    any_messages = st.lists(strategy_for(feeds_pb2.BulkLoadRequest), max_size=4)
     return st.one_of(stream(), stream(), any_messages)
 
 

@@ -5,6 +5,7 @@ ahead of the head, a rules change, a caller never watched back then)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 
 from service.harness import RPC_TIMEOUT_S, ServerThread, World
@@ -233,6 +234,7 @@ def test_events_published_while_sync_is_sent_are_not_lost(server: ServerThread) 
             event: watch_pb2.WatchEvent | None = await asyncio.wait_for(anext(stream), 2.0)
         except TimeoutError:
             event = None
+        assert inspect.isasyncgen(stream)
         await stream.aclose()
         return sync, event
 
