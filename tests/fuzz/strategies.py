@@ -292,10 +292,104 @@ def message_strategy(descriptor: Descriptor, depth: int = 0) -> st.SearchStrateg
     return strategy
 
 
-def strategy_for(message_class: type[Message]) -> st.SearchStrategy[Message]:
-    """Any instance of `message_class`."""
+# ------------------------------------------------- valid requests with one hostile field
+
+# Plausible values by field name: a request built from these passes validation, so that a
+# single hostile field (the mutant) is what the server has to cope with deep inside.
+VALID_INTS: dict[str, Callable[[], st.SearchStrategy[int]]] = {
+    "ttl_ms": lambda: st.integers(LONG_TTL_MS, MAX_TTL_MS),
+    "quantity": lambda: st.integers(1, 5),
+    "on_hand": lambda: st.integers(0, 1_000),
+    "safety_stock": lambda: st.integers(0, 3),
+    "delta": lambda: st.sampled_from((-2, -1, 1, 2, 50)),
+    "source_sequence": lambda: st.integers(2, 10**6),
+    "eta_ms": lambda: st.integers(4_000_000_000_000, 4_100_000_000_000),
+    "received": lambda: st.integers(1, 5),
+}
+VALID_STRINGS: dict[str, Callable[[], st.SearchStrategy[str]]] = {
+    "sku": lambda: st.sampled_from(SKUS),
+    "skus": lambda: st.sampled_from(SKUS),
+    "node_id": lambda: st.sampled_from(NODES),
+    "node_ids": lambda: st.sampled_from(NODES),
+    "reservation_id": lambda: st.one_of(
+        st.sampled_from(SEEDED_RESERVATIONS), _fresh_reservation_ids()
+    ),
+    "supply_id": lambda: st.from_regex(r"po-[a-z0-9]{1,8}", fullmatch=True),
+    "load_id": lambda: st.from_regex(r"load-[a-z0-9]{1,8}", fullmatch=True),
+    "channel": lambda: st.just(""),
+    "segment": lambda: st.just(""),
+    "geo_path": lambda: st.sampled_from(GEO_PATHS),
+    "geo_prefix": lambda: st.sampled_from(("", *GEO_PATHS)),
+    "text": lambda: st.just(VALID_RULES),
+}
+
+
+def _valid_value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
+    single: st.SearchStrategy[Any]
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        assert field.message_type is not None
+        single = mutant_strategy(field.message_type, depth + 1, mutate=False)
+    elif field.type == FieldDescriptor.TYPE_STRING:
+        named = VALID_STRINGS.get(field.name)
+        single = named() if named else st.from_regex(r"[a-z]{1,8}", fullmatch=True)
+    elif field.type == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
+        defined = [value.number for value in field.enum_type.values if value.number]
+        single = st.sampled_from(defined or [0])
+    elif field.type == FieldDescriptor.TYPE_BOOL:
+        single = st.booleans()
+    elif field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        single = st.floats(0.0, 100.0)
+    elif field.type == FieldDescriptor.TYPE_BYTES:
+        single = st.binary(max_size=8)
+    else:
+        named_int = VALID_INTS.get(field.name)
+        single = named_int() if named_int else st.integers(0, 10)
+    if field.is_repeated:
+        return st.lists(single, min_size=1, max_size=3 if depth < MAX_DEPTH else 1)
+    return single
+
+
+def mutant_strategy(
+    descriptor: Descriptor, depth: int = 0, *, mutate: bool = True
+) -> st.SearchStrategy[Message]:
+    """A plausible instance of the message with (when `mutate`) one field, possibly inside a
+    nested message, replaced by a hostile value."""
+    message_class = message_factory.GetMessageClass(descriptor)
+    if depth > MAX_DEPTH:
+        return st.just(message_class())
+    fields = list(descriptor.fields)
+    valid = {field.name: _valid_value(field, depth) for field in fields}
+    if not mutate or not fields:
+        return st.fixed_dictionaries(valid).map(lambda values: _build(message_class, values))
+    hostile = {field.name: _field_value(field, depth) for field in fields}
+    for field in fields:
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            # Or a valid nested message with its own hostile field.
+            assert field.message_type is not None
+            inner = mutant_strategy(field.message_type, depth + 1)
+            hostile[field.name] = st.one_of(
+                hostile[field.name],
+                st.lists(inner, min_size=1, max_size=2) if field.is_repeated else inner,
+            )
+
+    def with_mutant(name: str) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries({**valid, name: hostile[name]})
+
+    return (
+        st.sampled_from([field.name for field in fields])
+        .flatmap(with_mutant)
+        .map(lambda values: _build(message_class, values))
+    )
+
+
+def strategy_for(
+    message_class: type[Message], *, mutant: bool = False
+) -> st.SearchStrategy[Message]:
+    """Any instance of `message_class` (`mutant`: a plausible one with one hostile field)."""
     # types-protobuf types DESCRIPTOR as a union with the C implementation's class.
-    return message_strategy(cast(Descriptor, message_class.DESCRIPTOR))
+    descriptor = cast(Descriptor, message_class.DESCRIPTOR)
+    return mutant_strategy(descriptor) if mutant else message_strategy(descriptor)
 
 
 # ----------------------------------------------------------------------- raw byte payloads

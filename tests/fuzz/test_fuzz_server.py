@@ -14,6 +14,7 @@ Failures are collected, not raised one by one: the assertion lists every distinc
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,7 @@ from .strategies import (
     STORE,
     WAREHOUSE,
     message_strategy,
+    mutant_strategy,
     raw_payload,
     strategy_for,
 )
@@ -57,6 +59,8 @@ from .support import (
     call,
     call_raw,
     iter_stream,
+    message_class,
+    short_repr,
     traceback_summaries,
 )
 
@@ -64,8 +68,8 @@ pytestmark = pytest.mark.fuzz
 
 # Wall-clock budgets (seconds of fuzzing per test) and example counts per method: together
 # with four server starts they keep the module near a minute on two shared cores.
-GRACEFUL_FUZZ_S = 26.0
-KILL_FUZZ_S = 12.0
+GRACEFUL_FUZZ_S = 22.0
+KILL_FUZZ_S = 10.0
 TYPED_EXAMPLES = 150
 RAW_EXAMPLES = 30
 # Share of a method's time spent on typed messages (the rest on raw bytes).
@@ -137,7 +141,9 @@ def seed_world(channel: grpc.Channel) -> None:
 
 def bulk_load_streams() -> st.SearchStrategy[list[Message]]:
     """A header, chunks whose columns agree (or not), and a commit that counts them (or not)."""
-    header = strategy_for(feeds_pb2.BulkLoadHeader)
+    header = st.one_of(
+        strategy_for(feeds_pb2.BulkLoadHeader, mutant=True), strategy_for(feeds_pb2.BulkLoadHeader)
+    )
     chunk = strategy_for(feeds_pb2.PositionChunk)
     commit = strategy_for(feeds_pb2.BulkLoadCommit)
 
@@ -187,7 +193,11 @@ def typed_requests(method: Method) -> st.SearchStrategy[Any]:
         if method.name == "BulkLoad":
             return bulk_load_streams()
         return st.lists(message_strategy(method.request_descriptor), max_size=4)
-    return message_strategy(method.request_descriptor)
+    # Half plausible requests with one hostile field (they reach the commands), half
+    # anything the descriptors allow.
+    return st.one_of(
+        mutant_strategy(method.request_descriptor), message_strategy(method.request_descriptor)
+    )
 
 
 def raw_requests(method: Method) -> st.SearchStrategy[Any]:
@@ -199,6 +209,28 @@ def raw_requests(method: Method) -> st.SearchStrategy[Any]:
 
 
 # ------------------------------------------------------------------------------- fuzzing
+
+# Fields that hold identifiers (free text such as `reason`, `source` or rule `text` may hold
+# anything).
+ID_FIELDS = frozenset(
+    {"sku", "skus", "node_id", "node_ids", "reservation_id", "supply_id", "load_id"}
+    | {"channel", "segment", "geo_path", "geo_prefix", "tags"}
+)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def ids_with_control_characters(message: Message) -> set[str]:
+    """Every id value in the message (nested ones included) holding a control character."""
+    found: set[str] = set()
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            for item in value if field.is_repeated else [value]:
+                found |= ids_with_control_characters(item)
+        elif field.name in ID_FIELDS and field.type == field.TYPE_STRING:
+            for item in value if field.is_repeated else [value]:
+                if CONTROL_CHARACTERS.search(item):
+                    found.add(item)
+    return found
 
 
 class Fuzzer:
@@ -221,6 +253,24 @@ class Fuzzer:
         assert isinstance(message, reservations_pb2.ReserveRequest)
         self.reservation_ids.add(message.reservation_id)
 
+    def check_accepted_ids(self, method: Method, request: Message, reply: bytes) -> None:
+        """A write answered OK must not have taken an id with a control character (an id
+        ending in a newline once blocked every restart)."""
+        response_class = message_class(method.descriptor.output_type)
+        try:
+            response = response_class.FromString(reply)
+        except DecodeError:
+            self.findings.add(method.name, "reply does not decode", short_repr(reply), request)
+            return
+        values = {field.name: value for field, value in response.ListFields()}
+        if values.get("outcome") != common_pb2.OUTCOME_OK:
+            return
+        bad = sorted(ids_with_control_characters(request))
+        if bad:
+            self.findings.add(
+                method.name, "accepted an id with a control character", repr(bad[:3]), request
+            )
+
     def send(self, method: Method, request: Any) -> None:
         if method.client_streaming:
             items = list(request)
@@ -232,7 +282,9 @@ class Fuzzer:
             payload = request if isinstance(request, bytes) else request.SerializeToString()
         for item in items:
             self.track(method, item)
-        call_raw(self.channel, self.findings, method, payload, request)
+        replies = call_raw(self.channel, self.findings, method, payload, request)
+        if replies and isinstance(request, Message) and not method.server_streaming:
+            self.check_accepted_ids(method, request, replies[0])
 
     def run(self, budget_s: float) -> None:
         methods = all_methods()
@@ -382,7 +434,11 @@ def restart(server: Daemon, fuzzer: Fuzzer, how: str) -> bool:
     try:
         server.start()
     except AssertionError as error:
-        fuzzer.findings.add("restart", f"no restart after {how}", str(error)[-1500:], "")
+        # The exception that stopped the start: the first traceback of this start's log
+        # (later ones are teardown noise), else the end of the message.
+        failures = traceback_summaries(server.log_text())
+        reason = failures[0][1] if failures else str(error)[-300:]
+        fuzzer.findings.add("restart", f"no restart after {how}", reason, "")
         server.close()
         return False
     return True
@@ -407,7 +463,8 @@ def fuzz_then_restart(
                 fuzzer.findings.add("restart", f"state changed across {how}", difference, "")
             server.terminate()
             digest_after_restart = recovered_digest(data_dir, fuzzer, "after the restart")
-            if digest_at_stop != digest_after_restart:
+            recovered = digest_at_stop is not None and digest_after_restart is not None
+            if recovered and digest_at_stop != digest_after_restart:
                 fuzzer.findings.add(
                     "restart",
                     "digest changed",
