@@ -104,17 +104,30 @@ VALID_RULES = (
     "[channels.web]\nmax_per_line = 3\n[channels.store]\n"
     'nodes = { kinds = ["WAREHOUSE", "STORE", "OUTLET"] }\n'
 )
+
+
+def _rules_with(policy_line: str = "", web_line: str = "") -> str:
+    """The valid rule set with one more line in [policy] and one in [channels.web]."""
+    text = VALID_RULES.replace(
+        "[policy]\n", f"[policy]\n{policy_line}\n" if policy_line else "[policy]\n"
+    )
+    return text.replace(
+        "[channels.web]\n", f"[channels.web]\n{web_line}\n" if web_line else "[channels.web]\n"
+    )
+
+
 HOSTILE_RULES = (
     "",
     "version = 1",
-    'version = "x"\n[policy]\nsupply = { horizon_hours = inf }\n',
-    'version = "x"\n[policy]\nsupply = { horizon_hours = nan }\n',
-    'version = "x"\n[policy]\nsupply = { horizon_hours = -inf }\n',
-    'version = "x"\n[channels.web]\nmax_per_line = 9223372036854775807\n',
-    'version = "x"\n[channels.web]\nmax_per_line = -1\n',
-    'version = "x"\n[channels.web]\nbuffer = 1e308\n',
-    "a = " + "[" * 400 + "]" * 400 + "\n",
-    "a = " + "{b = " * 300 + "1" + "}" * 300 + "\n",
+    _rules_with(policy_line="supply = { horizon_hours = inf }"),
+    _rules_with(policy_line="supply = { horizon_hours = nan }"),
+    _rules_with(policy_line="supply = { horizon_hours = -inf }"),
+    _rules_with(policy_line="supply = { horizon_hours = 1e308 }"),
+    _rules_with(web_line="buffer = 9223372036854775807"),
+    _rules_with(web_line="buffer = -1"),
+    _rules_with(web_line='nodes = { kinds = ["WAREHOUSE"], include = ["WH-EU-01\\n"] }'),
+    "a = " + "[" * 3000 + "]" * 3000 + "\n",
+    "a = " + "{b = " * 3000 + "1" + "}" * 3000 + "\n",
     "a." + ".".join(f"k{i}" for i in range(400)) + " = 1\n",
     'version = "x\n"\n',
     "[[[[",
