@@ -241,17 +241,21 @@ class Fuzzer:
         self.findings = Findings()
         self.reservation_ids: set[str] = set(SEEDED_RESERVATIONS)
 
-    def track(self, method: Method, message: Message | bytes) -> None:
-        """Remember reservation ids the server may have accepted (for the fingerprint)."""
+    def track(self, method: Method, message: Message | bytes, reply: bytes) -> None:
+        """Remember the ids of reservations the server acknowledged (for the fingerprint:
+        other ids may answer differently from one call to the next, e.g. a huge id's echo
+        crossing grpc's probabilistic metadata limit)."""
         if method.name != "Reserve" or len(self.reservation_ids) >= MAX_TRACKED_RESERVATIONS:
             return
-        if isinstance(message, bytes):
-            try:
+        try:
+            response = reservations_pb2.ReserveResponse.FromString(reply)
+            if isinstance(message, bytes):
                 message = reservations_pb2.ReserveRequest.FromString(message)
-            except DecodeError:
-                return
+        except DecodeError:
+            return
         assert isinstance(message, reservations_pb2.ReserveRequest)
-        self.reservation_ids.add(message.reservation_id)
+        if response.outcome == common_pb2.OUTCOME_OK:
+            self.reservation_ids.add(message.reservation_id)
 
     def check_accepted_ids(self, method: Method, request: Message, reply: bytes) -> None:
         """A write answered OK must not have taken an id with a control character (an id
@@ -280,9 +284,9 @@ class Fuzzer:
         else:
             items = [request]
             payload = request if isinstance(request, bytes) else request.SerializeToString()
-        for item in items:
-            self.track(method, item)
         replies = call_raw(self.channel, self.findings, method, payload, request)
+        if replies and not method.client_streaming:
+            self.track(method, items[0], replies[0])
         if replies and isinstance(request, Message) and not method.server_streaming:
             self.check_accepted_ids(method, request, replies[0])
 
