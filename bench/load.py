@@ -78,8 +78,8 @@ def run_h2load(
         preexec_fn=lambda: os.sched_setaffinity(0, cpus),
     )
     text = out.stdout + out.stderr
-    finished, requests, traffic = (p.search(text) for p in (_FINISHED, _REQUESTS, _TRAFFIC))
-    if out.returncode != 0 or not (finished and requests and traffic):
+    finished, counts, traffic = (p.search(text) for p in (_FINISHED, _REQUESTS, _TRAFFIC))
+    if out.returncode != 0 or not (finished and counts and traffic):
         raise RuntimeError(f"h2load failed ({out.returncode}):\n{text[-3000:]}")
     latency = _LATENCY.search(text)
     mean_ms = 0.0
@@ -88,8 +88,8 @@ def run_h2load(
         mean_ms = float(latency.group(1)) * scale
     return LoadResult(
         requests_per_s=float(finished.group(1)),
-        succeeded=int(requests.group(1)),
-        failed=int(requests.group(2)),
+        succeeded=int(counts.group(1)),
+        failed=int(counts.group(2)),
         data_bytes=int(traffic.group(3)),
         mean_latency_ms=round(mean_ms, 3),
         raw=text,
@@ -103,7 +103,8 @@ async def _client_loop(target: str, path: str, request: bytes, seconds: float, s
     import grpc
 
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(path)  # no serializers: bytes in, bytes out
+        # No serializers: bytes in, bytes out.
+        call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
         deadline = time.monotonic() + seconds
         done = 0
 

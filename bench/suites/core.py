@@ -323,7 +323,6 @@ def _reserve_breakdown(state: AtpState, commands: list[Reserve], rounds: int) ->
             "",
             command.ttl_ms,
             state.now_ms,
-            (),
         )
 
     expiry = state.expiry

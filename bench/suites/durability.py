@@ -68,7 +68,7 @@ def _status(target: str) -> Any:
     from atpd.v1 import admin_pb2, admin_pb2_grpc
 
     with grpc.insecure_channel(target) as channel:
-        stub = admin_pb2_grpc.AdminServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
         return stub.GetStatus(admin_pb2.GetStatusRequest(), timeout=10)
 
 

@@ -67,8 +67,13 @@ def hot_skus() -> list[str]:
 async def _pairs(target: str, skus: list[str], prefix: str, seconds: float, streams: int) -> int:
     """Reserve one unit then release it, `streams` at a time, for `seconds`: pairs done."""
     async with grpc.aio.insecure_channel(target) as channel:
-        reserve = channel.unary_unary(RESERVE_PATH)  # bytes in, bytes out
-        release = channel.unary_unary(RELEASE_PATH)
+        # No serializers: bytes in, bytes out.
+        reserve = channel.unary_unary(
+            RESERVE_PATH, request_serializer=None, response_deserializer=None
+        )
+        release = channel.unary_unary(
+            RELEASE_PATH, request_serializer=None, response_deserializer=None
+        )
         deadline = time.monotonic() + seconds
         done = 0
 
@@ -162,7 +167,7 @@ async def _subscribe(target: str, requests: list[bytes], conn: Connection) -> No
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for channel in channels:
-        await channel.close()
+        await channel.close(None)
 
 
 def _subscriber_process(

@@ -360,7 +360,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     channel = _channel(args)
     deadline = args.timeout or None
     listed = _call(
-        lambda: inventory_pb2_grpc.InventoryServiceStub(channel).ListNodes(  # type: ignore[no-untyped-call]
+        lambda: inventory_pb2_grpc.InventoryServiceStub(channel).ListNodes(
             inventory_pb2.ListNodesRequest(), timeout=deadline
         )
     )
@@ -411,7 +411,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             progress.update(sent)
         yield feeds_pb2.BulkLoadRequest(commit=feeds_pb2.BulkLoadCommit(rows=sent, chunks=chunks))
 
-    stub = feeds_pb2_grpc.FeedServiceStub(channel)  # type: ignore[no-untyped-call]
+    stub = feeds_pb2_grpc.FeedServiceStub(channel)
     try:
         response = _call(lambda: stub.BulkLoad(requests(), timeout=deadline))
     except SystemExit:
@@ -505,7 +505,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         channel=args.channel or "",
         segment=args.segment or "",
     )
-    stub = feeds_pb2_grpc.FeedServiceStub(_channel(args))  # type: ignore[no-untyped-call]
+    stub = feeds_pb2_grpc.FeedServiceStub(_channel(args))
     started = time.perf_counter()
     to_stdout = str(args.file) == "-"
     progress = Progress(0, (args.progress or sys.stderr.isatty()) and not to_stdout, sys.stderr)

@@ -49,7 +49,8 @@ def put_stock(
     sequence = state.position(sku, node_id).last_source_sequence + 1
     command = SetStock(sku, node_id, on_hand, sequence, safety_stock)
     result = state.apply(command, state.now_ms if now_ms is None else now_ms)
-    return result.position
+    position: PositionView = result.position
+    return position
 
 
 def reserve(

@@ -210,7 +210,7 @@ def test_replay_after_terminal_status_returns_it(state: AtpState, end: str) -> N
     else:
         fulfil(state, "r1")
     again = reserve(state, "r1", ("sku-a", "paris", 2), now_ms=now_ms)
-    assert again.replayed
+    assert again.replayed and again.reservation is not None
     assert again.reservation.status is ReservationStatus[end.upper()]
     assert reserved(state, "sku-a", "paris") == 0
 
@@ -242,6 +242,7 @@ def test_pos_sale_reserves_and_fulfils_at_once(state: AtpState) -> None:
     result = reserve(state, "pos1", ("sku-a", "paris", 3), kind=ReservationKind.POS_SALE)
     assert result.outcome is Outcome.OK
     reservation = result.reservation
+    assert reservation is not None
     assert reservation.status is ReservationStatus.FULFILLED
     assert reservation.held == [0]
     assert reservation.fulfilled == [3]
@@ -379,6 +380,7 @@ def test_terminal_reservations_are_purged_after_retention() -> None:
         state.reservation("r1")
     again = reserve(state, "r1", ("sku-a", "paris", 2))
     assert again.outcome is Outcome.OK and not again.replayed
+    assert again.reservation is not None
     assert again.reservation.status is ReservationStatus.HELD
     state.check_invariants()
 
@@ -581,7 +583,8 @@ def test_fulfil_a_subset_keeps_the_rest_held(state: AtpState) -> None:
     state.check_invariants()
     # The rest expires at the original time; what left stays gone.
     state.apply(Tick(), T0 + TTL_MS)
-    assert reservation.status is ReservationStatus.EXPIRED
+    # apply() changed the status behind mypy's narrowing from the assert above.
+    assert reservation.status is ReservationStatus.EXPIRED  # type: ignore[comparison-overlap]
     assert reservation.fulfilled == [3, 0]
     assert state.position("sku-a", "paris").on_hand == 7
     assert atp(state, "sku-b", "berlin") == 3

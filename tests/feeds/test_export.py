@@ -59,7 +59,11 @@ def test_export_refuses_unknown_nodes_and_bad_requests(
         (feeds_pb2.ExportPositionsRequest(channel="Web!"), grpc.StatusCode.INVALID_ARGUMENT),
     ]
     for request, code in cases:
-        error = rpc_error(lambda r=request: list(feeds.ExportPositions(r, timeout=RPC_TIMEOUT_S)))
+
+        def export(r: feeds_pb2.ExportPositionsRequest = request) -> object:
+            return list(feeds.ExportPositions(r, timeout=RPC_TIMEOUT_S))
+
+        error = rpc_error(export)
         assert rpc_code(error) == code, request
 
 

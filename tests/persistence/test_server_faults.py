@@ -381,7 +381,8 @@ def test_hold_past_its_expiry_never_reads_as_held_while_the_journal_is_down(
             assert time.time_ns() // 1_000_000 < hold.expires_at_ms, "disk filled too slowly"
 
             def past_expiry() -> bool:
-                return time.time_ns() // 1_000_000 > hold.expires_at_ms
+                result: bool = time.time_ns() // 1_000_000 > hold.expires_at_ms
+                return result
 
             wait_until(past_expiry, SHORT_TTL_MS / 1000 * 2, "the hold's expiry time")
             assert status_of(stubs).journal_failure != "", "the journal recovered by itself"

@@ -286,4 +286,5 @@ def reference_atp(
         remaining = units - recorded_consumption(state, protection["name"], sku, node_id)
         protected += max(0, remaining)
     atp = on_hand - reserved - safety - policy.get("buffer", 0) + supply - protected
-    return max(0, atp)
+    result: int = max(0, atp)
+    return result

@@ -5,6 +5,7 @@ read ATP both ways (the numba kernel and the scalar `caller_atp`) and insist the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TypedDict
 
 from atpd.core.commands import (
     AddSupply,
@@ -39,6 +40,13 @@ WAREHOUSES = frozenset(n for n, (kind, _, _) in NODES.items() if kind is NodeKin
 STORES = frozenset(n for n, (kind, _, _) in NODES.items() if kind is NodeKind.STORE)
 # A SKU row only used to move the core's clock (see `advance`).
 CLOCK_SKU = "zz-clock"
+
+
+class Caller(TypedDict):
+    """Who asks: keyword arguments for the `*_as` helpers."""
+
+    channel: str
+    segment: str
 
 
 def make_world(limits: Limits | None = None) -> AtpState:

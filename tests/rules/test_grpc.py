@@ -4,6 +4,8 @@ INVALID_ARGUMENT with the old rules kept, and the supply service end to end."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import grpc
 import pytest
 from service.harness import RPC_TIMEOUT_S, FakeClock, ServerThread, reserve_request, rpc_error
@@ -52,10 +54,16 @@ class Client:
 
     def set_rules(self, text: str, source: str = SOURCE) -> rules_pb2.SetRulesResponse:
         request = rules_pb2.SetRulesRequest(text=text, source=source)
-        return self.api.rules.SetRules(request, timeout=RPC_TIMEOUT_S)
+        response: rules_pb2.SetRulesResponse = self.api.rules.SetRules(
+            request, timeout=RPC_TIMEOUT_S
+        )
+        return response
 
     def get_rules(self) -> rules_pb2.GetRulesResponse:
-        return self.api.rules.GetRules(rules_pb2.GetRulesRequest(), timeout=RPC_TIMEOUT_S)
+        response: rules_pb2.GetRulesResponse = self.api.rules.GetRules(
+            rules_pb2.GetRulesRequest(), timeout=RPC_TIMEOUT_S
+        )
+        return response
 
     def stock(self, sku: str, node_id: str, on_hand: int, safety: int | None = None) -> None:
         sequence = self.sequence[(sku, node_id)] = self.sequence.get((sku, node_id), 0) + 1
@@ -76,7 +84,10 @@ class Client:
             include_nodes=nodes,
             explain=nodes,
         )
-        return self.api.core.availability.GetAvailability(request, timeout=RPC_TIMEOUT_S)
+        response: availability_pb2.GetAvailabilityResponse = (
+            self.api.core.availability.GetAvailability(request, timeout=RPC_TIMEOUT_S)
+        )
+        return response
 
     def reserve(
         self,
@@ -86,7 +97,10 @@ class Client:
         segment: str = "",
     ) -> reservations_pb2.ReserveResponse:
         request = reserve_request(reservation_id, *lines, channel=channel, segment=segment)
-        return self.api.core.reservations.Reserve(request, timeout=RPC_TIMEOUT_S)
+        response: reservations_pb2.ReserveResponse = self.api.core.reservations.Reserve(
+            request, timeout=RPC_TIMEOUT_S
+        )
+        return response
 
     def add_supply(
         self, supply_id: str, sku: str, node_id: str, quantity: int, eta_ms: int, kind: int
@@ -99,7 +113,10 @@ class Client:
             eta_ms=eta_ms,
             kind=kind,  # type: ignore[arg-type]
         )
-        return self.api.supply.AddSupply(request, timeout=RPC_TIMEOUT_S)
+        response: supply_pb2.SupplyResponse = self.api.supply.AddSupply(
+            request, timeout=RPC_TIMEOUT_S
+        )
+        return response
 
     def list_supply(self, sku: str = "") -> list[supply_pb2.Supply]:
         request = supply_pb2.ListSupplyRequest(sku=sku)
@@ -186,11 +203,11 @@ def test_unknown_caller_is_invalid_argument(shop: Client) -> None:
         ("web", "gold", "gold"),
         ("Web!", "", "channel"),
     ):
-        error = rpc_error(lambda c=channel, s=segment: shop.availability(BAG, channel=c, segment=s))
+        error = rpc_error(partial(shop.availability, BAG, channel=channel, segment=segment))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert named in (error.details() or "")
         error = rpc_error(
-            lambda c=channel, s=segment: shop.reserve("x", (BAG, "wh-par", 1), channel=c, segment=s)
+            partial(shop.reserve, "x", (BAG, "wh-par", 1), channel=channel, segment=segment)
         )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert named in (error.details() or "")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 import grpc
 from service.harness import RPC_TIMEOUT_S, ServerThread, reserve_request
@@ -146,9 +147,11 @@ def swapper(api: Api, swap: Swap) -> None:
         current = new
         with swap.condition:
             mark = swap.reads
-            if not swap.condition.wait_for(
-                lambda m=mark: swap.reads >= m + READERS + 1, timeout=RPC_TIMEOUT_S
-            ):
+
+            def readers_moved(m: int = mark) -> bool:
+                return swap.reads >= m + READERS + 1
+
+            if not swap.condition.wait_for(readers_moved, timeout=RPC_TIMEOUT_S):
                 swap.fail("readers made no progress")
                 return
 
@@ -182,9 +185,9 @@ def test_hot_rule_swap_never_gives_a_half_old_half_new_answer(
     for channel in channels:  # connected first, so the race is between requests
         grpc.channel_ready_future(channel).result(timeout=RPC_TIMEOUT_S)
     clients = [Api.on(channel) for channel in channels]
-    readers = [run(lambda i=i: reader(clients[i], swap, i), swap) for i in range(READERS)]
+    readers = [run(partial(reader, clients[i], swap, i), swap) for i in range(READERS)]
     reservers = [
-        run(lambda i=i: reserver(clients[READERS + i], swap, i), swap) for i in range(RESERVERS)
+        run(partial(reserver, clients[READERS + i], swap, i), swap) for i in range(RESERVERS)
     ]
     swapping = run(lambda: swapper(clients[-1], swap), swap)
     for thread in (swapping, *reservers):

@@ -10,6 +10,7 @@ from atpd.core.state import AtpState
 
 from .support import (
     TTL_MS,
+    Caller,
     advance,
     atp_as,
     consumed,
@@ -33,9 +34,9 @@ percent = 50
 for = ["*/vip"]"""
 
 BAG, WATCH = "BAG-1", "WCH-1"
-WEB = {"channel": "web", "segment": "standard"}
-VIP = {"channel": "web", "segment": "vip"}
-STORE = {"channel": "store", "segment": "standard"}
+WEB: Caller = {"channel": "web", "segment": "standard"}
+VIP: Caller = {"channel": "web", "segment": "vip"}
+STORE: Caller = {"channel": "store", "segment": "standard"}
 
 
 def protected_world(*extra: str) -> AtpState:

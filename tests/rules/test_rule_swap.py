@@ -10,6 +10,7 @@ from atpd.core.state import AtpState
 
 from .support import (
     NODES,
+    Caller,
     atp_as,
     atp_by_node,
     consumed,
@@ -25,8 +26,8 @@ FLAGSHIP_3 = 'name = "flagship-bags"\nnodes = { tags = ["flagship"] }\nunits = 3
 FLAGSHIP_4 = 'name = "flagship-bags"\nnodes = { tags = ["flagship"] }\nunits = 4\nfor = ["*/vip"]'
 FLAGSHIP_1 = 'name = "flagship-bags"\nnodes = { tags = ["flagship"] }\nunits = 1\nfor = ["*/vip"]'
 OTHER = 'name = "east"\nnodes = { tags = ["east"] }\nunits = 2\nfor = ["store/*"]'
-WEB = {"channel": "web", "segment": "standard"}
-VIP = {"channel": "web", "segment": "vip"}
+WEB: Caller = {"channel": "web", "segment": "standard"}
+VIP: Caller = {"channel": "web", "segment": "vip"}
 
 
 def world() -> AtpState:
@@ -152,7 +153,7 @@ def test_swap_to_no_protections_then_back_keeps_reserved() -> None:
         rules_text({"channels.web": 'nodes = { kinds = ["STORE"] }'}, version="b"),
         rules_text(protections=(OTHER, FLAGSHIP_4), version="c"),
     ]
-    callers = [WEB, VIP, {"channel": "store", "segment": "standard"}]
+    callers: list[Caller] = [WEB, VIP, {"channel": "store", "segment": "standard"}]
     count = 0
     for round_ in range(6):
         set_rules(state, texts[round_ % 3])

@@ -14,6 +14,7 @@ from atpd.core.supply import SupplyKind
 
 from .support import (
     HOUR_MS,
+    Caller,
     add_supply,
     advance,
     atp_as,
@@ -38,9 +39,9 @@ SUPPLY_TABLES = {
     ),
 }
 BAG = "BAG-1"
-WEB = {"channel": "web", "segment": "standard"}
-VIP = {"channel": "web", "segment": "vip"}
-STORE = {"channel": "store", "segment": "standard"}
+WEB: Caller = {"channel": "web", "segment": "standard"}
+VIP: Caller = {"channel": "web", "segment": "vip"}
+STORE: Caller = {"channel": "store", "segment": "standard"}
 
 
 def supply_world(on_hand: int = 5) -> AtpState:

@@ -279,18 +279,24 @@ class World:
         )
         if safety_stock is not None:
             request.safety_stock = safety_stock
-        response = self.api.inventory.SetStock(request, timeout=RPC_TIMEOUT_S)
+        response: inventory_pb2.SetStockResponse = self.api.inventory.SetStock(
+            request, timeout=RPC_TIMEOUT_S
+        )
         assert response.outcome == common_pb2.OUTCOME_OK, response
         return response
 
     def position(self, sku: str, node_id: str) -> inventory_pb2.Position:
         request = inventory_pb2.GetStockRequest(sku=sku, node_id=node_id)
-        return self.api.inventory.GetStock(request, timeout=RPC_TIMEOUT_S).position
+        position: inventory_pb2.Position = self.api.inventory.GetStock(
+            request, timeout=RPC_TIMEOUT_S
+        ).position
+        return position
 
     def total_atp(self, sku: str, **kwargs: Any) -> int:
         request = availability_request(sku, **kwargs)
         response = self.api.availability.GetAvailability(request, timeout=RPC_TIMEOUT_S)
-        return response.items[0].total_atp
+        result: int = response.items[0].total_atp
+        return result
 
 
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:

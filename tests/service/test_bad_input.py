@@ -45,13 +45,18 @@ def reserve(*lines: tuple[str, str, int], **kwargs: Any) -> Callable[[Stubs], An
 
 
 def set_stock(**fields: Any) -> Callable[[Stubs], Any]:
-    values = {"sku": "SKU-1", "node_id": "paris", "on_hand": 1, "source_sequence": 99} | fields
+    values: dict[str, Any] = {
+        "sku": "SKU-1",
+        "node_id": "paris",
+        "on_hand": 1,
+        "source_sequence": 99,
+    } | fields
     request = inventory_pb2.SetStockRequest(**values)
     return lambda api: api.inventory.SetStock(request, timeout=RPC_TIMEOUT_S)
 
 
 def adjust(**fields: Any) -> Callable[[Stubs], Any]:
-    values = {"sku": "SKU-1", "node_id": "paris", "delta": 1} | fields
+    values: dict[str, Any] = {"sku": "SKU-1", "node_id": "paris", "delta": 1} | fields
     request = inventory_pb2.AdjustStockRequest(**values)
     return lambda api: api.inventory.AdjustStock(request, timeout=RPC_TIMEOUT_S)
 
@@ -274,7 +279,7 @@ def test_bad_request_is_refused_naming_the_field_and_changes_nothing(
     before = server.digest()
     error = rpc_error(lambda: case.call(api))
     assert error.code() == case.code, error.details()
-    assert error.details().startswith(f"{case.field}:"), error.details()
+    assert (error.details() or "").startswith(f"{case.field}:"), error.details()
     assert server.digest() == before
     server.check_invariants()
 

@@ -30,7 +30,8 @@ def test_threads_race_for_the_last_units(server: ServerThread, world: World) -> 
         stub = Stubs.on(channels[i]).reservations
         request = reserve_request(f"cart-{i}", ("SKU-1", "paris", 1))
         barrier.wait()
-        return stub.Reserve(request, timeout=RPC_TIMEOUT_S)
+        response: reservations_pb2.ReserveResponse = stub.Reserve(request, timeout=RPC_TIMEOUT_S)
+        return response
 
     with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
         responses = list(pool.map(client, range(CLIENTS)))
@@ -71,7 +72,7 @@ def test_asyncio_clients_get_all_or_nothing_holds(server: ServerThread, world: W
             start.set()
             return await asyncio.gather(*tasks)
         finally:
-            await asyncio.gather(*(c.close() for c in channels))
+            await asyncio.gather(*(c.close(None) for c in channels))
 
     responses = asyncio.run(race())
     outcomes = [r.outcome for r in responses]
@@ -102,15 +103,15 @@ def test_concurrent_lifecycles_conserve_stock(server: ServerThread, world: World
             assert response.outcome == OK
             action = (t + i) % 3
             if action == 0:
-                request = reservations_pb2.ReleaseRequest(reservation_id=rid)
-                assert api.reservations.Release(request, timeout=RPC_TIMEOUT_S).outcome == OK
+                release = reservations_pb2.ReleaseRequest(reservation_id=rid)
+                assert api.reservations.Release(release, timeout=RPC_TIMEOUT_S).outcome == OK
             elif action == 1:
-                request = reservations_pb2.FulfilRequest(reservation_id=rid)
-                assert api.reservations.Fulfil(request, timeout=RPC_TIMEOUT_S).outcome == OK
+                fulfil = reservations_pb2.FulfilRequest(reservation_id=rid)
+                assert api.reservations.Fulfil(fulfil, timeout=RPC_TIMEOUT_S).outcome == OK
                 fulfilled += quantity
             else:
-                request = reservations_pb2.ConfirmRequest(reservation_id=rid)
-                assert api.reservations.Confirm(request, timeout=RPC_TIMEOUT_S).outcome == OK
+                confirm = reservations_pb2.ConfirmRequest(reservation_id=rid)
+                assert api.reservations.Confirm(confirm, timeout=RPC_TIMEOUT_S).outcome == OK
                 kept += quantity
         return fulfilled, kept
 

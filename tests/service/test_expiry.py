@@ -30,7 +30,10 @@ POLL_INTERVAL_S = 0.025
 
 def status_of(api: Stubs, reservation_id: str) -> reservations_pb2.Reservation:
     request = reservations_pb2.GetReservationRequest(reservation_id=reservation_id)
-    return api.reservations.GetReservation(request, timeout=RPC_TIMEOUT_S).reservation
+    response: reservations_pb2.Reservation = api.reservations.GetReservation(
+        request, timeout=RPC_TIMEOUT_S
+    ).reservation
+    return response
 
 
 def nudge(api: Stubs) -> None:

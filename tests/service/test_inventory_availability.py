@@ -146,7 +146,10 @@ def test_adjust_stock_applies_deltas(world: World, api: Stubs) -> None:
         request = inventory_pb2.AdjustStockRequest(
             sku=sku, node_id="paris", delta=delta, reason="receipt"
         )
-        return api.inventory.AdjustStock(request, timeout=RPC_TIMEOUT_S)
+        response: inventory_pb2.AdjustStockResponse = api.inventory.AdjustStock(
+            request, timeout=RPC_TIMEOUT_S
+        )
+        return response
 
     received = adjust(+7, sku="NEW-SKU")
     assert received.outcome == OK

@@ -3,6 +3,8 @@ all-or-nothing refusals."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import grpc
 
 from atpd.config import Config
@@ -31,17 +33,26 @@ RELEASED = common_pb2.RESERVATION_STATUS_RELEASED
 
 def get(api: Stubs, reservation_id: str) -> reservations_pb2.ReservationResponse:
     request = reservations_pb2.GetReservationRequest(reservation_id=reservation_id)
-    return api.reservations.GetReservation(request, timeout=RPC_TIMEOUT_S)
+    response: reservations_pb2.ReservationResponse = api.reservations.GetReservation(
+        request, timeout=RPC_TIMEOUT_S
+    )
+    return response
 
 
 def confirm(api: Stubs, reservation_id: str) -> reservations_pb2.ReservationResponse:
     request = reservations_pb2.ConfirmRequest(reservation_id=reservation_id)
-    return api.reservations.Confirm(request, timeout=RPC_TIMEOUT_S)
+    response: reservations_pb2.ReservationResponse = api.reservations.Confirm(
+        request, timeout=RPC_TIMEOUT_S
+    )
+    return response
 
 
 def release(api: Stubs, reservation_id: str) -> reservations_pb2.ReservationResponse:
     request = reservations_pb2.ReleaseRequest(reservation_id=reservation_id)
-    return api.reservations.Release(request, timeout=RPC_TIMEOUT_S)
+    response: reservations_pb2.ReservationResponse = api.reservations.Release(
+        request, timeout=RPC_TIMEOUT_S
+    )
+    return response
 
 
 def fulfil(
@@ -55,7 +66,10 @@ def fulfil(
         lines=[line(*x) for x in lines],
         release_remainder=release_remainder,
     )
-    return api.reservations.Fulfil(request, timeout=RPC_TIMEOUT_S)
+    response: reservations_pb2.ReservationResponse = api.reservations.Fulfil(
+        request, timeout=RPC_TIMEOUT_S
+    )
+    return response
 
 
 def stock_of(world: World, sku: str, node_id: str) -> tuple[int, int, int]:
@@ -286,9 +300,9 @@ def test_same_id_different_content_is_already_exists(
         reserve_request("cart-1", ("SKU-1", "paris", 2), segment="vip"),
     )
     for request in variants:
-        error = rpc_error(lambda r=request: api.reservations.Reserve(r, timeout=RPC_TIMEOUT_S))
+        error = rpc_error(partial(api.reservations.Reserve, request, timeout=RPC_TIMEOUT_S))
         assert error.code() == grpc.StatusCode.ALREADY_EXISTS, request
-        assert "reservation_id" in error.details()
+        assert "reservation_id" in (error.details() or "")
     assert server.digest() == before
 
 
@@ -367,7 +381,7 @@ def test_open_reservation_limit_is_resource_exhausted(clock: FakeClock) -> None:
         third = reserve_request("cart-3", ("SKU-1", "paris", 1))
         error = rpc_error(lambda: api.reservations.Reserve(third, timeout=RPC_TIMEOUT_S))
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "max_open_reservations" in error.details()
+        assert "max_open_reservations" in (error.details() or "")
         assert server.digest() == before
         release(api, "cart-1")
         assert api.reservations.Reserve(third, timeout=RPC_TIMEOUT_S).outcome == OK

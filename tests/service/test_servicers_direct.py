@@ -129,8 +129,8 @@ def test_grpc_testing_drives_the_write_path(testing_server: grpc_testing.Server)
     request = inventory_pb2.SetStockRequest(sku="S", node_id="paris", on_hand=3, source_sequence=1)
     response, code, _ = invoke(testing_server, INVENTORY, "SetStock", request)
     assert (code, response.outcome, response.position.atp) == (grpc.StatusCode.OK, 1, 3)
-    request = reserve_request("cart-1", ("S", "paris", 2))
-    response, code, _ = invoke(testing_server, RESERVATIONS, "Reserve", request)
+    reserve = reserve_request("cart-1", ("S", "paris", 2))
+    response, code, _ = invoke(testing_server, RESERVATIONS, "Reserve", reserve)
     assert code == grpc.StatusCode.OK
     assert (response.outcome, response.reservation.status) == (
         common_pb2.OUTCOME_OK,

@@ -158,7 +158,7 @@ def atp_of(api: Api, positions: Iterable[tuple[str, str]]) -> dict[tuple[str, st
 
 
 def set_rules(api: Api, text: str) -> rules_pb2.SetRulesResponse:
-    reply = api.rules.SetRules(
+    reply: rules_pb2.SetRulesResponse = api.rules.SetRules(
         rules_pb2.SetRulesRequest(text=text, source="watch-test.toml"), timeout=RPC_TIMEOUT_S
     )
     assert reply.outcome == OK, reply
@@ -181,7 +181,9 @@ def reserve(
         channel=channel,
         segment=segment,
     )
-    reply = api.base.reservations.Reserve(request, timeout=RPC_TIMEOUT_S)
+    reply: reservations_pb2.ReserveResponse = api.base.reservations.Reserve(
+        request, timeout=RPC_TIMEOUT_S
+    )
     assert reply.outcome == OK, reply
     return reply
 
