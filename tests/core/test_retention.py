@@ -55,10 +55,12 @@ def test_retry_of_an_evicted_id_reserves_again() -> None:
     reserve_and_release(state, "r2", T0 + 1)
     again = reserve(state, "r1", ("sku-a", "paris", 1), now_ms=T0 + 2)
     assert again.outcome is Outcome.OK and not again.replayed
+    assert again.reservation is not None
     assert again.reservation.status is ReservationStatus.HELD
     assert reserved(state, "sku-a", "paris") == 1
     # A retained id is still answered from its stored outcome.
     replay = reserve(state, "r2", ("sku-a", "paris", 1), now_ms=T0 + 3)
+    assert replay.reservation is not None
     assert replay.replayed and replay.reservation.status is ReservationStatus.RELEASED
     state.check_invariants()
 
@@ -102,6 +104,7 @@ def test_pos_sale_at_the_cap_is_retained() -> None:
     state = stocked(Limits(max_retained_reservations=1))
     reserve_and_release(state, "cart", T0)
     sale = reserve(state, "sale", ("sku-a", "paris", 2), kind=ReservationKind.POS_SALE)
+    assert sale.reservation is not None
     assert sale.reservation.status is ReservationStatus.FULFILLED
     assert sorted(state.reservations) == ["sale"]
     assert reserve(state, "sale", ("sku-a", "paris", 2), kind=ReservationKind.POS_SALE).replayed

@@ -15,14 +15,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 from sortedcontainers import SortedList
 
 from atpd.config import Config
-from atpd.core import bulk as bulk_module
+from atpd.core import bulk_kernels
 from atpd.core.bulk import LoadColumns, LoadRegistry
 from atpd.core.commands import (
     AddSupply,
@@ -98,7 +98,7 @@ class Faults:
             raise InjectedFault(f"injected at primitive call {self.calls}")
 
 
-class FaultyArray(np.ndarray):  # type: ignore[type-arg]
+class FaultyArray(np.ndarray[Any, Any]):
     """A view of a stock array whose item writes go through the fault counter."""
 
     faults: Faults
@@ -108,7 +108,7 @@ class FaultyArray(np.ndarray):  # type: ignore[type-arg]
         super().__setitem__(key, value)
 
 
-class FaultyDict(dict):  # type: ignore[type-arg]
+class FaultyDict(dict[Any, Any]):
     faults: Faults
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -149,8 +149,9 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
 
         return wrapper
 
-    def setattr_through(cls: type) -> None:
-        original = cls.__setattr__
+    def setattr_through(cls: type[Any]) -> None:
+        # The class's own (unbound) __setattr__; mypy would read it off the metaclass instead.
+        original = cast(Callable[[Any, str, Any], None], cls.__setattr__)
 
         def faulty_setattr(self: Any, name: str, value: Any) -> None:
             faults.hit()
@@ -158,6 +159,7 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
 
         monkeypatch.setattr(cls, "__setattr__", faulty_setattr)
 
+    cls: type[Any]
     for cls in (AtpState, Reservation, Node, Supply):
         setattr_through(cls)
     original_ensure = StockTable.ensure
@@ -182,9 +184,7 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
         for name in names:
             monkeypatch.setattr(cls, name, before(getattr(cls, name)))
     for name in ("apply_rows", "zero_absent"):
-        monkeypatch.setattr(
-            bulk_module.bulk_kernels, name, before(getattr(bulk_module.bulk_kernels, name))
-        )
+        monkeypatch.setattr(bulk_kernels, name, before(getattr(bulk_kernels, name)))
     # The story drives expiry itself (a Tick step); a timer-driven Tick would expire holds in
     # a freshly rebuilt state before it is compared with the pre-command one.
     monkeypatch.setattr(Engine, "_arm_expiry", lambda self: None)

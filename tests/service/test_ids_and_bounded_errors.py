@@ -88,7 +88,12 @@ def availability(**fields: Any) -> Callable[[Stubs, grpc.Channel], Any]:
 
 def add_supply(value: str) -> Callable[[Stubs, grpc.Channel], Any]:
     request = supply_pb2.AddSupplyRequest(
-        supply_id=value, sku="SKU-1", node_id="paris", quantity=1, eta_ms=1, kind=1
+        supply_id=value,
+        sku="SKU-1",
+        node_id="paris",
+        quantity=1,
+        eta_ms=1,
+        kind=supply_pb2.SUPPLY_KIND_PURCHASE_ORDER,
     )
     return lambda _, channel: supply_pb2_grpc.SupplyServiceStub(channel).AddSupply(
         request, timeout=RPC_TIMEOUT_S

@@ -76,7 +76,10 @@ def reserve(
 ) -> reservations_pb2.ReserveResponse:
     request = reserve_request(reservation_id, *lines)
     request.channel = channel
-    return api.reservations.Reserve(request, timeout=RPC_TIMEOUT_S)
+    response: reservations_pb2.ReserveResponse = api.reservations.Reserve(
+        request, timeout=RPC_TIMEOUT_S
+    )
+    return response
 
 
 def shortages(response: reservations_pb2.ReserveResponse) -> list[tuple[str, str, int, int, int]]:
@@ -178,7 +181,8 @@ def test_reserved_units_per_position_are_bounded(
         )
     )
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "lines[1].quantity" in error.details() and "MAX_QUANTITY" in error.details()
+    details = error.details() or ""
+    assert "lines[1].quantity" in details and "MAX_QUANTITY" in details
     assert server.digest() == before
     server.check_invariants()
     assert world.position("BAG-2", "paris").reserved == 0
@@ -193,7 +197,7 @@ def test_open_supply_per_position_is_bounded(
     before = server.digest()
     error = rpc_error(lambda: add_supply(server, "po-2", "BAG-1", "paris", 1))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "MAX_QUANTITY" in error.details()
+    assert "MAX_QUANTITY" in (error.details() or "")
     assert server.digest() == before
     # Another position has its own room.
     assert add_supply(server, "po-3", "BAG-1", "lyon", MAX_QUANTITY).outcome == OK

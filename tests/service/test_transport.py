@@ -49,14 +49,15 @@ BAD_PAYLOADS = {
 }
 
 
-def raw_unary(channel: grpc.Channel, method: str) -> grpc.UnaryUnaryMultiCallable:
+def raw_unary(channel: grpc.Channel, method: str) -> grpc.UnaryUnaryMultiCallable[bytes, bytes]:
     """A client sending and receiving bytes as they are (no protobuf on the client side)."""
     return channel.unary_unary(method, request_serializer=None, response_deserializer=None)
 
 
 def health_serving(api: Stubs) -> bool:
     request = health_pb2.HealthCheckRequest()
-    return api.health.Check(request, timeout=RPC_TIMEOUT_S).status == SERVING
+    serving: bool = api.health.Check(request, timeout=RPC_TIMEOUT_S).status == SERVING
+    return serving
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
