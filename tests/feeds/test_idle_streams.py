@@ -12,7 +12,7 @@ import grpc
 import pytest
 from service.harness import RPC_TIMEOUT_S, FakeClock, ServerThread, running_server, seed_nodes
 
-from atpd.config import Config
+from atpd.config import Config, max_load_chunk_bytes
 from atpd.core.limits import Limits
 from atpd.service.feeds import FeedServicer
 from atpd.v1 import feeds_pb2, feeds_pb2_grpc
@@ -132,7 +132,14 @@ EXPORT_CHUNK_ROWS = 100_000
 def export_server() -> Iterator[ServerThread]:
     """A server with EXPORT_ROWS positions and a one-second stall timeout."""
     limits = Limits(max_load_chunk_rows=EXPORT_CHUNK_ROWS, max_load_rows=EXPORT_ROWS)
-    config = Config(port=0, metrics_port=-1, limits=limits, stream_stall_timeout_s=STALL_TIMEOUT_S)
+    config = Config(
+        port=0,
+        metrics_port=-1,
+        limits=limits,
+        stream_stall_timeout_s=STALL_TIMEOUT_S,
+        # Chunks this large need a receive limit above the default (sized for 25,000 rows).
+        max_receive_message_bytes=max_load_chunk_bytes(EXPORT_CHUNK_ROWS),
+    )
     with running_server(config, FakeClock()) as running:
         seed_nodes(running)
         feeds = feeds_pb2_grpc.FeedServiceStub(running.channel())

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
+from atpd.core.rules import MAX_RULES_CHANNELS
 from atpd.core.text import MAX_MESSAGE_BYTES
 from atpd.v1 import (
     availability_pb2,
@@ -189,14 +190,15 @@ def test_a_100_kb_id_gets_an_error_of_at_most_1_kb(
     assert "100000 characters" in details or "characters" in details, details
 
 
-def test_unknown_channel_among_5000_lists_a_few_known_ones(
+def test_unknown_channel_among_many_lists_a_few_known_ones(
     server: ServerThread, world: World, api: Stubs
 ) -> None:
-    """With 5,000 channels, an unknown channel's error lists a few names and "and N more"."""
-    channels = "".join(f"[channels.c{i}]\n" for i in range(5_000))
+    """With the most channels a rule set may have, an unknown channel's error lists a few names
+    and "and N more" rather than all of them."""
+    channels = "".join(f"[channels.c{i}]\n" for i in range(MAX_RULES_CHANNELS))
     text = f'version = "many"\n[defaults]\nchannel = "c0"\nsegment = "s"\n[segments.s]\n{channels}'
     rules = rules_pb2_grpc.RulesServiceStub(server.channel())
     rules.SetRules(rules_pb2.SetRulesRequest(text=text, source="many"), timeout=60.0)
     details = check_refused(server, api, availability(channel="nope"), "channel")
     assert "unknown channel 'nope'" in details, details
-    assert "and 4995 more" in details, details
+    assert f"and {MAX_RULES_CHANNELS - 5} more" in details, details

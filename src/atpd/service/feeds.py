@@ -370,7 +370,7 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             raise
         except Exception as error:
             code = self._status(error)
-            if is_bug(error):
+            if code is grpc.StatusCode.INTERNAL and is_bug(error):
                 raise
             await abort(context, code, str(error))
         finally:
@@ -577,7 +577,7 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             end_stalled("ExportPositions", error)
         except Exception as error:
             code = self._status(error)
-            if is_bug(error):
+            if code is grpc.StatusCode.INTERNAL and is_bug(error):
                 raise
             await abort(context, code, str(error))
         finally:
