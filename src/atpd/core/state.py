@@ -1164,9 +1164,7 @@ class AtpState:
     def begin_resize(self, sku_capacity: int, node_capacity: int) -> Resize:
         """Start growing the stock table in the background (see core/stock.py `Resize`): the
         caller copies (`Resize.copy_all`, any thread), then calls `finish_resize` here."""
-        return self.stock.begin_resize(
-            sku_capacity, node_capacity, len(self.skus), len(self.nodes)
-        )
+        return self.stock.begin_resize(sku_capacity, node_capacity, len(self.skus), len(self.nodes))
 
     def finish_resize(self, max_rows: int) -> bool:
         """Swap the grown table in when at most `max_rows` rows are left to copy (True), or
