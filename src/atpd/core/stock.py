@@ -59,9 +59,9 @@ class Resize:
         "old_present",
         "old_source_seq",
         "present",
+        "rounds",
         "rows",
         "rows_registered",
-        "rounds",
         "source_seq",
     )
 
@@ -127,12 +127,6 @@ class Resize:
             if self.cancelled:
                 return
             self.copy(start, stop)
-
-    def release_old(self) -> None:
-        """Drop the references to the replaced arrays (after the finish)."""
-        self.old_cells = self.cells
-        self.old_source_seq = self.source_seq
-        self.old_present = self.present
 
 
 class StockTable:
