@@ -5,9 +5,25 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from atpd.core.commands import AdjustStock, Line, NodeKind, Release, Reserve, SetStock, UpsertNode
+from atpd.core.commands import (
+    AddSupply,
+    AdjustStock,
+    Command,
+    Fulfil,
+    Line,
+    NodeKind,
+    ReceiveSupply,
+    Release,
+    Reserve,
+    SetStock,
+    Tick,
+    UpsertNode,
+)
 from atpd.core.limits import Limits
+from atpd.core.load_command import BulkLoad, LoadColumns, LoadMode
+from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
 
 
@@ -84,3 +100,192 @@ def test_growth_preserves_every_position_and_the_digest(
     sku_count, node_count = len(grown.skus), len(grown.nodes)
     assert not grown.stock.present[sku_count:].any()
     assert not grown.stock.cells[:, :, node_count:].any()
+
+
+# ---------------------------------------------------------------- background resize
+
+
+def make_load(
+    load_id: str, full: bool, rows: list[tuple[str, str, int]], sequence: int
+) -> BulkLoad:
+    """A bulk load of (sku, node, on_hand) rows (distinct positions)."""
+    sku_names = list(dict.fromkeys(sku for sku, _, _ in rows))
+    node_names = list(dict.fromkeys(node for _, node, _ in rows))
+    columns = LoadColumns(
+        sku_names,
+        np.array([sku_names.index(sku) for sku, _, _ in rows], np.int32),
+        node_names,
+        np.array([node_names.index(node) for _, node, _ in rows], np.int32),
+        np.array([on_hand for _, _, on_hand in rows], np.int32),
+        np.full(len(rows), -1, np.int32),
+    )
+    mode = LoadMode.FULL if full else LoadMode.DELTA
+    return BulkLoad.create(load_id, mode, sequence, tuple(node_names) if full else (), columns)
+
+
+class ResizeMachine(RuleBasedStateMachine):
+    """Commands interleaved with background-resize steps (begin, copies of arbitrary slices in
+    any order, finish with small budgets, i.e. several rounds) on a table that starts tiny,
+    mirrored on a pre-sized table that never grows: both must always agree."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grown = AtpState(Limits(initial_node_capacity=2, initial_sku_capacity=2))
+        self.reference = AtpState(Limits(initial_node_capacity=64, initial_sku_capacity=64))
+        self.now_ms = 1
+        self.loads = 0
+        self.apply(UpsertNode("n0", NodeKind.STORE, ("EU", "FR")))
+
+    def apply(self, command: Command) -> None:
+        outcomes = []
+        for state in (self.grown, self.reference):
+            try:
+                result = state.apply(command, self.now_ms)
+                outcomes.append(getattr(result, "outcome", None))
+            except CommandRejected as error:
+                outcomes.append(type(error))
+        assert outcomes[0] == outcomes[1], (command, outcomes)
+
+    def node_id(self, number: int) -> str:
+        return self.grown.nodes[number % len(self.grown.nodes)].node_id
+
+    @rule(number=st.integers(0, 9))
+    def upsert_node(self, number: int) -> None:
+        self.apply(UpsertNode(f"n{number}", NodeKind.STORE, ("EU", f"c{number % 5}")))
+
+    @rule(sku=st.integers(0, 12), node=st.integers(0, 9), on_hand=st.integers(0, 50))
+    def set_stock(self, sku: int, node: int, on_hand: int) -> None:
+        node_id = self.node_id(node)
+        sequence = self.reference.position(f"s{sku}", node_id).last_source_sequence + 1
+        self.apply(SetStock(f"s{sku}", node_id, on_hand, sequence, on_hand // 10))
+
+    @rule(sku=st.integers(0, 12), node=st.integers(0, 9), delta=st.integers(-5, 20))
+    def adjust(self, sku: int, node: int, delta: int) -> None:
+        self.apply(AdjustStock(f"s{sku}", self.node_id(node), delta))
+
+    @rule(sku=st.integers(0, 12), node=st.integers(0, 9), quantity=st.integers(1, 5))
+    def reserve(self, sku: int, node: int, quantity: int) -> None:
+        line = Line(f"s{sku}", self.node_id(node), quantity)
+        self.apply(Reserve(f"r{self.now_ms}-{sku}-{node}", (line,), 1_000))
+
+    @rule(pos_sale=st.booleans(), index=st.integers(0, 10))
+    def finish_reservation(self, pos_sale: bool, index: int) -> None:
+        open_ids = sorted(k for k, r in self.reference.reservations.items() if r.status.is_open)
+        if open_ids:
+            reservation_id = open_ids[index % len(open_ids)]
+            self.apply(Fulfil(reservation_id) if pos_sale else Release(reservation_id))
+
+    @rule(elapsed_ms=st.integers(0, 1_500))
+    def tick(self, elapsed_ms: int) -> None:
+        self.now_ms += elapsed_ms
+        self.apply(Tick())
+
+    @rule(sku=st.integers(0, 9), node=st.integers(0, 9), quantity=st.integers(1, 9))
+    def supply(self, sku: int, node: int, quantity: int) -> None:
+        supply_id = f"po-{self.now_ms}-{sku}"
+        self.apply(AddSupply(supply_id, f"s{sku}", self.node_id(node), quantity, 0, 1))
+        self.apply(ReceiveSupply(supply_id, quantity // 2 or None))
+
+    @rule(
+        full=st.booleans(),
+        positions=st.sets(
+            st.tuples(st.integers(0, 14), st.integers(0, 9)), min_size=1, max_size=12
+        ),
+        on_hand=st.integers(0, 12),
+        sequence=st.integers(0, 3),
+    )
+    def bulk_load(
+        self, full: bool, positions: set[tuple[int, int]], on_hand: int, sequence: int
+    ) -> None:
+        rows = {(f"s{sku}", self.node_id(node)): on_hand + sku for sku, node in positions}
+        self.loads += 1
+        load = make_load(
+            f"load-{self.loads}", full, [(s, n, q) for (s, n), q in rows.items()], sequence
+        )
+        self.apply(load)
+
+    @precondition(lambda self: self.grown.stock.resize is None)
+    @rule(sku_factor=st.sampled_from([1, 2, 4]), node_factor=st.sampled_from([1, 2, 4]))
+    def begin(self, sku_factor: int, node_factor: int) -> None:
+        stock = self.grown.stock
+        if sku_factor == node_factor == 1:
+            target = self.grown.resize_target()
+            if target is None:
+                return
+        else:
+            target = (stock.sku_capacity * sku_factor, stock.node_capacity * node_factor)
+        self.grown.begin_resize(*target)
+
+    @precondition(lambda self: self.grown.stock.resize is not None)
+    @rule(data=st.data())
+    def copy_slice(self, data: st.DataObject) -> None:
+        resize = self.grown.stock.resize
+        assert resize is not None
+        count = len(resize.rows)
+        if count:
+            start = data.draw(st.integers(0, count - 1))
+            resize.copy(start, data.draw(st.integers(start + 1, count)))
+
+    @precondition(lambda self: self.grown.stock.resize is not None)
+    @rule(max_rows=st.integers(0, 6))
+    def finish(self, max_rows: int) -> None:
+        before = self.grown.digest()
+        self.grown.finish_resize(max_rows)
+        assert self.grown.digest() == before
+
+    @invariant()
+    def tables_agree(self) -> None:
+        assert self.grown.digest() == self.reference.digest()
+
+    def teardown(self) -> None:
+        grown = self.grown
+        resize = grown.stock.resize
+        if resize is not None:
+            resize.copy_all(1 << 20)
+            while not grown.finish_resize(len(grown.skus)):
+                pass
+            assert grown.stock.resize is None and grown.stock.dirty_rows is None
+        assert grown.digest() == self.reference.digest()
+        grown.check_invariants()
+        skus = list(grown.skus.names)
+        if skus:
+            assert np.array_equal(
+                grown.availability(skus).matrix, self.reference.availability(skus).matrix
+            )
+        sku_count, node_count = len(grown.skus), len(grown.nodes)
+        assert not grown.stock.present[sku_count:].any()
+        assert not grown.stock.cells[:, :, node_count:].any()
+        assert grown.geo.node_geo.shape[1] >= node_count
+
+
+ResizeMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=50, deadline=None)
+test_background_resize_matches_a_presized_table = ResizeMachine.TestCase
+
+
+def test_full_load_during_a_resize_zeroes_unlisted_positions_in_the_grown_table() -> None:
+    """A FULL load applied after the copy zeroes the unlisted positions in the grown table too."""
+    state = AtpState(Limits(initial_node_capacity=2, initial_sku_capacity=4))
+    state.apply(UpsertNode("n0", NodeKind.STORE, ("EU",)), 1)
+    for sku in ("a", "b", "c"):
+        state.apply(SetStock(sku, "n0", 7, 1), 1)
+    resize = state.begin_resize(8, 4)
+    resize.copy_all(1 << 20)
+    state.apply(make_load("full-1", True, [("a", "n0", 3)], 0), 2)
+    assert state.finish_resize(len(state.skus))
+    assert state.stock.cells is resize.cells
+    assert [state.position(sku, "n0").on_hand for sku in ("a", "b", "c")] == [3, 0, 0]
+    state.check_invariants()
+
+
+def test_synchronous_growth_abandons_a_resize_and_keeps_its_target() -> None:
+    """A command needing room before the resize finished grows now; the copy is dropped."""
+    state = AtpState(Limits(initial_node_capacity=2, initial_sku_capacity=2))
+    state.apply(UpsertNode("n0", NodeKind.STORE, ("EU",)), 1)
+    state.apply(SetStock("a", "n0", 5, 1), 1)
+    resize = state.begin_resize(2, 8)
+    state.apply(SetStock("b", "n0", 6, 1), 1)
+    state.apply(SetStock("c", "n0", 7, 1), 1)  # past 2 SKUs: grows synchronously
+    assert resize.cancelled and state.stock.resize is None and state.stock.dirty_rows is None
+    assert (state.stock.sku_capacity, state.stock.node_capacity) == (4, 8)
+    resize.copy_all(1 << 20)  # a copy still running afterwards touches nothing of the state
+    assert [state.position(sku, "n0").on_hand for sku in ("a", "b", "c")] == [5, 6, 7]

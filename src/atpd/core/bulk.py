@@ -253,6 +253,13 @@ def apply_bulk_load(state: AtpState, command: BulkLoad, now_ms: int) -> BulkLoad
     counts = np.zeros(bulk_kernels.COUNT_SLOTS, np.int64)
     full = command.mode is LoadMode.FULL
     loaded = np.zeros((sku_count, len(scope_nodes)) if full else (0, 0), np.uint8)
+    if stock.dirty_rows is not None:
+        # A background resize is copying the table: every row the kernels may write is dirty
+        # (the listed SKUs; for FULL loads also any SKU stocked at a replaced node).
+        stock.mark_dirty_rows(sku_map)
+        if full:
+            stocked = stock.present[:sku_count][:, scope_nodes].any(axis=1)
+            stock.mark_dirty_rows(np.flatnonzero(stocked))
     bulk_kernels.apply_rows(
         stock.cells,
         stock.source_seq,

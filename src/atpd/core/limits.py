@@ -23,10 +23,10 @@ class Limits:
     max_skus_per_query: int = 1_000
     max_nodes: int = 65_000
     max_skus: int = 50_000_000
-    # Starting capacities of the stock table (see core/stock.py). Adding a node past the node
-    # capacity doubles it by copying the whole table while every caller waits (about 2 s at
-    # 20,000 SKUs and 1,024 nodes), so set initial_node_capacity above the node count the
-    # deployment will reach. Each SKU then takes 21 bytes x initial_node_capacity.
+    # Starting capacities of the stock table (see core/stock.py). The service doubles an axis
+    # in a background thread once 75 % of it is used (the core alone, e.g. replay, grows
+    # synchronously); pre-sizing above the node count the deployment will reach avoids any
+    # copy. Each SKU takes 21 bytes x initial_node_capacity.
     initial_node_capacity: int = 64
     initial_sku_capacity: int = 1024
     # Terminal reservations (released, expired, fulfilled) are kept this long so that a retried

@@ -70,7 +70,15 @@ from atpd.core.rules import (
     parse_rules,
     sku_safety,
 )
-from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY, StockTable
+from atpd.core.stock import (
+    FIELD_ON_HAND,
+    FIELD_RESERVED,
+    FIELD_SAFETY,
+    RESIZE_HIGH_WATER_PERCENT,
+    Resize,
+    StockTable,
+    grown_capacity,
+)
 from atpd.core.supply import Supply, SupplyBook, SupplyKind, eligible
 
 MASK_CACHE_SIZE = 1024
@@ -412,7 +420,7 @@ class AtpState:
         # The edge refuses these; the core must never oversell even if a caller skipped it.
         assert len(lines) == 1 or len(set(zip(skus, nodes, strict=True))) == len(lines), lines
         # Every line was checked above; from here on nothing can refuse the command.
-        watching = bool(self.watched)
+        watching = bool(self.watched) or self.stock.dirty_rows is not None  # resize: _touch
         for line, sku, node in zip(lines, skus, nodes, strict=True):
             if watching:
                 self._touch(sku, node)
@@ -634,7 +642,11 @@ class AtpState:
     # ------------------------------------------------------------------ change capture
 
     def _touch(self, row: int, node: int) -> None:
-        """Called before a position changes: remember its ATP for every watched caller."""
+        """Called before a position changes: remember its ATP for every watched caller, and
+        mark its row dirty while a background resize copies the table."""
+        dirty = self.stock.dirty_rows
+        if dirty is not None:
+            dirty.add(row)
         if self.watched and (row, node) not in self.changes:
             self.changes[(row, node)] = self.watched_atp(row, node)
 
@@ -1169,6 +1181,64 @@ class AtpState:
             )
         h.update(self.loads.to_json())
         return h.hexdigest()
+
+    # ------------------------------------------------------------------ growth off the writer
+
+    def capacity_needed(self, command: Command) -> tuple[int, int] | None:
+        """(SKU rows, node columns) that `command` may need when the stock table has fewer,
+        so applying it now would grow the table synchronously; None otherwise. Cheap and
+        conservative: every SKU a bulk load names counts as possibly new."""
+        stock = self.stock
+        sku_count, node_count = len(self.skus), len(self.nodes)
+        if isinstance(command, UpsertNode):
+            if node_count < stock.node_capacity or command.node_id in self.node_ids:
+                return None
+            if node_count >= self.limits.max_nodes:
+                return None  # refused by the limit, never grown
+            return sku_count, node_count + 1
+        if isinstance(command, SetStock | AdjustStock | AddSupply):
+            if sku_count < stock.sku_capacity or command.sku in self.skus:
+                return None
+            if sku_count >= self.limits.max_skus:
+                return None
+            return sku_count + 1, node_count
+        if isinstance(command, BulkLoad) and command.columns is not None:
+            rows = min(sku_count + len(command.columns.sku_names), self.limits.max_skus)
+            return (rows, node_count) if rows > stock.sku_capacity else None
+        return None
+
+    def resize_target(self, needed: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """The capacities a background resize should grow to: an axis whose used count (or
+        `needed`) reached RESIZE_HIGH_WATER_PERCENT of its capacity doubles (further if
+        `needed` asks), never past the limits. None when no axis needs to grow."""
+        stock = self.stock
+        sku_used, node_used = len(self.skus), len(self.nodes)
+        if needed is not None:
+            sku_used, node_used = max(sku_used, needed[0]), max(node_used, needed[1])
+
+        def target(capacity: int, used: int, limit: int) -> int:
+            if used * 100 < capacity * RESIZE_HIGH_WATER_PERCENT or capacity >= limit:
+                return capacity
+            return max(capacity, min(grown_capacity(capacity * 2, used), limit))
+
+        sku_capacity = target(stock.sku_capacity, sku_used, self.limits.max_skus)
+        node_capacity = target(stock.node_capacity, node_used, self.limits.max_nodes)
+        if (sku_capacity, node_capacity) == (stock.sku_capacity, stock.node_capacity):
+            return None
+        return sku_capacity, node_capacity
+
+    def begin_resize(self, sku_capacity: int, node_capacity: int) -> Resize:
+        """Start growing the stock table in the background (see core/stock.py `Resize`): the
+        caller copies (`Resize.copy_all`, any thread), then calls `finish_resize` here."""
+        return self.stock.begin_resize(sku_capacity, node_capacity, len(self.skus), len(self.nodes))
+
+    def finish_resize(self, max_rows: int) -> bool:
+        """Swap the grown table in when at most `max_rows` rows are left to copy (True), or
+        start another copy round of those rows (False). Also grows the per-node geography."""
+        done = self.stock.finish_resize(len(self.skus), len(self.nodes), max_rows)
+        if done and self.geo.node_geo.shape[1] < self.stock.node_capacity:
+            self.geo.grow(self.stock.node_capacity)
+        return done
 
 
 def _check_quantity(value: int, field: str) -> None:

@@ -18,9 +18,23 @@ from atpd.core.commands import Command, SetRules, Tick, UpsertNode
 from atpd.core.load_command import BulkLoad
 from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
+from atpd.core.stock import POSITION_BYTES
 from atpd.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# Background growth of the stock table (core/stock.py `Resize`): the worker thread copies in
+# slices of about this size (a cancelled resize stops within one slice) ...
+RESIZE_SLICE_BYTES = 8 << 20
+# ... and the writer swaps the grown table in once the rows left to copy (written during the
+# copy) fit this budget (a few milliseconds of copying); otherwise another round copies them
+# in the thread. After RESIZE_MAX_ROUNDS rounds the writer copies whatever is left (only a
+# write storm touching that many rows per round gets there; correct, just a longer pause).
+RESIZE_FINISH_BYTES = 4 << 20
+RESIZE_MAX_ROUNDS = 6
+# Times a command needing room waits for a resize that was abandoned under it (the state was
+# rebuilt) before it lets the core grow synchronously.
+RESIZE_WAITS = 3
 
 
 class WritesUnavailable(Exception):
@@ -109,6 +123,8 @@ class Engine:
             Callable[[list[tuple[int, int, list[int], list[int]]], int], None] | None
         ) = None
         self.on_resync: Callable[[str], None] | None = None
+        # The background resize of the stock table in progress, if any.
+        self._resize_task: asyncio.Task[None] | None = None
 
     def now_ms(self) -> int:
         """Wall-clock time, never earlier than the last time the core saw (clock steps back)."""
@@ -120,6 +136,7 @@ class Engine:
         """Apply `command` now, journal it if it changed anything, and return its result once
         everything it may depend on is durable. Raises CommandRejected for caller mistakes and
         WritesUnavailable when the journal cannot take it (then nothing of it remains)."""
+        await self._room_for(command)
         if self.write_failure is not None:
             if isinstance(command, Tick) and self.clean.is_set():
                 return self._expire_unjournaled()
@@ -267,12 +284,82 @@ class Engine:
         """Swap in a rebuilt state (after a journal failure): same loop, no await."""
         assert state.now_ms <= max(self.state.now_ms, state.now_ms)
         self.stop()
+        self.state.stock.cancel_resize()  # its copy stops; the rebuilt state grows anew
         state.watched = self.state.watched
         self.state = state
         self.clean.set()
         self._arm_expiry()
         if self.on_resync is not None:
             self.on_resync("the state was rebuilt from the journal after a write failure")
+
+    # ------------------------------------------------------------------ stock table growth
+
+    async def _room_for(self, command: Command) -> None:
+        """Grow the stock table off the writer, ahead of need: start a background resize when
+        an axis passed its high-water mark, and make a command that needs more room than the
+        table has wait for it (only that caller waits: every other command goes on being
+        applied meanwhile, so it may overtake this one). If the resize was abandoned (the
+        state was rebuilt) too often, the core grows synchronously instead."""
+        if self._resize_task is None and self.state.resize_target() is not None:
+            self._start_resize(None)
+        for _ in range(RESIZE_WAITS):
+            needed = self.state.capacity_needed(command)
+            if needed is None:
+                return
+            task = self._start_resize(needed)
+            if task is None:
+                return
+            await asyncio.wait((task,))
+
+    def _start_resize(self, needed: tuple[int, int] | None) -> asyncio.Task[None] | None:
+        """The resize in progress, or a new one sized for `needed` (and the high-water marks);
+        None when no growth is possible (a limit) or wanted."""
+        if self._resize_task is not None:
+            return self._resize_task
+        target = self.state.resize_target(needed)
+        if target is None:
+            return None
+        task = asyncio.get_running_loop().create_task(self._resize(self.state, target))
+        self._resize_task = task
+        task.add_done_callback(self._on_resize_done)
+        return task
+
+    async def _resize(self, state: AtpState, target: tuple[int, int]) -> None:
+        """Copy the table into one of `target` capacities in a worker thread (numpy copies
+        release the GIL and take no lock, so a snapshot fork meanwhile is safe), then swap it
+        in on the writer: at most RESIZE_FINISH_BYTES of rows written meanwhile are copied
+        there, so no caller waits for more than a few milliseconds."""
+        stock = state.stock
+        started = time.perf_counter()
+        resize = state.begin_resize(*target)
+        try:
+            while True:
+                await asyncio.to_thread(resize.copy_all, RESIZE_SLICE_BYTES)
+                if self.state is not state or stock.resize is not resize:
+                    return  # the state was rebuilt, or a synchronous growth took over
+                max_rows = RESIZE_FINISH_BYTES // (POSITION_BYTES * max(1, len(state.nodes)))
+                if resize.rounds >= RESIZE_MAX_ROUNDS:
+                    max_rows = len(state.skus)
+                if state.finish_resize(max_rows):
+                    break
+        except BaseException:
+            if stock.resize is resize:
+                stock.cancel_resize()
+            raise
+        log.info(
+            "stock table grown to %d SKUs x %d nodes in %.2f s (%d copy rounds)",
+            stock.sku_capacity,
+            stock.node_capacity,
+            time.perf_counter() - started,
+            resize.rounds,
+        )
+
+    def _on_resize_done(self, task: asyncio.Task[None]) -> None:
+        if self._resize_task is task:
+            self._resize_task = None
+        if not task.cancelled() and task.exception() is not None:
+            # The table keeps its size; a command needing room grows it synchronously.
+            log.error("background resize of the stock table failed", exc_info=task.exception())
 
     # ------------------------------------------------------------------ expiry timer
 
@@ -282,6 +369,8 @@ class Engine:
         self._spawn(self.execute(Tick()))
 
     def stop(self) -> None:
+        if not self.ready and self._resize_task is not None:
+            self._resize_task.cancel()  # shutting down: the copy thread stops within a slice
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
             self._expiry_handle = None
