@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from atpd import __version__
-from atpd.cli import build_parser
+from atpd.cli.entry import build_parser
 from atpd.config import Config
 from atpd.core.commands import NodeKind, UpsertNode
 from atpd.service.server import App, create_server, start, stop
