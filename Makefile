@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/atpd/v1/*.proto)
 GEN    := src/atpd/v1/.generated
 ARGS   ?=
+# A test tier to run alone (core, grpc or durable: tests/conftest.py); empty runs them all.
+MARK   ?=
 
-.PHONY: setup run test lint format proto bench crashtest clean
+.PHONY: setup run test test-core lint format proto bench crashtest clean
 
 setup: $(STAMP) $(GEN)
 
@@ -30,8 +32,13 @@ proto: $(STAMP)
 run: setup
 	$(BIN)/atpd serve --demo $(ARGS)
 
+# Slow tests (the crash soak, `make crashtest`) stay out whatever the tier.
 test: setup
-	$(BIN)/pytest -m "not slow" $(ARGS)
+	$(BIN)/pytest -m "$(if $(MARK),($(MARK)) and )not slow" $(ARGS)
+
+# The pure-core tier alone: no server, no files, no subprocess.
+test-core:
+	$(MAKE) test MARK=core
 
 lint: setup
 	$(BIN)/ruff format --check src tests bench

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from atpd import __version__
-from atpd.cli import build_parser
+from atpd.cli.entry import build_parser
 from atpd.config import Config
 from atpd.core.commands import NodeKind, UpsertNode
 from atpd.service.server import App, create_server, start, stop
@@ -102,6 +102,7 @@ def server() -> Iterator[InProcessServer]:
 # ---------------------------------------------------------------------------- help and usage
 
 
+@pytest.mark.durable
 def test_top_level_help_lists_every_command() -> None:
     """`atpd --help` (the installed console script) exits 0 and lists every subcommand."""
     script = Path(sys.executable).with_name("atpd")
@@ -114,6 +115,7 @@ def test_top_level_help_lists_every_command() -> None:
         assert re.search(rf"^\s+{command}\s", result.stdout, re.MULTILINE), command
 
 
+@pytest.mark.durable
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_subcommand_help_exits_zero(command: str) -> None:
     """`atpd <command> --help` exits 0 and prints that command's usage."""
@@ -122,12 +124,14 @@ def test_subcommand_help_exits_zero(command: str) -> None:
     assert result.stdout.startswith(f"usage: atpd {command}")
 
 
+@pytest.mark.durable
 def test_version() -> None:
     """`atpd --version` prints the package version."""
     result = atpd("--version")
     assert (result.returncode, result.stdout.strip()) == (0, f"atpd {__version__}")
 
 
+@pytest.mark.durable
 def test_no_command_is_a_usage_error() -> None:
     """`atpd` with no command is a usage error (exit 2) naming what is missing."""
     result = atpd()
@@ -135,6 +139,7 @@ def test_no_command_is_a_usage_error() -> None:
     assert "required: COMMAND" in result.stderr
 
 
+@pytest.mark.durable
 def test_reserve_with_a_malformed_line_is_a_usage_error() -> None:
     """`atpd reserve` with a line not shaped SKU@NODE=QTY exits 2 naming the line and shape."""
     for bad in ("BAG-1@paris", "BAG-1@paris=-1"):
@@ -144,6 +149,7 @@ def test_reserve_with_a_malformed_line_is_a_usage_error() -> None:
         assert result.stdout == ""
 
 
+@pytest.mark.durable
 def test_reserve_with_a_malformed_ttl_is_a_usage_error() -> None:
     """`atpd reserve --ttl` with something that is not a duration exits 2 saying so."""
     result = atpd("reserve", "cart-1", "BAG-1@paris=1", "--ttl", "soon")

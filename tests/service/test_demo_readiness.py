@@ -10,9 +10,13 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from atpd.v1 import rules_pb2, rules_pb2_grpc
+
+# Tier (tests/conftest.py): starts atpd in a subprocess.
+pytestmark = pytest.mark.durable
 
 SOURCE_ROOT = Path(__file__).parents[2] / "src"
 SERVING_TIMEOUT_S = 120.0

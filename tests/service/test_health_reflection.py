@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -50,6 +51,7 @@ def test_service_names_are_the_api_services() -> None:
     assert sorted(SERVICE_NAMES) == sorted(API_SERVICES)
 
 
+@pytest.mark.grpc
 def test_health_not_serving_and_writes_unavailable_until_start_completes() -> None:
     """Health is NOT_SERVING and writes UNAVAILABLE while start() prepares; SERVING after."""
     server = ServerThread(Config(port=0, metrics_port=-1))
@@ -127,6 +129,7 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
     assert reserve.output_type.full_name == "atpd.v1.ReserveResponse"
 
 
+@pytest.mark.grpc
 def test_stop_flips_health_to_not_serving_and_refuses_writes() -> None:
     """stop() sets health NOT_SERVING for every service and makes the engine refuse writes."""
     server = ServerThread(Config(port=0, metrics_port=-1))

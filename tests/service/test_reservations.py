@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 import grpc
+import pytest
 
 from atpd.config import Config
 from atpd.core.limits import Limits
@@ -366,6 +367,7 @@ def test_reserve_at_a_disabled_node_is_node_disabled(
     assert stock_of(world, "SKU-1", "soho") == (5, 0, 5)
 
 
+@pytest.mark.grpc
 def test_open_reservation_limit_is_resource_exhausted(clock: FakeClock) -> None:
     """Past max_open_reservations Reserve is RESOURCE_EXHAUSTED naming the limit until a release."""
     limits = Limits(max_open_reservations=2)

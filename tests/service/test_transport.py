@@ -327,6 +327,7 @@ def test_idle_connections_beyond_the_limit_do_not_lock_out_new_clients(
             connection.close()
 
 
+@pytest.mark.grpc
 def test_connections_over_the_limit_are_refused_at_once() -> None:
     """With a long idle timeout, connections beyond max_connections are closed on accept."""
     config = Config(port=0, metrics_port=-1, max_connections=20, connection_idle_timeout_s=60.0)
@@ -353,6 +354,7 @@ def test_connection_limit_keeps_the_fd_reserve() -> None:
         connection_limit(config, 200)
 
 
+@pytest.mark.durable
 def test_serve_raises_the_open_files_soft_limit_to_the_hard_limit() -> None:
     """raise_fd_limit lifts a lowered soft RLIMIT_NOFILE back to the hard limit."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

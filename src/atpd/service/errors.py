@@ -1,8 +1,11 @@
 """Exceptions to gRPC statuses, in one place for every servicer (unary, streams, feeds, watch).
 
-Caller mistakes found at the edge or in the core map to INVALID_ARGUMENT, NOT_FOUND,
-ALREADY_EXISTS or RESOURCE_EXHAUSTED; a server that is not ready or cannot write maps to
-UNAVAILABLE; anything else is a bug (INTERNAL, re-raised so it is logged). Every message is cut
+`STATUS_BY_ERROR` is the only exception-to-status map: servicers call `status_of` and `is_bug`
+and decide nothing from exception types themselves. Caller mistakes found at the edge or in the
+core map to INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS or RESOURCE_EXHAUSTED; a server that is
+not ready or cannot write, or whose state was rebuilt under a load, maps to UNAVAILABLE; a load
+id already streaming to ABORTED; a stream idle or stalled past its timeout to DEADLINE_EXCEEDED;
+anything else is a bug (INTERNAL, re-raised so it is logged). Every message is cut
 to `MAX_MESSAGE_BYTES` before it leaves: a status message travels in the trailers, and one of
 60 kB no longer fits them (grpcio then answers RESOURCE_EXHAUSTED, grpc-js hangs).
 """
@@ -17,12 +20,35 @@ from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotF
 from atpd.core.text import MAX_MESSAGE_BYTES, bounded
 from atpd.service.engine import InternalFailure, WritesUnavailable
 from atpd.service.validation import InvalidArgument
+from atpd.service.watch import StreamStalled
 
-__all__ = ["MAX_MESSAGE_BYTES", "STATUS_BY_ERROR", "NotReady", "abort", "is_bug", "status_of"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "STATUS_BY_ERROR",
+    "LoadInProgress",
+    "NotReady",
+    "StateReplaced",
+    "StreamIdle",
+    "abort",
+    "is_bug",
+    "status_of",
+]
 
 
 class NotReady(Exception):
     """The server is still recovering: writes are refused (UNAVAILABLE, retry shortly)."""
+
+
+class LoadInProgress(Exception):
+    """Another stream with the same load id has not finished (gRPC ABORTED: retry later)."""
+
+
+class StreamIdle(Exception):
+    """A client stream sent nothing for load_idle_timeout_s (gRPC DEADLINE_EXCEEDED)."""
+
+
+class StateReplaced(Exception):
+    """The state was rebuilt (journal failure) while the load streamed (UNAVAILABLE)."""
 
 
 STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -33,6 +59,10 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (WritesUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (StateReplaced, grpc.StatusCode.UNAVAILABLE),
+    (LoadInProgress, grpc.StatusCode.ABORTED),
+    (StreamIdle, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (StreamStalled, grpc.StatusCode.DEADLINE_EXCEEDED),
     # A write that failed inside the core: the state is being rebuilt from the journal.
     (InternalFailure, grpc.StatusCode.INTERNAL),
 )

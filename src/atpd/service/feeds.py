@@ -39,7 +39,15 @@ from atpd.persistence.load_file import collect_unreferenced, new_file_name, writ
 from atpd.service import validation
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine, InternalFailure, WritesUnavailable
-from atpd.service.errors import NotReady, abort, is_bug, status_of
+from atpd.service.errors import (
+    LoadInProgress,
+    NotReady,
+    StateReplaced,
+    StreamIdle,
+    abort,
+    is_bug,
+    status_of,
+)
 from atpd.service.validation import InvalidArgument
 from atpd.service.watch import StreamStalled, end_stalled, write_or_stall
 from atpd.v1 import feeds_pb2, feeds_pb2_grpc
@@ -55,18 +63,6 @@ ATP_BATCH_SKUS = 1000
 _SKU_LINES = re.compile(
     r"(?:[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}\n)*[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}"
 )
-
-
-class LoadInProgress(Exception):
-    """Another stream with the same load id has not finished (gRPC ABORTED: retry later)."""
-
-
-class StreamIdle(Exception):
-    """A client stream sent nothing for load_idle_timeout_s (gRPC DEADLINE_EXCEEDED)."""
-
-
-class StateReplaced(Exception):
-    """The state was rebuilt (journal failure) while the load streamed (UNAVAILABLE)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,15 +340,6 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
 
     # ------------------------------------------------------------------ errors and metrics
 
-    def _status(self, error: Exception) -> grpc.StatusCode:
-        if isinstance(error, StateReplaced):
-            return grpc.StatusCode.UNAVAILABLE
-        if isinstance(error, LoadInProgress):
-            return grpc.StatusCode.ABORTED
-        if isinstance(error, StreamIdle | StreamStalled):
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return status_of(error)
-
     def _observe(self, method: str, started: float, code: grpc.StatusCode) -> None:
         metrics = self.engine.metrics
         metrics.rpc_latency.labels(method).observe(time.perf_counter() - started)
@@ -369,8 +356,8 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             code = grpc.StatusCode.CANCELLED  # the client went away: nothing was applied
             raise
         except Exception as error:
-            code = self._status(error)
-            if code is grpc.StatusCode.INTERNAL and is_bug(error):
+            code = status_of(error)
+            if is_bug(error):
                 raise
             await abort(context, code, str(error))
         finally:
@@ -573,11 +560,11 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
                 await write_or_stall(context, chunk, self.stream_stall_timeout_s, sent)
                 sent += 1
         except StreamStalled as error:
-            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            code = status_of(error)
             end_stalled("ExportPositions", error)
         except Exception as error:
-            code = self._status(error)
-            if code is grpc.StatusCode.INTERNAL and is_bug(error):
+            code = status_of(error)
+            if is_bug(error):
                 raise
             await abort(context, code, str(error))
         finally:

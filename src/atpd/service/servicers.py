@@ -1,9 +1,8 @@
 """gRPC servicers: decode and validate, hand a command to the engine, encode the result.
 
-Status mapping, in one place (`_guard`): InvalidArgument / InvalidCommand -> INVALID_ARGUMENT,
-NotFound -> NOT_FOUND, AlreadyExists -> ALREADY_EXISTS, LimitExceeded -> RESOURCE_EXHAUSTED,
-server not ready or journal not writable -> UNAVAILABLE. Expected business outcomes travel
-in the response body.
+Every failure leaves through `_guard` (or the Watch stream's own handler) with the status that
+service/errors.py maps its exception to; nothing here picks a status from an exception type.
+Expected business outcomes (insufficient stock, stale, ...) travel in the response body.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from atpd.v1 import (
     admin_pb2_grpc,
     availability_pb2,
     availability_pb2_grpc,
+    common_pb2,
     inventory_pb2,
     inventory_pb2_grpc,
     reservations_pb2,
@@ -147,7 +147,9 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
 
         return await self._guard("Reserve", context, handle, write=True)
 
-    async def _lifecycle(self, method: str, command: Any, context: Any) -> Any:
+    async def _lifecycle(
+        self, method: str, command: Callable[[], Any], context: Any
+    ) -> reservations_pb2.ReservationResponse:
         async def handle() -> reservations_pb2.ReservationResponse:
             result = await self.engine.execute(command())
             return reservations_pb2.ReservationResponse(
@@ -160,17 +162,17 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
     async def Confirm(
         self, request: reservations_pb2.ConfirmRequest, context: Any
     ) -> reservations_pb2.ReservationResponse:
-        return await self._lifecycle("Confirm", lambda: validation.confirm(request), context)  # type: ignore[no-any-return]
+        return await self._lifecycle("Confirm", lambda: validation.confirm(request), context)
 
     async def Release(
         self, request: reservations_pb2.ReleaseRequest, context: Any
     ) -> reservations_pb2.ReservationResponse:
-        return await self._lifecycle("Release", lambda: validation.release(request), context)  # type: ignore[no-any-return]
+        return await self._lifecycle("Release", lambda: validation.release(request), context)
 
     async def Fulfil(
         self, request: reservations_pb2.FulfilRequest, context: Any
     ) -> reservations_pb2.ReservationResponse:
-        return await self._lifecycle(  # type: ignore[no-any-return]
+        return await self._lifecycle(
             "Fulfil", lambda: validation.fulfil(request, self.limits), context
         )
 
@@ -182,7 +184,8 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
             self.engine.catch_up()
             reservation = self.engine.state.reservation(reservation_id)
             return reservations_pb2.ReservationResponse(
-                outcome=convert.pb_enum(1), reservation=convert.reservation_message(reservation)
+                outcome=common_pb2.OUTCOME_OK,
+                reservation=convert.reservation_message(reservation),
             )
 
         return await self._guard("GetReservation", context, handle, write=False)
@@ -210,33 +213,30 @@ class InventoryServicer(_Base, inventory_pb2_grpc.InventoryServiceServicer):
 
         return await self._guard("ListNodes", context, handle, write=False)
 
-    async def _stock(self, method: str, command: Any, context: Any) -> Any:
-        async def handle() -> Any:
-            result = await self.engine.execute(command())
-            response_type = (
-                inventory_pb2.SetStockResponse
-                if method == "SetStock"
-                else inventory_pb2.AdjustStockResponse
-            )
-            response: Any = response_type(
-                outcome=convert.pb_enum(result.outcome),
-                position=convert.position_message(result.position),
-            )
-            if method == "SetStock":
-                response.last_source_sequence = result.last_source_sequence
-            return response
-
-        return await self._guard(method, context, handle, write=True)
-
     async def SetStock(
         self, request: inventory_pb2.SetStockRequest, context: Any
     ) -> inventory_pb2.SetStockResponse:
-        return await self._stock("SetStock", lambda: validation.set_stock(request), context)  # type: ignore[no-any-return]
+        async def handle() -> inventory_pb2.SetStockResponse:
+            result = await self.engine.execute(validation.set_stock(request))
+            return inventory_pb2.SetStockResponse(
+                outcome=convert.pb_enum(result.outcome),
+                position=convert.position_message(result.position),
+                last_source_sequence=result.last_source_sequence,
+            )
+
+        return await self._guard("SetStock", context, handle, write=True)
 
     async def AdjustStock(
         self, request: inventory_pb2.AdjustStockRequest, context: Any
     ) -> inventory_pb2.AdjustStockResponse:
-        return await self._stock("AdjustStock", lambda: validation.adjust_stock(request), context)  # type: ignore[no-any-return]
+        async def handle() -> inventory_pb2.AdjustStockResponse:
+            result = await self.engine.execute(validation.adjust_stock(request))
+            return inventory_pb2.AdjustStockResponse(
+                outcome=convert.pb_enum(result.outcome),
+                position=convert.position_message(result.position),
+            )
+
+        return await self._guard("AdjustStock", context, handle, write=True)
 
     async def GetStock(
         self, request: inventory_pb2.GetStockRequest, context: Any
@@ -292,7 +292,9 @@ class RulesServicer(_Base, rules_pb2_grpc.RulesServiceServicer):
 
 
 class SupplyServicer(_Base, supply_pb2_grpc.SupplyServiceServicer):
-    async def _write(self, method: str, command: Callable[[], Any], context: Any) -> Any:
+    async def _write(
+        self, method: str, command: Callable[[], Any], context: Any
+    ) -> supply_pb2.SupplyResponse:
         async def handle() -> supply_pb2.SupplyResponse:
             result = await self.engine.execute(command())
             return supply_pb2.SupplyResponse(
@@ -305,21 +307,19 @@ class SupplyServicer(_Base, supply_pb2_grpc.SupplyServiceServicer):
     async def AddSupply(
         self, request: supply_pb2.AddSupplyRequest, context: Any
     ) -> supply_pb2.SupplyResponse:
-        return await self._write("AddSupply", lambda: validation.add_supply(request), context)  # type: ignore[no-any-return]
+        return await self._write("AddSupply", lambda: validation.add_supply(request), context)
 
     async def ReceiveSupply(
         self, request: supply_pb2.ReceiveSupplyRequest, context: Any
     ) -> supply_pb2.SupplyResponse:
-        return await self._write(  # type: ignore[no-any-return]
+        return await self._write(
             "ReceiveSupply", lambda: validation.receive_supply(request), context
         )
 
     async def CancelSupply(
         self, request: supply_pb2.CancelSupplyRequest, context: Any
     ) -> supply_pb2.SupplyResponse:
-        return await self._write(  # type: ignore[no-any-return]
-            "CancelSupply", lambda: validation.cancel_supply(request), context
-        )
+        return await self._write("CancelSupply", lambda: validation.cancel_supply(request), context)
 
     async def ListSupply(
         self, request: supply_pb2.ListSupplyRequest, context: Any
@@ -399,7 +399,7 @@ class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
                 last = max(last, event.sequence)
                 await send(event)
         except StreamStalled as error:
-            metrics.rpc_calls.labels("Watch", "DEADLINE_EXCEEDED").inc()
+            metrics.rpc_calls.labels("Watch", status_of(error).name).inc()
             end_stalled("Watch", error)
         finally:
             hub.unsubscribe(subscriber)

@@ -6,8 +6,9 @@
   handler is registered through `CheckedServer`, which wraps its request deserializer so a
   decode failure becomes an `Undecodable` value, and its behaviour so that value answers
   INVALID_ARGUMENT naming the message type (in a stream: ends the call at the bad message).
-- **Server bugs** (an exception no servicer mapped to a status) answer INTERNAL, never UNKNOWN,
-  and log their traceback at most once per second per kind, with a count of the ones left out.
+- **Server bugs** (an exception service/errors.py maps to no status, re-raised by the
+  servicers) answer INTERNAL, never UNKNOWN, and log their traceback at most once per second
+  per kind, with a count of the ones left out.
 - **Reflection** is served as `grpc.reflection.v1` (what newer clients ask for first) and
   `grpc.reflection.v1alpha`: the two protos are the same apart from the package, so one servicer
   answers both.

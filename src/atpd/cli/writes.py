@@ -1,0 +1,103 @@
+"""Client commands that change state: reserve, the reservation lifecycle, snapshot."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from atpd.cli.client import call_or_exit, open_channel
+from atpd.cli.output import outcome_name, shortage_reason_name, table
+
+
+def print_reservation(reservation: Any) -> None:
+    from atpd.v1 import common_pb2
+
+    status = common_pb2.ReservationStatus.Name(reservation.status).removeprefix(
+        "RESERVATION_STATUS_"
+    )
+    print(f"reservation {reservation.reservation_id}: {status}", end="")
+    if reservation.status == common_pb2.RESERVATION_STATUS_HELD:
+        expires = datetime.fromtimestamp(reservation.expires_at_ms / 1000, UTC)
+        print(f" until {expires:%Y-%m-%d %H:%M:%S} UTC", end="")
+    print()
+    fulfilled = {(x.sku, x.node_id): x.quantity for x in reservation.fulfilled}
+    rows = [
+        (x.sku, x.node_id, x.quantity, fulfilled.get((x.sku, x.node_id), 0))
+        for x in reservation.lines
+    ]
+    print(table(("sku", "node", "qty", "fulfilled"), rows))
+
+
+def cmd_reserve(args: argparse.Namespace) -> int:
+    from atpd.v1 import common_pb2, reservations_pb2, reservations_pb2_grpc
+
+    stub = reservations_pb2_grpc.ReservationServiceStub(open_channel(args))
+    kind = common_pb2.RESERVATION_KIND_POS_SALE if args.pos else common_pb2.RESERVATION_KIND_CART
+    request = reservations_pb2.ReserveRequest(
+        reservation_id=args.reservation_id,
+        lines=[
+            reservations_pb2.ReservationLine(sku=s, node_id=n, quantity=q) for s, n, q in args.lines
+        ],
+        ttl_ms=args.ttl,
+        kind=kind,
+        channel=args.channel or "",
+        segment=args.segment or "",
+    )
+    response = call_or_exit(lambda: stub.Reserve(request, timeout=args.timeout))
+    print(
+        f"outcome: {outcome_name(response.outcome)}" + (" (replayed)" if response.replayed else "")
+    )
+    if response.shortages:
+        rows = [
+            (s.sku, s.node_id, s.requested, s.available, shortage_reason_name(s.reason))
+            for s in response.shortages
+        ]
+        print(table(("sku", "node", "requested", "available", "reason"), rows))
+    if response.HasField("reservation"):
+        print_reservation(response.reservation)
+    return 0 if response.outcome == common_pb2.OUTCOME_OK else 3
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    from atpd.v1 import common_pb2, reservations_pb2, reservations_pb2_grpc
+
+    stub = reservations_pb2_grpc.ReservationServiceStub(open_channel(args))
+    rid = args.reservation_id
+    calls: dict[str, Callable[[], Any]] = {
+        "confirm": lambda: stub.Confirm(reservations_pb2.ConfirmRequest(reservation_id=rid)),
+        "release": lambda: stub.Release(reservations_pb2.ReleaseRequest(reservation_id=rid)),
+        "get": lambda: stub.GetReservation(
+            reservations_pb2.GetReservationRequest(reservation_id=rid)
+        ),
+        "fulfil": lambda: stub.Fulfil(
+            reservations_pb2.FulfilRequest(
+                reservation_id=rid,
+                lines=[
+                    reservations_pb2.ReservationLine(sku=s, node_id=n, quantity=q)
+                    for s, n, q in getattr(args, "lines", [])
+                ],
+                release_remainder=getattr(args, "release_remainder", False),
+            )
+        ),
+    }
+    response = call_or_exit(calls[args.command])
+    print(f"outcome: {outcome_name(response.outcome)}")
+    print_reservation(response.reservation)
+    return 0 if response.outcome == common_pb2.OUTCOME_OK else 3
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from atpd.v1 import admin_pb2, admin_pb2_grpc
+
+    stub = admin_pb2_grpc.AdminServiceStub(open_channel(args))
+    response = call_or_exit(
+        lambda: stub.Snapshot(admin_pb2.SnapshotRequest(), timeout=args.timeout)
+    )
+    print(
+        f"snapshot at sequence {response.last_sequence}: {response.path} "
+        f"({response.bytes} bytes, {response.seconds:.2f} s, "
+        f"{response.segments_removed} journal segments removed)"
+    )
+    return 0
