@@ -23,6 +23,7 @@ from atpd.core.limits import Limits
 from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_ON_HAND
 from atpd.service.engine import Engine
+from atpd.service.gc_pauses import freeze_survivors
 from bench.registry import Context, Figure, Target, benchmark
 
 
@@ -224,4 +225,46 @@ def retained_reservation_bytes(ctx: Context) -> Figure:
         float(details["bytes_per_1_line"]),  # type: ignore[arg-type]
         details,
         f"{count:,} reserve+release pairs; includes ids, lines, the retention index entry",
+    )
+
+
+@benchmark("gc_full_pass_ms", "ms", Target("<=", 50.0))
+def gc_full_pass_ms(ctx: Context) -> Figure:
+    """A full cyclic-GC pass (what stalls every caller when it runs on the writer's thread) with
+    N finished reservations retained, as the server runs it: after the periodic freeze of
+    service/gc_pauses.py; `unfrozen_ms` is the same pass without it."""
+    count = ctx.size(300_000, 50_000)
+    state = AtpState()
+    state.apply(UpsertNode("n1", NodeKind.WAREHOUSE, ("EU",)), 0)
+    state.apply(SetStock("SKU-1", "n1", 10**8, 1), 0)
+    for i in range(count):
+        reservation_id = f"order-{i:012d}"
+        state.apply(Reserve(reservation_id, (Line("SKU-1", "n1", 1),), 900_000), i + 1)
+        state.apply(Release(reservation_id), i + 1)
+    gc.collect()
+    unfrozen: list[float] = []
+    frozen: list[float] = []
+    try:
+        for _ in range(5):
+            gc.unfreeze()
+            start = time.perf_counter()
+            gc.collect()
+            unfrozen.append((time.perf_counter() - start) * 1000)
+            freeze_survivors()
+            start = time.perf_counter()
+            gc.collect()
+            frozen.append((time.perf_counter() - start) * 1000)
+    finally:
+        gc.unfreeze()
+    details: dict[str, object] = {
+        "retained_reservations": count,
+        "unfrozen_ms": round(statistics.median(unfrozen), 2),
+        "tracked_objects": len(gc.get_objects()),
+        "summary_keys": ["unfrozen_ms", "retained_reservations"],
+    }
+    return Figure(
+        round(statistics.median(frozen), 2),
+        details,
+        f"median of 5 full gc.collect() passes with {count:,} finished reservations retained, "
+        "after freeze_survivors (value) and without it (unfrozen_ms)",
     )

@@ -34,6 +34,9 @@ class Config:
     journal_segment_bytes: int = 64 * 1024 * 1024
     snapshot_every_records: int = 1_000_000
     snapshot_every_seconds: float = 3600.0
+    # How often the objects that survived young collections are frozen out of the cyclic GC's
+    # full passes (which would otherwise walk the whole state: see service/gc_pauses.py).
+    gc_freeze_interval_s: float = 10.0
     # Concurrent RPCs the server accepts before answering RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 10_000
     # Largest request accepted (grpc.max_receive_message_length); larger ones answer
@@ -94,6 +97,7 @@ class Config:
                 raise ConfigError(f"{name}: must be > 0")
         for name in (
             "snapshot_every_seconds",
+            "gc_freeze_interval_s",
             "connection_idle_timeout_s",
             "keepalive_time_s",
             "keepalive_timeout_s",

@@ -3,6 +3,7 @@ gauges read from the state at scrape time (so the hot path never updates them)."
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -56,6 +57,12 @@ class Metrics:
         )
         self.skus = Gauge("atpd_skus", "SKUs known", registry=self.registry)
         self.nodes = Gauge("atpd_nodes", "Nodes known", registry=self.registry)
+        self.gc_frozen = Gauge(
+            "atpd_gc_frozen_objects",
+            "Objects moved out of the cyclic GC's reach (see service/gc_pauses.py)",
+            registry=self.registry,
+        )
+        self.gc_frozen.set_function(gc.get_freeze_count)
 
     def bind_state(
         self,

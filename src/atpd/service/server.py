@@ -35,6 +35,7 @@ from atpd.persistence.recovery import recover
 from atpd.service.durability import Durability, clean_staging, write_snapshot_now
 from atpd.service.engine import CommandLog, Engine
 from atpd.service.feeds import FeedServicer
+from atpd.service.gc_pauses import FreezeSurvivors
 from atpd.service.servicers import (
     AdminServicer,
     AvailabilityServicer,
@@ -371,8 +372,11 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
         # (a server left running is torn down by its finalizer after the loop closed).
         await app.server.stop(0)
         raise
+    freezer = FreezeSurvivors(config.gc_freeze_interval_s)
+    freezer.start()
     await stop_event.wait()
     log.info("shutting down: draining for up to %.0f s", DRAIN_SECONDS)
+    freezer.stop()
     await stop(app)
     if durability is not None:
         await durability.close(final_snapshot=True)
