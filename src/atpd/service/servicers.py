@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 import grpc
 
 from atpd import __version__
+from atpd.core.command_base import CommandOf
 from atpd.core.commands import SetRules
-from atpd.core.results import InvalidCommand
+from atpd.core.results import InvalidCommand, ReservationResult, SupplyResult
 from atpd.core.rules import RulesError, read_rules_document
 from atpd.service import convert, validation, wire
 from atpd.service.durability import Durability
@@ -147,7 +148,9 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
 
         return await self._guard("Reserve", context, handle, write=True)
 
-    async def _lifecycle(self, method: str, command: Any, context: Any) -> Any:
+    async def _lifecycle(
+        self, method: str, command: Callable[[], CommandOf[ReservationResult]], context: Any
+    ) -> reservations_pb2.ReservationResponse:
         async def handle() -> reservations_pb2.ReservationResponse:
             result = await self.engine.execute(command())
             return reservations_pb2.ReservationResponse(
@@ -160,17 +163,17 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
     async def Confirm(
         self, request: reservations_pb2.ConfirmRequest, context: Any
     ) -> reservations_pb2.ReservationResponse:
-        return await self._lifecycle("Confirm", lambda: validation.confirm(request), context)  # type: ignore[no-any-return]
+        return await self._lifecycle("Confirm", lambda: validation.confirm(request), context)
 
     async def Release(
         self, request: reservations_pb2.ReleaseRequest, context: Any
     ) -> reservations_pb2.ReservationResponse:
-        return await self._lifecycle("Release", lambda: validation.release(request), context)  # type: ignore[no-any-return]
+        return await self._lifecycle("Release", lambda: validation.release(request), context)
 
     async def Fulfil(
         self, request: reservations_pb2.FulfilRequest, context: Any
     ) -> reservations_pb2.ReservationResponse:
-        return await self._lifecycle(  # type: ignore[no-any-return]
+        return await self._lifecycle(
             "Fulfil", lambda: validation.fulfil(request, self.limits), context
         )
 
@@ -292,7 +295,9 @@ class RulesServicer(_Base, rules_pb2_grpc.RulesServiceServicer):
 
 
 class SupplyServicer(_Base, supply_pb2_grpc.SupplyServiceServicer):
-    async def _write(self, method: str, command: Callable[[], Any], context: Any) -> Any:
+    async def _write(
+        self, method: str, command: Callable[[], CommandOf[SupplyResult]], context: Any
+    ) -> supply_pb2.SupplyResponse:
         async def handle() -> supply_pb2.SupplyResponse:
             result = await self.engine.execute(command())
             return supply_pb2.SupplyResponse(
@@ -305,21 +310,19 @@ class SupplyServicer(_Base, supply_pb2_grpc.SupplyServiceServicer):
     async def AddSupply(
         self, request: supply_pb2.AddSupplyRequest, context: Any
     ) -> supply_pb2.SupplyResponse:
-        return await self._write("AddSupply", lambda: validation.add_supply(request), context)  # type: ignore[no-any-return]
+        return await self._write("AddSupply", lambda: validation.add_supply(request), context)
 
     async def ReceiveSupply(
         self, request: supply_pb2.ReceiveSupplyRequest, context: Any
     ) -> supply_pb2.SupplyResponse:
-        return await self._write(  # type: ignore[no-any-return]
+        return await self._write(
             "ReceiveSupply", lambda: validation.receive_supply(request), context
         )
 
     async def CancelSupply(
         self, request: supply_pb2.CancelSupplyRequest, context: Any
     ) -> supply_pb2.SupplyResponse:
-        return await self._write(  # type: ignore[no-any-return]
-            "CancelSupply", lambda: validation.cancel_supply(request), context
-        )
+        return await self._write("CancelSupply", lambda: validation.cancel_supply(request), context)
 
     async def ListSupply(
         self, request: supply_pb2.ListSupplyRequest, context: Any
