@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from atpd.core.atp import atp
 from atpd.core.caller_atp import caller_atp, caller_policy
 from atpd.core.change_capture import touch
 from atpd.core.commands import Confirm, Fulfil, Line, Release, ReservationKind, Reserve
@@ -75,10 +74,13 @@ def reserve(state: StateFields, command: Reserve, now_ms: int) -> ReserveResult:
         if sku < 0:
             available = 0
         elif policy is None:
-            available = atp(
-                item(sku, FIELD_ON_HAND, node),
-                item(sku, FIELD_RESERVED, node),
-                item(sku, FIELD_SAFETY, node),
+            # atp.atp with no rules, inlined on purpose: a call per line costs ~75 ns, 2-3% of
+            # a checkout. Not clamped at 0: only compared with a quantity > 0 (and a shortage
+            # reports max(available, 0)), so it decides exactly as atp.atp would.
+            available = (
+                item(sku, FIELD_ON_HAND, node)
+                - item(sku, FIELD_RESERVED, node)
+                - item(sku, FIELD_SAFETY, node)
             )
         else:
             available = caller_atp(state, policy, sku, node)
@@ -97,7 +99,7 @@ def reserve(state: StateFields, command: Reserve, now_ms: int) -> ReserveResult:
     # The edge refuses these; the core must never oversell even if a caller skipped it.
     assert len(lines) == 1 or len(set(zip(skus, nodes, strict=True))) == len(lines), lines
     # Every line was checked above; from here on nothing can refuse the command.
-    watching = bool(state.watched) or state.stock.dirty_rows is not None  # resize: _touch
+    watching = bool(state.watched) or state.stock.dirty_rows is not None  # resize: touch
     for line, sku, node in zip(lines, skus, nodes, strict=True):
         if watching:
             touch(state, sku, node)
