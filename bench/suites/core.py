@@ -278,15 +278,18 @@ def core_reserve(ctx: Context) -> Figure:
 
 
 def _reserve_breakdown(state: AtpState, commands: list[Reserve], rounds: int) -> dict[str, float]:
-    """The steps of a successful 3-line `_reserve`, each timed on its own (batch means of 100
+    """The steps of a successful 3-line `reserve`, each timed on its own (batch means of 100
     calls, same method as the headline). Reads `AtpState` internals; state is left as found."""
+    import functools
+
+    from atpd.core import caller_atp, state_fields
     from atpd.core.reservations import Reservation, fingerprint
     from atpd.core.stock import FIELD_RESERVED
 
     cells = state.stock.cells
     skus_get = state.skus.get
-    node_index = state._node_index
-    atp = state._atp
+    node_index = functools.partial(state_fields.node_index, state)
+    atp = functools.partial(caller_atp.stock_atp, state)
     resolved = []
     for command in commands:
         skus = [skus_get(line.sku) for line in command.lines]

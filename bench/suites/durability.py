@@ -515,7 +515,7 @@ def _build_state(
     import numpy as np
 
     from atpd.core.commands import Line, Release, Reserve
-    from atpd.core.results import Outcome
+    from atpd.core.results import Outcome, ReservationResult, ReserveResult
     from atpd.core.state import AtpState
     from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
     from atpd.persistence.codec import encode_command
@@ -606,11 +606,14 @@ def _build_state(
         sequence = snapshot_sequence
         for i in range(tail):
             now_ms += 1
+            command: Reserve | Release
+            result: ReserveResult | ReservationResult
             if i % 2 == 0:
-                command: Reserve | Release = reserve_command(f"tail-{i:08d}", 1 + (i // 2) % 2)
+                command = reserve_command(f"tail-{i:08d}", 1 + (i // 2) % 2)
+                result = apply(command, now_ms)
             else:
                 command = Release(f"cart-{release_order[i // 2]:08d}")
-            result = apply(command, now_ms)
+                result = apply(command, now_ms)
             assert result.outcome is Outcome.OK and result.changed, result
             sequence = journal.append(encode_command(command), now_ms)
             if i % 1000 == 999:

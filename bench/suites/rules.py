@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from atpd.core import kernels
+from atpd.core import caller_atp, kernels
 from atpd.core.commands import (
     AddSupply,
     Line,
@@ -375,7 +375,7 @@ def build_state(sku_count: int, node_count: int, supplied: int, seed: int = 5) -
             node_id = where[int(rng.integers(len(where)))]
             command = AddSupply(
                 f"SUP-{row}-{k}", sku, node_id, int(rng.integers(1, 20)),
-                NOW_MS + eta_hours * HOUR_MS, int(kind),
+                NOW_MS + eta_hours * HOUR_MS, kind,
             )  # fmt: skip
             assert state.apply(command, now_ms).outcome is Outcome.OK
             entries += 1
@@ -484,7 +484,7 @@ def _availability_breakdown(
     state: AtpState, arguments: list[Any], rounds: int, total_us: float
 ) -> dict[str, float]:
     """The parts of one rules availability call, each timed on its own (batch means)."""
-    compiled = state._compiled_rules()
+    compiled = caller_atp.compiled_rules(state)
     cells, node_geo, geo_count = state.stock.cells, state.geo.node_geo, len(state.geo)
     node_count = len(state.nodes)
     mask = state.node_mask()
@@ -493,7 +493,7 @@ def _availability_breakdown(
         policy = state.policy(channel, segment)
         assert policy is not None
         row = state.skus.get(skus[0])
-        against, consumed = state._protection_inputs(policy, row, skus[0])
+        against, consumed = caller_atp.protection_inputs(state, policy, row, skus[0])
         prepared.append(
             (
                 policy,
@@ -502,7 +502,7 @@ def _availability_breakdown(
                 mask & policy.visible,
                 against,
                 consumed,
-                state._supply_row(policy, row),
+                caller_atp.supply_row(state, policy, row),
                 sku_safety(policy, row, skus[0]),
                 np.zeros(node_count + geo_count + 1, np.int64),
             )
@@ -520,10 +520,10 @@ def _availability_breakdown(
     parts = {
         "numba_kernel_call (rollup_atp_rules, 15 args)": _batch_mean_us(kernel, prepared, rounds),
         "supply_row (per-node supply array)": _batch_mean_us(
-            lambda p: state._supply_row(p[0], p[1]), prepared, rounds
+            lambda p: caller_atp.supply_row(state, p[0], p[1]), prepared, rounds
         ),
         "protection_inputs": _batch_mean_us(
-            lambda p: state._protection_inputs(p[0], p[1], p[2]), prepared, rounds
+            lambda p: caller_atp.protection_inputs(state, p[0], p[1], p[2]), prepared, rounds
         ),
         "policy lookup (resolve + compiled dict)": _batch_mean_us(
             lambda a: state.policy(a[1], a[2]), arguments, rounds
@@ -617,7 +617,7 @@ def _numba_threads() -> int:
 
 def _catalogue_breakdown(state: AtpState, channel: str, segment: str) -> dict[str, float]:
     """The steps of `catalogue` redone one by one (same inputs), each timed once."""
-    compiled = state._compiled_rules()
+    compiled = caller_atp.compiled_rules(state)
     policy = state.policy(channel, segment)
     assert policy is not None
     node_count, sku_count = len(state.nodes), len(state.skus)

@@ -359,3 +359,24 @@ def test_returned_node_mask_cannot_poison_the_scope_cache(state: AtpState) -> No
     with pytest.raises(ValueError, match="read-only"):
         view.node_mask[0] = False
     assert cell(state, state.availability(["sku-a"]), 0, "total") == 16
+
+
+def test_position_rows_are_the_stocked_positions_of_the_nodes_asked(state: AtpState) -> None:
+    """`position_rows` (the export's copy) lists each stocked position of the nodes given,
+    SKU-major, with its terms and its ATP under no rules, as `position` reports them."""
+    nodes = [state.node_ids.get("berlin"), state.node_ids.get("lyon")]
+    rows = state.position_rows(nodes)
+    listed = [
+        (state.skus.name(int(row)), ["berlin", "lyon"][int(column)])
+        for row, column in zip(rows.sku_rows, rows.node_columns, strict=True)
+    ]
+    assert listed == [("sku-a", "berlin"), ("sku-a", "lyon"), ("sku-b", "lyon")]
+    for k, (sku, node_id) in enumerate(listed):
+        view = state.position(sku, node_id)
+        assert (view.on_hand, view.reserved, view.safety_stock, view.atp) == (
+            rows.on_hand[k],
+            rows.reserved[k],
+            rows.safety[k],
+            rows.atp[k],
+        )
+        assert view.last_source_sequence == rows.source_sequence[k]

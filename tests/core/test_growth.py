@@ -25,6 +25,7 @@ from atpd.core.limits import Limits
 from atpd.core.load_command import BulkLoad, LoadColumns, LoadMode
 from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
+from atpd.core.supply import SupplyKind
 
 
 def test_node_capacity_is_presized_from_config() -> None:
@@ -183,7 +184,11 @@ class ResizeMachine(RuleBasedStateMachine):
     @rule(sku=st.integers(0, 9), node=st.integers(0, 9), quantity=st.integers(1, 9))
     def supply(self, sku: int, node: int, quantity: int) -> None:
         supply_id = f"po-{self.now_ms}-{sku}"
-        self.apply(AddSupply(supply_id, f"s{sku}", self.node_id(node), quantity, 0, 1))
+        self.apply(
+            AddSupply(
+                supply_id, f"s{sku}", self.node_id(node), quantity, 0, SupplyKind.PURCHASE_ORDER
+            )
+        )
         self.apply(ReceiveSupply(supply_id, quantity // 2 or None))
 
     @rule(

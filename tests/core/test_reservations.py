@@ -153,6 +153,7 @@ def test_refused_reserve_is_reevaluated_on_retry(state: AtpState) -> None:
     result = state.apply(command, T0 + 2)
     assert result.outcome is Outcome.OK
     assert not result.replayed
+    assert result.reservation is not None
     assert result.reservation.created_at_ms == T0 + 2
 
 

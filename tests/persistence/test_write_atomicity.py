@@ -12,7 +12,9 @@ with reserved == sum of open holds.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import pkgutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -21,9 +23,10 @@ import numpy as np
 import pytest
 from sortedcontainers import SortedList
 
+import atpd.core
 from atpd.config import Config
 from atpd.core import bulk_kernels
-from atpd.core.bulk import LoadColumns, LoadRegistry
+from atpd.core.bulk import LoadColumns
 from atpd.core.commands import (
     AddSupply,
     AdjustStock,
@@ -45,6 +48,7 @@ from atpd.core.commands import (
 from atpd.core.geo import Geography
 from atpd.core.ids import IdMap
 from atpd.core.load_command import BulkLoad, LoadMode
+from atpd.core.load_registry import LoadRegistry
 from atpd.core.nodes import Node
 from atpd.core.reservations import ExpiryIndex, Reservation
 from atpd.core.state import AtpState
@@ -75,6 +79,12 @@ units = 2
 nodes = { include = ["PAR"] }
 for = ["*/vip"]
 """
+
+# Every module of the core, for wrapping the functions that are fault points wherever bound.
+CORE_MODULES = [
+    importlib.import_module(f"atpd.core.{info.name}")
+    for info in pkgutil.iter_modules(atpd.core.__path__)
+]
 
 
 class InjectedFault(Exception):
@@ -179,10 +189,14 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
         (LoadRegistry, ("add",)),
         (Geography, ("place", "grow")),
         (SortedList, ("add", "remove", "__delitem__")),
-        (AtpState, ("_touch", "_take_protected", "_unhold", "_rebuild_protection_consumption")),
     ):
         for name in names:
             monkeypatch.setattr(cls, name, before(getattr(cls, name)))
+    # The core's own steps are module functions: wrap them in every module that binds them.
+    for module in CORE_MODULES:
+        for name in ("touch", "take_protected", "unhold", "rebuild_protection_consumption"):
+            if name in vars(module):
+                monkeypatch.setattr(module, name, before(getattr(module, name)))
     for name in ("apply_rows", "zero_absent"):
         monkeypatch.setattr(bulk_kernels, name, before(getattr(bulk_kernels, name)))
     # The story drives expiry itself (a Tick step); a timer-driven Tick would expire holds in

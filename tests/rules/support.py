@@ -132,7 +132,7 @@ def add_supply(
     eta_ms: int,
     kind: SupplyKind,
 ) -> SupplyResult:
-    command = AddSupply(supply_id, sku, node_id, quantity, eta_ms, int(kind))
+    command = AddSupply(supply_id, sku, node_id, quantity, eta_ms, kind)
     result: SupplyResult = state.apply(command, state.now_ms)
     return result
 

@@ -107,12 +107,10 @@ def history(recorder: Recorder) -> list[int]:
             apply(SetStock(sku, node_id, 10, sequence, 1), 1_000)
     apply(SetRules(RULES_A, "a.toml"), 2_000)
     cuts.append(len(recorder.records))
+    apply(AddSupply("po", "BAG-1", "st-par", 4, 30 * HOUR_MS, SupplyKind.PURCHASE_ORDER), 3_000)
+    apply(AddSupply("tr", "WCH-1", "wh-par", 3, 10 * HOUR_MS, SupplyKind.TRANSFER), 3_000)
     apply(
-        AddSupply("po", "BAG-1", "st-par", 4, 30 * HOUR_MS, int(SupplyKind.PURCHASE_ORDER)), 3_000
-    )
-    apply(AddSupply("tr", "WCH-1", "wh-par", 3, 10 * HOUR_MS, int(SupplyKind.TRANSFER)), 3_000)
-    apply(
-        AddSupply("ret", "BAG-1", "st-ber", 2, 5 * HOUR_MS, int(SupplyKind.RETURN_IN_TRANSIT)),
+        AddSupply("ret", "BAG-1", "st-ber", 2, 5 * HOUR_MS, SupplyKind.RETURN_IN_TRANSIT),
         3_000,
     )
     apply(
@@ -270,9 +268,9 @@ def test_snapshot_plus_journal_tail_equals_the_original(cut: int, tmp_path: Path
     [
         SetRules(RULES_A, "a.toml"),
         SetRules("", ""),
-        AddSupply("po-1", "BAG-1", "wh-par", 3, 1_700_000_000_000, int(SupplyKind.PURCHASE_ORDER)),
-        AddSupply("tr-1", "BAG-1", "wh-par", 1, 1, int(SupplyKind.TRANSFER)),
-        AddSupply("ret-1", "WCH-1", "st-par", 9, 5, int(SupplyKind.RETURN_IN_TRANSIT)),
+        AddSupply("po-1", "BAG-1", "wh-par", 3, 1_700_000_000_000, SupplyKind.PURCHASE_ORDER),
+        AddSupply("tr-1", "BAG-1", "wh-par", 1, 1, SupplyKind.TRANSFER),
+        AddSupply("ret-1", "WCH-1", "st-par", 9, 5, SupplyKind.RETURN_IN_TRANSIT),
         ReceiveSupply("po-1"),
         ReceiveSupply("po-1", 2),
         CancelSupply("po-1"),

@@ -311,7 +311,7 @@ class RulesMachine(RuleBasedStateMachine):
         self.counter += 1
         supply_id = f"s{self.counter}"
         eta_ms = self.now + eta_hours * HOUR_MS
-        result = self.apply(AddSupply(supply_id, sku, node_id, quantity, eta_ms, int(kind)))
+        result = self.apply(AddSupply(supply_id, sku, node_id, quantity, eta_ms, kind))
         assert result.outcome is Outcome.OK
         self.supply_ids.append(supply_id)
 

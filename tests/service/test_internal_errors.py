@@ -27,8 +27,8 @@ def test_a_core_bug_answers_internal_and_stops_in_memory_writes(
     state: AtpState = server.app.engine.state
     original = state._handlers[Reserve]
 
-    def half_then_fail(command: Any, now_ms: int) -> Any:
-        original(command, now_ms)  # applied in full, then the "bug"
+    def half_then_fail(state: AtpState, command: Any, now_ms: int) -> Any:
+        original(state, command, now_ms)  # applied in full, then the "bug"
         raise CoreBug("something nobody expected")
 
     server.call(lambda: state._handlers.__setitem__(Reserve, half_then_fail))

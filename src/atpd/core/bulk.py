@@ -19,20 +19,15 @@ leaves no trace; the writes are then two numba passes (`bulk_kernels`).
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 import numpy.typing as npt
 
 from atpd.core import bulk_kernels
 from atpd.core.limits import MAX_QUANTITY
-from atpd.core.load_command import BulkLoad, LoadColumns, LoadMode
+from atpd.core.load_command import BulkLoad, BulkLoadResult, LoadColumns, LoadMode, LoadSummary
+from atpd.core.load_registry import LoadRegistry
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound, Outcome
-
-if TYPE_CHECKING:
-    from atpd.core.state import AtpState
+from atpd.core.state_fields import StateFields
 
 __all__ = [
     "BulkLoad",
@@ -50,79 +45,6 @@ __all__ = [
 # a dense table (a sparse load over many SKUs and nodes).
 DENSE_DUPLICATE_SLOTS_PER_ROW = 8
 DENSE_DUPLICATE_SLOTS_MIN = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class LoadSummary:
-    load_id: str
-    mode: LoadMode
-    source_sequence: int
-    node_ids: tuple[str, ...]
-    rows: int
-    positions_written: int
-    positions_changed: int
-    positions_zeroed: int
-    positions_stale: int
-    skus_created: int
-    fingerprint: str
-    applied_at_ms: int
-
-    def same_header(self, mode: LoadMode, source_sequence: int, node_ids: tuple[str, ...]) -> bool:
-        return (self.mode, self.source_sequence, sorted(self.node_ids)) == (
-            mode,
-            source_sequence,
-            sorted(node_ids),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class BulkLoadResult:
-    outcome: Outcome
-    summary: LoadSummary
-    replayed: bool = False
-    changed: bool = True
-
-
-class LoadRegistry:
-    """Summaries of applied loads by id, oldest first, bounded by max_remembered_loads."""
-
-    __slots__ = ("_by_id",)
-
-    def __init__(self) -> None:
-        self._by_id: dict[str, LoadSummary] = {}
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def get(self, load_id: str) -> LoadSummary | None:
-        return self._by_id.get(load_id)
-
-    def add(self, summary: LoadSummary, keep: int) -> None:
-        assert summary.load_id not in self._by_id, summary.load_id
-        assert keep >= 1
-        self._by_id[summary.load_id] = summary
-        for _ in range(len(self._by_id) - keep):
-            del self._by_id[next(iter(self._by_id))]
-        assert len(self._by_id) <= keep
-
-    def to_json(self) -> bytes:
-        rows = []
-        for summary in self._by_id.values():
-            row = asdict(summary)
-            row["mode"] = int(summary.mode)
-            row["node_ids"] = list(summary.node_ids)
-            rows.append(row)
-        return json.dumps(rows, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> LoadRegistry:
-        registry = cls()
-        for row in json.loads(data):
-            row["mode"] = LoadMode(row["mode"])
-            row["node_ids"] = tuple(row["node_ids"])
-            summary = LoadSummary(**row)
-            registry._by_id[summary.load_id] = summary
-        return registry
 
 
 def check_columns(columns: LoadColumns) -> None:
@@ -180,7 +102,7 @@ def _first_row_using(codes: npt.NDArray[np.int32], value: int) -> int:
     return int(np.argmax(codes == value))
 
 
-def apply_bulk_load(state: AtpState, command: BulkLoad, now_ms: int) -> BulkLoadResult:
+def apply_bulk_load(state: StateFields, command: BulkLoad, now_ms: int) -> BulkLoadResult:
     """The handler of BulkLoad in AtpState.apply."""
     columns = command.columns
     assert columns is not None, "a journaled load must have its file read before it is applied"

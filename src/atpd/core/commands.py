@@ -2,7 +2,9 @@
 
 Commands carry string ids exactly as the caller sent them (already validated at the edge), so
 that a journaled command replays identically whatever the dense id assignment was. Time is not
-part of a command: the engine passes `now_ms` to `AtpState.apply` next to it.
+part of a command: the engine passes `now_ms` to `AtpState.apply` next to it. Each command
+class is a `CommandOf[its result]`, so `apply` and `Engine.execute` are typed by the command
+they are given.
 """
 
 from __future__ import annotations
@@ -10,6 +12,19 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from typing import Any
+
+from atpd.core.command_base import CommandOf
+from atpd.core.load_command import BulkLoad
+from atpd.core.results import (
+    NodeResult,
+    ReservationResult,
+    ReserveResult,
+    RulesResult,
+    StockResult,
+    SupplyResult,
+    TickResult,
+)
+from atpd.core.supply import SupplyKind
 
 
 class NodeKind(enum.IntEnum):
@@ -34,7 +49,7 @@ class Line:
 
 
 @dataclass(frozen=True, slots=True)
-class UpsertNode:
+class UpsertNode(CommandOf[NodeResult]):
     node_id: str
     kind: NodeKind
     geo_path: tuple[str, ...]
@@ -45,7 +60,7 @@ class UpsertNode:
 
 
 @dataclass(frozen=True, slots=True)
-class SetStock:
+class SetStock(CommandOf[StockResult]):
     sku: str
     node_id: str
     on_hand: int
@@ -54,7 +69,7 @@ class SetStock:
 
 
 @dataclass(frozen=True, slots=True)
-class AdjustStock:
+class AdjustStock(CommandOf[StockResult]):
     sku: str
     node_id: str
     delta: int
@@ -62,7 +77,7 @@ class AdjustStock:
 
 
 @dataclass(frozen=True, slots=True)
-class Reserve:
+class Reserve(CommandOf[ReserveResult]):
     reservation_id: str
     lines: tuple[Line, ...]
     ttl_ms: int
@@ -72,12 +87,12 @@ class Reserve:
 
 
 @dataclass(frozen=True, slots=True)
-class Confirm:
+class Confirm(CommandOf[ReservationResult]):
     reservation_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class Fulfil:
+class Fulfil(CommandOf[ReservationResult]):
     reservation_id: str
     # Empty: everything still held.
     lines: tuple[Line, ...] = ()
@@ -85,17 +100,17 @@ class Fulfil:
 
 
 @dataclass(frozen=True, slots=True)
-class Release:
+class Release(CommandOf[ReservationResult]):
     reservation_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class Tick:
+class Tick(CommandOf[TickResult]):
     """Expire every hold due at `now_ms` (the clock moving is a command too, for replay)."""
 
 
 @dataclass(frozen=True, slots=True)
-class SetRules:
+class SetRules(CommandOf[RulesResult]):
     """Replace the availability rules (TOML text) atomically; refused whole if anything in it
     is wrong, the previous rules staying in force."""
 
@@ -107,17 +122,17 @@ class SetRules:
 
 
 @dataclass(frozen=True, slots=True)
-class AddSupply:
+class AddSupply(CommandOf[SupplyResult]):
     supply_id: str
     sku: str
     node_id: str
     quantity: int
     eta_ms: int
-    kind: int  # SupplyKind
+    kind: SupplyKind
 
 
 @dataclass(frozen=True, slots=True)
-class ReceiveSupply:
+class ReceiveSupply(CommandOf[SupplyResult]):
     """Move supply into on_hand: all that is still expected, or `quantity` of it."""
 
     supply_id: str
@@ -125,13 +140,11 @@ class ReceiveSupply:
 
 
 @dataclass(frozen=True, slots=True)
-class CancelSupply:
+class CancelSupply(CommandOf[SupplyResult]):
     supply_id: str
 
 
-# Imported last: bulk.py imports results -> reservations -> this module's Line.
-from atpd.core.load_command import BulkLoad  # noqa: E402
-
+# Any command: what the journal codec and the engine handle.
 Command = (
     UpsertNode
     | SetStock

@@ -4,11 +4,16 @@ Compiled with `cache=True` so a restart loads machine code from __pycache__; `wa
 every kernel once on tiny inputs so the first caller never pays for compilation (the server
 reports SERVING only after it returns).
 
+The ATP formula itself is written once, in `node_atp`, inlined into every kernel (the scalar
+twin is `atp.atp`).
+
 Few arguments and one output array on purpose: numba's dispatcher costs roughly 0.1 us per
 array argument and per boxed result, which matters when the whole query budget is 5 us.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +24,23 @@ from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
 Int32Array = npt.NDArray[np.int32]
 Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+# A quantity inside a kernel: a Python int or a numpy integer (cells are int32).
+Quantity = int | np.integer[Any]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def node_atp(
+    on_hand: Quantity,
+    reserved: Quantity,
+    safety: Quantity,
+    buffer: Quantity,
+    supply: Quantity,
+    protected: Quantity,
+) -> Quantity:
+    """The ATP formula, kernel form (the twin of `atp.atp`, inlined into every kernel here):
+    max(0, on_hand - reserved - safety - buffer + counted supply - protected for others)."""
+    free = on_hand - reserved - safety - buffer + supply - protected
+    return free if free > 0 else 0
 
 
 @njit(nogil=True, cache=True)
@@ -48,12 +70,15 @@ def rollup_atp(
         for j in range(n_nodes):
             if not node_mask[j]:
                 continue
-            atp = (
-                np.int64(cells[row, FIELD_ON_HAND, j])
-                - cells[row, FIELD_RESERVED, j]
-                - cells[row, FIELD_SAFETY, j]
+            atp = node_atp(
+                np.int64(cells[row, FIELD_ON_HAND, j]),
+                cells[row, FIELD_RESERVED, j],
+                cells[row, FIELD_SAFETY, j],
+                0,
+                0,
+                0,
             )
-            if atp <= 0:
+            if atp == 0:
                 continue
             out[k, j] = atp
             total += atp
@@ -129,7 +154,7 @@ def rollup_atp_rules(
             safety = np.int64(sku_safety)
         if safety < 0:
             safety = np.int64(cells[row, FIELD_SAFETY, j])
-        atp = on_hand - cells[row, FIELD_RESERVED, j] - safety - buffer + supply[j]
+        protected = 0
         for p in range(n_protections):
             if protection_against[p] and protection_mask[p, j]:
                 units = protection_units[p]
@@ -137,8 +162,9 @@ def rollup_atp_rules(
                     units = on_hand * protection_percent[p] // 100
                 remaining = units - consumed[p, j]
                 if remaining > 0:
-                    atp -= remaining
-        if atp <= 0:
+                    protected += remaining
+        atp = node_atp(on_hand, cells[row, FIELD_RESERVED, j], safety, buffer, supply[j], protected)
+        if atp == 0:
             continue
         out[j] = atp
         total += atp
@@ -185,14 +211,15 @@ def catalogue_atp(
                 safety = sku_safety[row]
             if safety < 0:
                 safety = np.int64(cells[row, FIELD_SAFETY, j])
-            atp = on_hand - cells[row, FIELD_RESERVED, j] - safety - buffer
+            protected = 0
             for p in range(n_protections):
                 if protection_against[row, p] and protection_mask[p, j]:
                     units = protection_units[p]
                     if units == 0:
                         units = on_hand * protection_percent[p] // 100
                     if units > 0:
-                        atp -= units
-            if atp > 0:
-                out[row, group] += atp
+                        protected += units
+            out[row, group] += node_atp(
+                on_hand, cells[row, FIELD_RESERVED, j], safety, buffer, 0, protected
+            )
     return out

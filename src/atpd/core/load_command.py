@@ -1,6 +1,7 @@
-"""The BulkLoad command and its columns (a leaf module: commands.py imports it).
+"""The BulkLoad command, its columns and its result (commands.py imports it).
 
-See core/bulk.py for the semantics and the handler.
+See core/bulk.py for the semantics and the handler, core/load_registry.py for the applied
+loads the state remembers.
 """
 
 from __future__ import annotations
@@ -12,11 +13,45 @@ import crc32c
 import numpy as np
 import numpy.typing as npt
 
+from atpd.core.command_base import CommandOf
+from atpd.core.results import Outcome
+
 
 class LoadMode(enum.IntEnum):
     # Numbers match atpd.v1.LoadMode.
     FULL = 1
     DELTA = 2
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSummary:
+    load_id: str
+    mode: LoadMode
+    source_sequence: int
+    node_ids: tuple[str, ...]
+    rows: int
+    positions_written: int
+    positions_changed: int
+    positions_zeroed: int
+    positions_stale: int
+    skus_created: int
+    fingerprint: str
+    applied_at_ms: int
+
+    def same_header(self, mode: LoadMode, source_sequence: int, node_ids: tuple[str, ...]) -> bool:
+        return (self.mode, self.source_sequence, sorted(self.node_ids)) == (
+            mode,
+            source_sequence,
+            sorted(node_ids),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BulkLoadResult:
+    outcome: Outcome
+    summary: LoadSummary
+    replayed: bool = False
+    changed: bool = True
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -56,7 +91,7 @@ def load_fingerprint(
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class BulkLoad:
+class BulkLoad(CommandOf[BulkLoadResult]):
     """Apply a load. `columns` is None only for a load decoded from the journal whose file was
     not read yet (recovery reads it before applying); `stored_file` / `stored_checksum` name
     that checksummed file (relative to the data directory) when the server is durable."""

@@ -11,6 +11,7 @@ after the limit is lowered.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from atpd.core.commands import (
     AddSupply,
@@ -297,7 +298,9 @@ def _decode(payload: bytes) -> Command:
         return SetRules(entry.set_rules.text, entry.set_rules.source)
     if which == "add_supply":
         a2 = entry.add_supply
-        return AddSupply(a2.supply_id, a2.sku, a2.node_id, a2.quantity, a2.eta_ms, a2.kind)
+        # An unknown kind stays a plain int for command_problem to name (the record is refused).
+        kind = SupplyKind(a2.kind) if a2.kind in _SUPPLY_KINDS else cast(SupplyKind, a2.kind)
+        return AddSupply(a2.supply_id, a2.sku, a2.node_id, a2.quantity, a2.eta_ms, kind)
     if which == "receive_supply":
         r2 = entry.receive_supply
         return ReceiveSupply(r2.supply_id, r2.quantity if r2.HasField("quantity") else None)

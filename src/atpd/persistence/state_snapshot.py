@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from atpd.core.bulk import LoadRegistry
 from atpd.core.commands import Line, NodeKind, ReservationKind
 from atpd.core.geo import parse_geo_path
 from atpd.core.ids import (
@@ -32,6 +31,7 @@ from atpd.core.ids import (
     first_mismatch,
 )
 from atpd.core.limits import Limits
+from atpd.core.load_registry import LoadRegistry
 from atpd.core.nodes import Node
 from atpd.core.reservations import Reservation, ReservationStatus
 from atpd.core.rules import parse_rules
@@ -249,11 +249,6 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
             raise ValueError(f"shape {arrays['present'].shape}, expected {(sku_count, node_count)}")
         stock.present[:sku_count, :node_count] = arrays["present"]
         stock.position_count = int(np.count_nonzero(arrays["present"]))
-    if state.geo.node_geo.shape[1] < stock.node_capacity:
-        state.geo.grow(stock.node_capacity)
-    for node in state.nodes:
-        state.geo.place(node.index, node.geo_path)
-    state.enabled_mask = np.array([n.enabled for n in state.nodes], np.bool_)
 
     count = meta["reservations"]
     with _entry("reservation_ids"):
@@ -303,7 +298,8 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
                 [(name, units) for name, units in line] for line in records
             ]
             state.protected_reservations.add(reservation_id)
-        state._rebuild_protection_consumption()
+        # Geography, enabled mask and protection consumption follow from what was read.
+        state.rebuild_derived()
     with _entry("loads"):
         if "loads" in blobs:
             state.loads = LoadRegistry.from_json(blobs["loads"])

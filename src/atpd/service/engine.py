@@ -12,16 +12,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
+from atpd.core.command_base import CommandOf, Result
 from atpd.core.commands import Command, SetRules, Tick, UpsertNode
 from atpd.core.load_command import BulkLoad
-from atpd.core.results import CommandRejected
+from atpd.core.results import CommandRejected, TickResult
 from atpd.core.state import AtpState
 from atpd.core.stock import POSITION_BYTES
 from atpd.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+ResultT = TypeVar("ResultT", bound=Result)
 
 # Background growth of the stock table (core/stock.py `Resize`): the worker thread copies in
 # slices of about this size (a cancelled resize stops within one slice) ...
@@ -132,14 +135,14 @@ class Engine:
         last = self.state.now_ms
         return now if now > last else last
 
-    async def execute(self, command: Command) -> Any:
+    async def execute(self, command: CommandOf[ResultT]) -> ResultT:
         """Apply `command` now, journal it if it changed anything, and return its result once
         everything it may depend on is durable. Raises CommandRejected for caller mistakes and
         WritesUnavailable when the journal cannot take it (then nothing of it remains)."""
         await self._room_for(command)
         if self.write_failure is not None:
             if isinstance(command, Tick) and self.clean.is_set():
-                return self._expire_unjournaled()
+                return cast(ResultT, self._expire_unjournaled())  # the command is a Tick
             raise WritesUnavailable(self.write_failure)
         journal = self.journal
         journal.check_writable()
@@ -172,7 +175,8 @@ class Engine:
                 self._outcome_counters[(kind, outcome)] = counter
             counter.inc()
         if result.changed:
-            self._append(command, now)
+            # Every CommandOf subclass is one of the members of the Command union.
+            self._append(cast(Command, command), now)
             # A bulk load moves up to millions of positions at once: one resync, not events.
             if self.on_resync is not None and isinstance(command, SetRules | UpsertNode | BulkLoad):
                 self.on_resync(f"{type(command).__name__} changed what every caller may see")
@@ -215,7 +219,7 @@ class Engine:
             self._append(Tick(), now)
         return now
 
-    def _expire_unjournaled(self) -> Any:
+    def _expire_unjournaled(self) -> TickResult:
         """While the journal is down, holds still expire on time in memory. Not journaling
         them is safe: an expiry is a function of time, so replaying the durable records at any
         later time expires the same holds."""
@@ -282,10 +286,9 @@ class Engine:
 
     def replace_state(self, state: AtpState) -> None:
         """Swap in a rebuilt state (after a journal failure): same loop, no await."""
-        assert state.now_ms <= max(self.state.now_ms, state.now_ms)
         self.stop()
         self.state.stock.cancel_resize()  # its copy stops; the rebuilt state grows anew
-        state.watched = self.state.watched
+        state.set_watched(self.state.watched)
         self.state = state
         self.clean.set()
         self._arm_expiry()
@@ -294,7 +297,7 @@ class Engine:
 
     # ------------------------------------------------------------------ stock table growth
 
-    async def _room_for(self, command: Command) -> None:
+    async def _room_for(self, command: CommandOf[Any]) -> None:
         """Grow the stock table off the writer, ahead of need: start a background resize when
         an axis passed its high-water mark, and make a command that needs more room than the
         table has wait for it (only that caller waits: every other command goes on being
@@ -392,9 +395,10 @@ class Engine:
     def _on_expiry_timer(self) -> None:
         self._expiry_handle = None
         self._expiry_at_ms = None
-        if self.state.next_expiry_ms() is None:
+        next_ms = self.state.next_expiry_ms()
+        if next_ms is None:
             return
-        if self.state.next_expiry_ms() > self.now_ms():  # type: ignore[operator]
+        if next_ms > self.now_ms():
             self._arm_expiry()  # woke early (timer granularity): sleep again
             return
         self._spawn(self.execute(Tick()))

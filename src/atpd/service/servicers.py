@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 import grpc
 
 from atpd import __version__
+from atpd.core.command_base import CommandOf
 from atpd.core.commands import SetRules
-from atpd.core.results import InvalidCommand
+from atpd.core.results import InvalidCommand, ReservationResult, SupplyResult
 from atpd.core.rules import RulesError, read_rules_document
 from atpd.service import convert, validation, wire
 from atpd.service.durability import Durability
@@ -148,7 +149,7 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
         return await self._guard("Reserve", context, handle, write=True)
 
     async def _lifecycle(
-        self, method: str, command: Callable[[], Any], context: Any
+        self, method: str, command: Callable[[], CommandOf[ReservationResult]], context: Any
     ) -> reservations_pb2.ReservationResponse:
         async def handle() -> reservations_pb2.ReservationResponse:
             result = await self.engine.execute(command())
@@ -293,7 +294,7 @@ class RulesServicer(_Base, rules_pb2_grpc.RulesServiceServicer):
 
 class SupplyServicer(_Base, supply_pb2_grpc.SupplyServiceServicer):
     async def _write(
-        self, method: str, command: Callable[[], Any], context: Any
+        self, method: str, command: Callable[[], CommandOf[SupplyResult]], context: Any
     ) -> supply_pb2.SupplyResponse:
         async def handle() -> supply_pb2.SupplyResponse:
             result = await self.engine.execute(command())

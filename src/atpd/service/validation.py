@@ -287,7 +287,7 @@ def add_supply(request: supply_pb2.AddSupplyRequest) -> AddSupply:
         node_id(request.node_id, "node_id"),
         quantity(request.quantity, "quantity"),
         request.eta_ms,
-        int(kind),
+        kind,
     )
 
 

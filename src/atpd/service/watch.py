@@ -202,7 +202,7 @@ class WatchHub:
                 raise LimitExceeded(
                     f"at most {MAX_WATCHED_CALLERS} distinct channel/segment pairs can be watched"
                 )
-            state.watched = (*state.watched, caller)
+            state.set_watched((*state.watched, caller))
             self.caller_since[caller] = self.sequence + 1
         subscriber = Subscriber(
             caller,
@@ -342,7 +342,7 @@ class WatchHub:
                 self.caller_since.pop(caller, None)
                 continue
             valid.append(caller)
-        state.watched = tuple(valid)
+        state.set_watched(tuple(valid))
         event = self._resync(reason)
         for subscriber in list(self.subscribers):
             if subscriber.caller not in state.watched:

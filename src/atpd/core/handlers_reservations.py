@@ -1,0 +1,353 @@
+"""Handlers of the reservation lifecycle: Reserve, Confirm, Release, Fulfil, and the
+bookkeeping of holds (unhold, take out) and of terminal reservations (retention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from atpd.core.caller_atp import caller_atp, caller_policy
+from atpd.core.change_capture import touch
+from atpd.core.commands import Confirm, Fulfil, Line, Release, ReservationKind, Reserve
+from atpd.core.limits import MAX_QUANTITY
+from atpd.core.protections import protection_index, take_protected
+from atpd.core.reservations import Reservation, ReservationStatus
+from atpd.core.reservations import fingerprint as reservation_fingerprint
+from atpd.core.results import (
+    AlreadyExists,
+    InvalidCommand,
+    LimitExceeded,
+    Outcome,
+    ReservationResult,
+    ReserveResult,
+    Shortage,
+    ShortageReason,
+)
+from atpd.core.rules import CompiledPolicy
+from atpd.core.state_fields import StateFields, find_reservation, node_index
+from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
+
+
+def reserve(state: StateFields, command: Reserve, now_ms: int) -> ReserveResult:
+    # The hot path of checkout: one pass to resolve ids, one to check, one to hold; error
+    # messages are only formatted when there is an error.
+    lines = command.lines
+    pos_sale = command.kind is ReservationKind.POS_SALE
+    ttl_ms = 0 if pos_sale else command.ttl_ms
+    existing = state.reservations.get(command.reservation_id)
+    if existing is not None:
+        asked = reservation_fingerprint(
+            command.kind, command.channel, command.segment, ttl_ms, lines
+        )
+        if existing.fingerprint() == asked:
+            return ReserveResult(Outcome.OK, existing, replayed=True)
+        raise AlreadyExists(
+            f"reservation_id: {command.reservation_id!r} exists with different content"
+        )
+    assert 1 <= len(lines) <= state.limits.max_lines_per_reservation
+    node_get = state.node_ids.get
+    sku_get = state.skus.get
+    skus: list[int] = []
+    nodes: list[int] = []
+    for line in lines:
+        node = node_get(line.node_id)
+        if node < 0:
+            node_index(state, line.node_id, f"lines[{lines.index(line)}].node_id")
+        nodes.append(node)
+        skus.append(sku_get(line.sku))
+    if state.open_reservations >= state.limits.max_open_reservations:
+        raise LimitExceeded(
+            f"max_open_reservations: {state.open_reservations} reservations are open"
+        )
+    all_nodes = state.nodes
+    for node in nodes:
+        if not all_nodes[node].enabled:
+            return refuse_disabled(state, lines, nodes)
+    policy = (
+        caller_policy(state, command.channel, command.segment) if state.rules.policies else None
+    )
+    cells = state.stock.cells
+    item = cells.item
+    shortages: list[Shortage] | None = None
+    for line, sku, node in zip(lines, skus, nodes, strict=True):
+        assert line.quantity > 0, line  # the edge refuses it; never let it lower reserved
+        if sku < 0:
+            available = 0
+        elif policy is None:
+            # atp.atp with no rules, inlined on purpose: a call per line costs ~75 ns, 2-3% of
+            # a checkout. Not clamped at 0: only compared with a quantity > 0 (and a shortage
+            # reports max(available, 0)), so it decides exactly as atp.atp would.
+            available = (
+                item(sku, FIELD_ON_HAND, node)
+                - item(sku, FIELD_RESERVED, node)
+                - item(sku, FIELD_SAFETY, node)
+            )
+        else:
+            available = caller_atp(state, policy, sku, node)
+            cap = policy.policy.max_per_line
+            if cap and available > cap:
+                available = cap
+            # Counted supply can lift ATP above on_hand: bound what a position holds.
+            if line.quantity <= available:
+                check_reserved_bound(state, lines, line, sku, node)
+        if line.quantity > available:
+            if shortages is None:
+                shortages = []
+            shortages.append(shortage(state, policy, line, sku, node, available))
+    if shortages is not None:
+        return ReserveResult(Outcome.INSUFFICIENT_STOCK, shortages=tuple(shortages))
+    # The edge refuses these; the core must never oversell even if a caller skipped it.
+    assert len(lines) == 1 or len(set(zip(skus, nodes, strict=True))) == len(lines), lines
+    # Every line was checked above; from here on nothing can refuse the command.
+    watching = bool(state.watched) or state.stock.dirty_rows is not None  # resize: touch
+    for line, sku, node in zip(lines, skus, nodes, strict=True):
+        if watching:
+            touch(state, sku, node)
+        reserved = item(sku, FIELD_RESERVED, node) + line.quantity
+        assert reserved <= MAX_QUANTITY, (line, reserved)
+        cells[sku, FIELD_RESERVED, node] = reserved
+    protected = (
+        take_protected(state, policy, lines, skus, nodes)
+        if policy is not None and policy.mine
+        else None
+    )
+    reservation = Reservation(
+        command.reservation_id,
+        lines,
+        tuple(zip(skus, nodes, strict=True)),
+        command.kind,
+        command.channel,
+        command.segment,
+        ttl_ms,
+        now_ms,
+    )
+    state.reservations[command.reservation_id] = reservation
+    state.open_reservations += 1
+    if protected is not None:
+        reservation.protected = protected
+        state.protected_reservations.add(command.reservation_id)
+    if pos_sale:
+        # A POS sale is a reserve and a fulfilment in one step: the goods left the store.
+        # It never waits in the expiry index, so it passes through CONFIRMED, not HELD.
+        reservation.status = ReservationStatus.CONFIRMED
+        reservation.expires_at_ms = 0
+        take_out(state, reservation, list(reservation.held), now_ms)
+    else:
+        state.expiry.add(reservation.expires_at_ms, reservation.reservation_id)
+    return ReserveResult(Outcome.OK, reservation)
+
+
+def check_reserved_bound(
+    state: StateFields, lines: tuple[Line, ...], line: Line, sku: int, node: int
+) -> None:
+    """Refuse a line that would make the position's reserved units exceed MAX_QUANTITY
+    (quantities are int32 in the stock table)."""
+    reserved = state.stock.cells.item(sku, FIELD_RESERVED, node)
+    if reserved + line.quantity > MAX_QUANTITY:
+        raise LimitExceeded(
+            f"lines[{lines.index(line)}].quantity: {reserved} units of {line.sku!r} are "
+            f"already reserved at {line.node_id!r}; {line.quantity} more would pass the "
+            f"bound of {MAX_QUANTITY} reserved units per position (MAX_QUANTITY)"
+        )
+
+
+def shortage(
+    state: StateFields,
+    policy: CompiledPolicy | None,
+    line: Line,
+    sku: int,
+    node: int,
+    available: int,
+) -> Shortage:
+    """A short line and why it is short (computed on the refusal path only)."""
+    if sku < 0:
+        reason = ShortageReason.UNKNOWN_SKU
+    elif policy is None:
+        reason = ShortageReason.STOCK
+    elif not policy.visible[node]:
+        reason = ShortageReason.NOT_VISIBLE
+    elif (
+        policy.policy.max_per_line
+        and line.quantity > policy.policy.max_per_line
+        and caller_atp(state, policy, sku, node) >= line.quantity
+    ):
+        # The stock is there: only the per-line cap of the caller's rules refuses it.
+        reason = ShortageReason.LINE_CAP
+    else:
+        reason = ShortageReason.STOCK
+    return Shortage(line.sku, line.node_id, line.quantity, max(available, 0), reason)
+
+
+def refuse_disabled(state: StateFields, lines: tuple[Line, ...], nodes: list[int]) -> ReserveResult:
+    """NODE_DISABLED, with a shortage entry for every line on a disabled node."""
+    shortages = tuple(
+        Shortage(line.sku, line.node_id, line.quantity, 0, ShortageReason.NODE_DISABLED)
+        for line, node in zip(lines, nodes, strict=True)
+        if not state.nodes[node].enabled
+    )
+    assert shortages
+    return ReserveResult(
+        Outcome.NODE_DISABLED, shortages=shortages, disabled_node_id=shortages[0].node_id
+    )
+
+
+def stop_expiry(state: StateFields, reservation: Reservation) -> None:
+    if reservation.status is ReservationStatus.HELD:
+        state.expiry.remove(reservation.expires_at_ms, reservation.reservation_id)
+
+
+def confirm(state: StateFields, command: Confirm, now_ms: int) -> ReservationResult:
+    reservation = find_reservation(state, command.reservation_id)
+    status = reservation.status
+    if status is ReservationStatus.CONFIRMED:
+        return ReservationResult(Outcome.OK, reservation)
+    if status is ReservationStatus.EXPIRED:
+        return ReservationResult(Outcome.EXPIRED, reservation)
+    if status is not ReservationStatus.HELD:
+        return ReservationResult(Outcome.INVALID_STATE, reservation)
+    stop_expiry(state, reservation)
+    reservation.status = ReservationStatus.CONFIRMED
+    reservation.expires_at_ms = 0
+    reservation.updated_at_ms = now_ms
+    return ReservationResult(Outcome.OK, reservation, changed=True)
+
+
+def release(state: StateFields, command: Release, now_ms: int) -> ReservationResult:
+    reservation = find_reservation(state, command.reservation_id)
+    status = reservation.status
+    if status in (ReservationStatus.RELEASED, ReservationStatus.EXPIRED):
+        return ReservationResult(Outcome.OK, reservation)
+    if status is ReservationStatus.FULFILLED:
+        return ReservationResult(Outcome.INVALID_STATE, reservation)
+    stop_expiry(state, reservation)
+    free_held(state, reservation)
+    reservation.status = ReservationStatus.RELEASED
+    reservation.updated_at_ms = now_ms
+    close_reservation(state, reservation, now_ms)
+    return ReservationResult(Outcome.OK, reservation, changed=True)
+
+
+def free_held(state: StateFields, reservation: Reservation) -> None:
+    for i, held in enumerate(reservation.held):
+        if held:
+            unhold(state, reservation, i, held)
+    state.protected_reservations.discard(reservation.reservation_id)
+
+
+def unhold(state: StateFields, reservation: Reservation, line: int, quantity: int) -> None:
+    """Line `line` holds `quantity` fewer units: reserved drops, and protected units it
+    took go back to their protection (the last taken first)."""
+    sku, node = reservation.cells[line]
+    touch(state, sku, node)
+    cells = state.stock.cells
+    cells[sku, FIELD_RESERVED, node] -= quantity
+    assert cells[sku, FIELD_RESERVED, node] >= 0
+    reservation.held[line] -= quantity
+    assert reservation.held[line] >= 0
+    records = reservation.protected[line] if reservation.protected is not None else None
+    if not records:
+        return
+    # Protected units are given back only once the general-pool part is gone.
+    protected_units = sum(units for _, units in records)
+    give_back = protected_units - min(protected_units, reservation.held[line])
+    for _ in range(len(records)):
+        if give_back <= 0:
+            break
+        name, units = records[-1]
+        returned = min(units, give_back)
+        give_back -= returned
+        if returned == units:
+            records.pop()
+        else:
+            records[-1] = (name, units - returned)
+        index = protection_index(state, name)
+        consumed = state.protection_consumed.get(sku)
+        if index >= 0 and consumed is not None:
+            consumed[index, node] -= returned
+            assert consumed[index, node] >= 0
+
+
+def fulfil(state: StateFields, command: Fulfil, now_ms: int) -> ReservationResult:
+    reservation = find_reservation(state, command.reservation_id)
+    status = reservation.status
+    if status is ReservationStatus.EXPIRED:
+        return ReservationResult(Outcome.EXPIRED, reservation)
+    if status is ReservationStatus.FULFILLED and not command.lines:
+        return ReservationResult(Outcome.OK, reservation)
+    if not status.is_open:
+        return ReservationResult(Outcome.INVALID_STATE, reservation)
+    if command.lines:
+        quantities = [0] * len(reservation.lines)
+        positions = {(line.sku, line.node_id): i for i, line in enumerate(reservation.lines)}
+        for i, line in enumerate(command.lines):
+            index = positions.get((line.sku, line.node_id))
+            if index is None:
+                raise InvalidCommand(
+                    f"lines[{i}]: ({line.sku!r}, {line.node_id!r}) is not a line of "
+                    f"reservation {reservation.reservation_id!r}"
+                )
+            if line.quantity > reservation.held[index]:
+                return ReservationResult(Outcome.EXCEEDS_HELD, reservation)
+            quantities[index] = line.quantity
+    else:
+        quantities = list(reservation.held)
+    take_out(state, reservation, quantities, now_ms, command.release_remainder)
+    return ReservationResult(Outcome.OK, reservation, changed=True)
+
+
+def take_out(
+    state: StateFields,
+    reservation: Reservation,
+    quantities: Sequence[int],
+    now_ms: int,
+    release_remainder: bool = False,
+) -> None:
+    """The goods left: on_hand and reserved drop by `quantities` (per line)."""
+    cells = state.stock.cells
+    for i, ((sku, node), quantity) in enumerate(zip(reservation.cells, quantities, strict=True)):
+        assert 0 <= quantity <= reservation.held[i]
+        if quantity == 0:
+            continue
+        unhold(state, reservation, i, quantity)
+        # A recount may have set on_hand below what was held; on_hand never goes negative.
+        on_hand = int(cells[sku, FIELD_ON_HAND, node]) - quantity
+        cells[sku, FIELD_ON_HAND, node] = on_hand if on_hand > 0 else 0
+        reservation.fulfilled[i] += quantity
+    if release_remainder:
+        free_held(state, reservation)
+    reservation.updated_at_ms = now_ms
+    if not any(reservation.held):
+        state.protected_reservations.discard(reservation.reservation_id)
+        stop_expiry(state, reservation)
+        fulfilled_any = any(reservation.fulfilled)
+        reservation.status = (
+            ReservationStatus.FULFILLED if fulfilled_any else ReservationStatus.RELEASED
+        )
+        close_reservation(state, reservation, now_ms)
+
+
+def close_reservation(state: StateFields, reservation: Reservation, at_ms: int) -> None:
+    """Bookkeeping for a reservation that just reached a terminal status."""
+    assert not reservation.status.is_open
+    state.open_reservations -= 1
+    assert state.open_reservations >= 0
+    retention = state.retention
+    # Evict before adding, so the reservation closing now is never the one forgotten
+    # (several can close in the same millisecond, and ties sort by id).
+    overflow = len(retention) + 1 - state.limits.max_retained_reservations
+    if overflow > 0:
+        evict_retained(state, overflow)
+    retention.add((at_ms + state.limits.terminal_retention_ms, reservation.reservation_id))
+    assert len(retention) <= state.limits.max_retained_reservations
+
+
+def evict_retained(state: StateFields, count: int) -> None:
+    """Forget the `count` oldest terminal reservations (retention order): a retry of one
+    of their ids is then a new reservation."""
+    assert 0 < count <= len(state.retention), count
+    reservations = state.reservations
+    for _, reservation_id in state.retention[:count]:
+        evicted = reservations.pop(reservation_id)
+        assert not evicted.status.is_open, evicted
+    del state.retention[:count]
+    state.evicted_total += count
