@@ -122,7 +122,9 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             raise
         except Exception as error:
             code = self._status(error)
-            if is_bug(error):
+            # The feed's own errors (LoadInProgress, StreamIdle, ...) are not in the shared
+            # map but are no bugs either: only what answers INTERNAL can be one.
+            if code is grpc.StatusCode.INTERNAL and is_bug(error):
                 raise
             await abort(context, code, str(error))
         finally:
@@ -329,7 +331,9 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
             end_stalled("ExportPositions", error)
         except Exception as error:
             code = self._status(error)
-            if is_bug(error):
+            # The feed's own errors (LoadInProgress, StreamIdle, ...) are not in the shared
+            # map but are no bugs either: only what answers INTERNAL can be one.
+            if code is grpc.StatusCode.INTERNAL and is_bug(error):
                 raise
             await abort(context, code, str(error))
         finally:
