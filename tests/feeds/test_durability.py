@@ -17,7 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.harness import FakeClock, Stubs, reserve_request
 
-from atpd.persistence.journal import FsyncPolicy, JournalCorrupt
+from atpd.persistence.journal import FsyncPolicy
+from atpd.persistence.journal_errors import JournalCorrupt
 from atpd.persistence.recovery import recover
 from atpd.v1 import feeds_pb2_grpc
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from atpd.persistence.framing import Record
-from atpd.persistence.journal import FsyncPolicy, Journal, segment_path
+from atpd.persistence.journal import FsyncPolicy, Journal
+from atpd.persistence.journal_scan import segment_path
 
 
 def payload_for(sequence: int, size_bytes: int = 40) -> bytes:

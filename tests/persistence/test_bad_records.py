@@ -18,7 +18,8 @@ from atpd.core.limits import Limits
 from atpd.core.state import AtpState
 from atpd.persistence.codec import encode_command
 from atpd.persistence.framing import encode_record
-from atpd.persistence.journal import FsyncPolicy, segment_path
+from atpd.persistence.journal import FsyncPolicy
+from atpd.persistence.journal_scan import segment_path
 from atpd.persistence.recovery import recover
 from atpd.persistence.snapshot_file import write_snapshot
 from atpd.persistence.state_snapshot import export_state

@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 
 from atpd.persistence.framing import HEADER_BYTES, Record
-from atpd.persistence.journal import (
-    FsyncPolicy,
-    Journal,
-    JournalBacklogFull,
-    JournalCorrupt,
-    JournalUnavailable,
-)
+from atpd.persistence.journal import FsyncPolicy, Journal
+from atpd.persistence.journal_errors import JournalBacklogFull, JournalCorrupt, JournalUnavailable
 
 from .support import append_all, payload_for, read_all, record_offsets, segment_files
 

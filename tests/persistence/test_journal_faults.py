@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from atpd.persistence.journal import FsyncPolicy, Journal, JournalUnavailable
+from atpd.persistence.journal import FsyncPolicy, Journal
+from atpd.persistence.journal_errors import JournalUnavailable
 
 from .conftest import DiskFault
 from .support import read_all

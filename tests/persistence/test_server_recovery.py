@@ -35,7 +35,8 @@ from atpd.core.commands import (
     SetStock,
     UpsertNode,
 )
-from atpd.persistence.journal import FsyncPolicy, JournalCorrupt
+from atpd.persistence.journal import FsyncPolicy
+from atpd.persistence.journal_errors import JournalCorrupt
 from atpd.persistence.recovery import recover
 from atpd.service.durability import SnapshotInfo
 from atpd.v1 import common_pb2, inventory_pb2, reservations_pb2

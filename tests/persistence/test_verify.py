@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from atpd.persistence.framing import HEADER_BYTES
-from atpd.persistence.journal import FsyncPolicy, Journal, JournalUnavailable, ProblemKind
+from atpd.persistence.journal import FsyncPolicy, Journal
+from atpd.persistence.journal_errors import JournalUnavailable
+from atpd.persistence.journal_scan import ProblemKind
 from atpd.persistence.verify import format_report, verify_journal
 
 from .support import append_all, payload_for, read_all, segment_files

@@ -14,7 +14,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from atpd.config import ConfigError, load_config
     from atpd.core.rules import RulesError
     from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, check_regular_file
-    from atpd.persistence.journal import JournalCorrupt, JournalUnavailable
+    from atpd.persistence.journal_errors import JournalCorrupt, JournalUnavailable
     from atpd.persistence.snapshot_file import SnapshotCorrupt
     from atpd.service.server import ServeOptions, serve
 
@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_journal(args: argparse.Namespace) -> int:
-    from atpd.persistence.journal import JournalUnavailable
+    from atpd.persistence.journal_errors import JournalUnavailable
     from atpd.persistence.verify import format_report, verify_journal
 
     try:

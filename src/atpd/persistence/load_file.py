@@ -33,7 +33,7 @@ from atpd.core.commands import Command
 from atpd.core.load_command import BulkLoad, LoadColumns, LoadMode
 from atpd.persistence.framing import scan_records
 from atpd.persistence.fsutil import fsync_directory
-from atpd.persistence.journal import JournalCorrupt
+from atpd.persistence.journal_errors import JournalCorrupt
 from atpd.persistence.snapshot_file import (
     FILE_HEADER,
     FILE_HEADER_BYTES,

@@ -25,7 +25,9 @@ from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
 from atpd.persistence.codec import UndecodableRecord, decode_command
 from atpd.persistence.framing import Record, scan_records
-from atpd.persistence.journal import FsyncPolicy, Journal, JournalCorrupt, scan_journal
+from atpd.persistence.journal import FsyncPolicy, Journal
+from atpd.persistence.journal_errors import JournalCorrupt
+from atpd.persistence.journal_scan import scan_journal
 from atpd.persistence.load_file import resolve_stored
 from atpd.persistence.snapshot_file import LoadedSnapshot, SnapshotCorrupt, load_latest_snapshot
 from atpd.persistence.state_snapshot import SnapshotContentError, import_state

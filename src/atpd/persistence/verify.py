@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atpd.persistence.codec import UndecodableRecord, decode_command
+from atpd.persistence.dirlock import acquire_directory_lock, release_directory_lock
 from atpd.persistence.framing import scan_records
-from atpd.persistence.journal import (
+from atpd.persistence.journal_scan import (
     JournalProblem,
     JournalScan,
     ProblemKind,
-    acquire_directory_lock,
-    release_directory_lock,
     repair_journal,
     scan_journal,
 )

@@ -26,7 +26,8 @@ from atpd.core.limits import Limits
 from atpd.core.state import AtpState
 from atpd.persistence.codec import encode_command
 from atpd.persistence.fsutil import fsync_directory
-from atpd.persistence.journal import Journal, JournalUnavailable
+from atpd.persistence.journal import Journal
+from atpd.persistence.journal_errors import JournalUnavailable
 from atpd.persistence.recovery import rebuild_durable_state
 from atpd.persistence.snapshot_file import list_snapshots, prune_snapshots, write_snapshot
 from atpd.persistence.state_snapshot import export_state

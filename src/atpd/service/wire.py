@@ -4,14 +4,21 @@ costs about a microsecond per geo entry; here each geo prefix's constant part is
 and only the ATP varint is appended per answer. The bytes are exactly what SerializeToString
 gives for the message `convert.availability_response` builds (a test pins that), so clients
 see no difference.
+
+Every field is written through a named tag (`TAG_*`), computed at import from a named field
+number and wire type; `check_field_numbers` compares those numbers and types with the
+generated descriptors at import, so the proto and this encoder cannot drift apart.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from atpd.core.state import AtpState, AvailabilityView
+from atpd.v1 import availability_pb2
 
 
 def _encode_varint(value: int) -> bytes:
@@ -27,14 +34,105 @@ def _encode_varint(value: int) -> bytes:
 _SMALL_VARINTS = [_encode_varint(i) for i in range(1 << 14)]
 ENTRY_CACHE_MAX_ATP = 4096
 
+# Wire types (https://protobuf.dev/programming-guides/encoding/#structure).
+WIRETYPE_VARINT = 0  # bool, int32, int64
+WIRETYPE_LEN = 2  # string, embedded message
+
+# Field numbers, as in proto/atpd/v1/availability.proto.
+# GetAvailabilityResponse
+FIELD_RESPONSE_ITEMS = 1  # repeated SkuAvailability
+FIELD_RESPONSE_AS_OF_MS = 2  # int64
+FIELD_RESPONSE_CHANNEL = 3  # string
+FIELD_RESPONSE_SEGMENT = 4  # string
+FIELD_RESPONSE_RULES_VERSION = 5  # string
+FIELD_RESPONSE_MAX_PER_LINE = 6  # int64
+# SkuAvailability
+FIELD_SKU_SKU = 1  # string
+FIELD_SKU_KNOWN = 2  # bool
+FIELD_SKU_TOTAL_ATP = 3  # int64
+FIELD_SKU_GEO = 4  # repeated GeoAvailability
+# GeoAvailability
+FIELD_GEO_GEO = 1  # string
+FIELD_GEO_LEVEL = 2  # int32
+FIELD_GEO_ATP = 3  # int64
+
+# (message, field name, field number, wire type) for every field this module writes.
+_RESPONSE = availability_pb2.GetAvailabilityResponse
+_SKU = availability_pb2.SkuAvailability
+_GEO = availability_pb2.GeoAvailability
+ENCODED_FIELDS: tuple[tuple[type[Message], str, int, int], ...] = (
+    (_RESPONSE, "items", FIELD_RESPONSE_ITEMS, WIRETYPE_LEN),
+    (_RESPONSE, "as_of_ms", FIELD_RESPONSE_AS_OF_MS, WIRETYPE_VARINT),
+    (_RESPONSE, "channel", FIELD_RESPONSE_CHANNEL, WIRETYPE_LEN),
+    (_RESPONSE, "segment", FIELD_RESPONSE_SEGMENT, WIRETYPE_LEN),
+    (_RESPONSE, "rules_version", FIELD_RESPONSE_RULES_VERSION, WIRETYPE_LEN),
+    (_RESPONSE, "max_per_line", FIELD_RESPONSE_MAX_PER_LINE, WIRETYPE_VARINT),
+    (_SKU, "sku", FIELD_SKU_SKU, WIRETYPE_LEN),
+    (_SKU, "known", FIELD_SKU_KNOWN, WIRETYPE_VARINT),
+    (_SKU, "total_atp", FIELD_SKU_TOTAL_ATP, WIRETYPE_VARINT),
+    (_SKU, "geo", FIELD_SKU_GEO, WIRETYPE_LEN),
+    (_GEO, "geo", FIELD_GEO_GEO, WIRETYPE_LEN),
+    (_GEO, "level", FIELD_GEO_LEVEL, WIRETYPE_VARINT),
+    (_GEO, "atp", FIELD_GEO_ATP, WIRETYPE_VARINT),
+)
+
+_WIRETYPE_OF_FIELD_TYPE = {
+    FieldDescriptor.TYPE_BOOL: WIRETYPE_VARINT,
+    FieldDescriptor.TYPE_INT32: WIRETYPE_VARINT,
+    FieldDescriptor.TYPE_INT64: WIRETYPE_VARINT,
+    FieldDescriptor.TYPE_STRING: WIRETYPE_LEN,
+    FieldDescriptor.TYPE_MESSAGE: WIRETYPE_LEN,
+}
+
+
+def check_field_numbers() -> None:
+    """Raise AssertionError unless every field this module writes has, in the generated
+    descriptors, the number and wire type named here. Runs at import."""
+    for message_class, name, number, wire_type in ENCODED_FIELDS:
+        message = message_class.DESCRIPTOR
+        field = message.fields_by_name.get(name)
+        if field is None:
+            raise AssertionError(f"wire.py writes {message.name}.{name}, which the proto lacks")
+        actual = (field.number, _WIRETYPE_OF_FIELD_TYPE.get(field.type))
+        if actual != (number, wire_type):
+            raise AssertionError(
+                f"wire.py writes {message.name}.{name} as field {number} wire type "
+                f"{wire_type}; the proto says field {actual[0]} wire type {actual[1]}"
+            )
+
+
+check_field_numbers()
+
+
+def tag(field_number: int, wire_type: int) -> bytes:
+    """The encoded key of a field: varint(field_number << 3 | wire_type)."""
+    assert field_number >= 1 and wire_type in (WIRETYPE_VARINT, WIRETYPE_LEN)
+    return _encode_varint(field_number << 3 | wire_type)
+
+
+TAG_RESPONSE_ITEMS = tag(FIELD_RESPONSE_ITEMS, WIRETYPE_LEN)
+TAG_RESPONSE_AS_OF_MS = tag(FIELD_RESPONSE_AS_OF_MS, WIRETYPE_VARINT)
+TAG_RESPONSE_CHANNEL = tag(FIELD_RESPONSE_CHANNEL, WIRETYPE_LEN)
+TAG_RESPONSE_SEGMENT = tag(FIELD_RESPONSE_SEGMENT, WIRETYPE_LEN)
+TAG_RESPONSE_RULES_VERSION = tag(FIELD_RESPONSE_RULES_VERSION, WIRETYPE_LEN)
+TAG_RESPONSE_MAX_PER_LINE = tag(FIELD_RESPONSE_MAX_PER_LINE, WIRETYPE_VARINT)
+TAG_SKU_SKU = tag(FIELD_SKU_SKU, WIRETYPE_LEN)
+TAG_SKU_GEO = tag(FIELD_SKU_GEO, WIRETYPE_LEN)
+TAG_GEO_GEO = tag(FIELD_GEO_GEO, WIRETYPE_LEN)
+TAG_GEO_LEVEL = tag(FIELD_GEO_LEVEL, WIRETYPE_VARINT)
+TAG_GEO_ATP = tag(FIELD_GEO_ATP, WIRETYPE_VARINT)
+# known = true, whole: tag and the varint 1.
+KNOWN_TRUE = tag(FIELD_SKU_KNOWN, WIRETYPE_VARINT) + b"\x01"
+TAG_SKU_TOTAL_ATP = tag(FIELD_SKU_TOTAL_ATP, WIRETYPE_VARINT)
+
 
 def varint(value: int) -> bytes:
     return _SMALL_VARINTS[value] if value < 16384 else _encode_varint(value)
 
 
-def _string_field(tag: bytes, text: str) -> bytes:
+def _string_field(field_tag: bytes, text: str) -> bytes:
     data = text.encode()
-    return tag + varint(len(data)) + data
+    return field_tag + varint(len(data)) + data
 
 
 class GeoEncoding:
@@ -55,7 +153,7 @@ class GeoEncoding:
         cached = self.entries[geo].get(atp)
         if cached is None:
             body = self.prefixes[geo] + varint(atp)
-            cached = b"\x22" + varint(len(body)) + body
+            cached = TAG_SKU_GEO + varint(len(body)) + body
             if atp < ENTRY_CACHE_MAX_ATP:
                 self.entries[geo][atp] = cached
         return cached
@@ -66,7 +164,7 @@ class GeoEncoding:
             return
         names = geo.geo_ids.names
         self.prefixes = [
-            _string_field(b"\x0a", name) + b"\x10" + varint(level + 1) + b"\x18"
+            _string_field(TAG_GEO_GEO, name) + TAG_GEO_LEVEL + varint(level + 1) + TAG_GEO_ATP
             for name, level in zip(names, geo.geo_level, strict=True)
         ]
         self.entries = [{} for _ in names]
@@ -78,8 +176,12 @@ class GeoEncoding:
         cached = self.tails.get(key)
         if cached is None:
             cached = b"".join(
-                _string_field(tag, text)
-                for tag, text in ((b"\x1a", channel), (b"\x22", segment), (b"\x2a", version))
+                _string_field(field_tag, text)
+                for field_tag, text in (
+                    (TAG_RESPONSE_CHANNEL, channel),
+                    (TAG_RESPONSE_SEGMENT, segment),
+                    (TAG_RESPONSE_RULES_VERSION, version),
+                )
                 if text
             )
             if len(self.tails) > 1024:
@@ -102,13 +204,13 @@ def encode_availability(
     node_count, geo_count = view.node_count, view.geo_count
     parts: list[bytes] = []
     for k, sku in enumerate(view.skus):
-        body = [_string_field(b"\x0a", sku)]
+        body = [_string_field(TAG_SKU_SKU, sku)]
         if view.sku_rows[k] >= 0:
             row = view.matrix[k]
-            body.append(b"\x10\x01")
+            body.append(KNOWN_TRUE)
             total = int(row[-1])
             if total:
-                body.append(b"\x18" + varint(total))
+                body.append(TAG_SKU_TOTAL_ATP + varint(total))
             # Geo ATP in tree order; only prefixes with ATP > 0 are listed.
             ordered = row[node_count : node_count + geo_count][order]
             present = np.flatnonzero(ordered)
@@ -116,10 +218,10 @@ def encode_availability(
                 geos = order[present].tolist()
                 body.extend(map(entry, geos, ordered[present].tolist()))
         item = b"".join(body)
-        parts.append(b"\x0a" + varint(len(item)) + item)
+        parts.append(TAG_RESPONSE_ITEMS + varint(len(item)) + item)
     if now_ms:  # proto3 leaves zero scalars out
-        parts.append(b"\x10" + varint(now_ms))
+        parts.append(TAG_RESPONSE_AS_OF_MS + varint(now_ms))
     parts.append(geo_encoding.tail(channel, segment, state.rules.version))
-    if max_per_line:  # field 6, after rules_version (protobuf writes fields in number order)
-        parts.append(b"\x30" + varint(max_per_line))
+    if max_per_line:  # after rules_version (protobuf writes fields in number order)
+        parts.append(TAG_RESPONSE_MAX_PER_LINE + varint(max_per_line))
     return b"".join(parts)
