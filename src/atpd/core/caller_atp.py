@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from atpd.core.atp import atp
 from atpd.core.results import InvalidCommand
-from atpd.core.rules import CompiledPolicy, CompiledRules, compile_rules, sku_safety
+from atpd.core.rules_compile import CompiledPolicy, CompiledRules, compile_rules, sku_safety
 from atpd.core.state_fields import StateFields
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
 from atpd.core.supply import eligible

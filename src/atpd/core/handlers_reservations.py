@@ -23,7 +23,7 @@ from atpd.core.results import (
     Shortage,
     ShortageReason,
 )
-from atpd.core.rules import CompiledPolicy
+from atpd.core.rules_compile import CompiledPolicy
 from atpd.core.state_fields import StateFields, find_reservation, node_index
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
 

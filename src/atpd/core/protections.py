@@ -9,7 +9,7 @@ import numpy as np
 
 from atpd.core.caller_atp import compiled_rules
 from atpd.core.commands import Line
-from atpd.core.rules import CompiledPolicy
+from atpd.core.rules_compile import CompiledPolicy
 from atpd.core.state_fields import StateFields
 from atpd.core.stock import FIELD_ON_HAND
 

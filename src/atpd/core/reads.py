@@ -21,7 +21,7 @@ from atpd.core.caller_atp import (
 )
 from atpd.core.nodes import Node
 from atpd.core.results import NotFound, PositionView
-from atpd.core.rules import CompiledPolicy, sku_safety
+from atpd.core.rules_compile import CompiledPolicy, sku_safety
 from atpd.core.state_fields import StateFields, node_index
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
 

@@ -18,7 +18,8 @@ from atpd.core.load_registry import LoadRegistry
 from atpd.core.nodes import Node
 from atpd.core.reservations import ExpiryIndex, Reservation
 from atpd.core.results import InvalidCommand, LimitExceeded, NotFound
-from atpd.core.rules import CompiledRules, RuleSet, open_rules
+from atpd.core.rules import RuleSet, open_rules
+from atpd.core.rules_compile import CompiledRules
 from atpd.core.stock import StockTable
 from atpd.core.supply import Supply, SupplyBook
 

@@ -34,6 +34,7 @@ from atpd.core.load_command import BulkLoad, LoadColumns, LoadMode
 from atpd.persistence.framing import scan_records
 from atpd.persistence.fsutil import fsync_directory
 from atpd.persistence.journal_errors import JournalCorrupt
+from atpd.persistence.journal_scan import SEGMENT_NAME
 from atpd.persistence.snapshot_file import (
     FILE_HEADER,
     FILE_HEADER_BYTES,
@@ -49,7 +50,6 @@ LOADS_DIRECTORY = "loads"
 LOAD_FORMAT = 1
 LOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.[0-9a-f]{12}\.load$")
 STAGING_PREFIX = ".staging-"
-SEGMENT_NAME = re.compile(r"^journal-(\d{20})\.seg$")
 LOADS_MARKER = f"{LOADS_DIRECTORY}/".encode()
 
 

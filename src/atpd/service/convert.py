@@ -7,7 +7,7 @@ from typing import Any
 from atpd.core.nodes import Node
 from atpd.core.reservations import Reservation
 from atpd.core.results import PositionView, ReserveResult
-from atpd.core.rules import CompiledPolicy
+from atpd.core.rules_compile import CompiledPolicy
 from atpd.core.state import AtpState, AvailabilityView
 from atpd.core.supply import Supply
 from atpd.v1 import availability_pb2, inventory_pb2, reservations_pb2, supply_pb2
