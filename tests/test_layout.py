@@ -81,7 +81,7 @@ def test_no_import_cycle() -> None:
 
 def test_no_private_name_imported_across_modules() -> None:
     """`from atpd.x import _name` never appears: a name two modules share is public."""
-    offenders = []
+    offenders: list[str] = []
     for name, path in modules().items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("atpd"):

@@ -31,7 +31,7 @@ from atpd.core.commands import (
     UpsertNode,
 )
 from atpd.core.results import Outcome
-from atpd.core.rules import sku_safety
+from atpd.core.rules_compile import sku_safety
 from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_ON_HAND, FIELD_SAFETY
 from atpd.core.supply import SupplyKind
