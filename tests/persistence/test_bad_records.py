@@ -19,6 +19,7 @@ from atpd.core.state import AtpState
 from atpd.persistence.codec import encode_command
 from atpd.persistence.framing import encode_record
 from atpd.persistence.journal import FsyncPolicy
+from atpd.persistence.journal_errors import JournalCorrupt
 from atpd.persistence.journal_scan import segment_path
 from atpd.persistence.recovery import recover
 from atpd.persistence.snapshot_file import write_snapshot
@@ -69,16 +70,52 @@ def test_journal_record_with_a_bad_id_is_refused_with_file_offset_and_reason(
     data_dir = tmp_path / "data"
     offsets = write_journal(data_dir, [GOOD_NODE, SetStock(bad_sku, "WH-EU-01", 1, 1)])
     segment = segment_path(data_dir, 1)
-    for stderr in (serve_refusal(data_dir), serve_refusal(data_dir, "--repair")):
-        message = [line for line in stderr.splitlines() if line.startswith("atpd:")]
-        assert len(message) == 1, stderr
-        assert str(segment) in message[0], stderr
-        assert f"byte offset {offsets[1]}" in message[0], stderr
-        assert "sku" in message[0], stderr
+    stderr = serve_refusal(data_dir)
+    message = [line for line in stderr.splitlines() if line.startswith("atpd:")]
+    assert len(message) == 1, stderr
+    assert str(segment) in message[0], stderr
+    assert f"byte offset {offsets[1]}" in message[0], stderr
+    assert "sku" in message[0], stderr
     verify = run_cli("verify-journal", str(data_dir))
     assert verify.returncode == 1, verify.stdout
     assert str(segment) in verify.stdout and f"byte offset {offsets[1]}" in verify.stdout
     assert "invalid_record" in verify.stdout and "sku" in verify.stdout, verify.stdout
+
+
+@pytest.mark.parametrize("bad_payload", [b"\xff\xff\xff", None])
+def test_repair_cuts_the_journal_at_a_record_that_cannot_be_replayed(
+    tmp_path: Path, bad_payload: bytes | None
+) -> None:
+    """Recovery with repair (`atpd serve --repair`) backs the journal up, cuts it at the record
+    that cannot be replayed (undecodable, or a bad id), keeps every record before it, and the
+    next plain start recovers the same state."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    good: list[Command] = [GOOD_NODE, SetStock("SKU-1", "WH-EU-01", 5, 1)]
+    data = b"".join(
+        encode_record(sequence, NOW_MS, encode_command(command))
+        for sequence, command in enumerate(good, start=1)
+    )
+    payload = bad_payload or encode_command(SetStock("EVIL\n", "WH-EU-01", 1, 1))
+    data += encode_record(3, NOW_MS, payload)
+    data += encode_record(4, NOW_MS, encode_command(SetStock("SKU-2", "WH-EU-01", 7, 1)))
+    segment_path(data_dir, 1).write_bytes(data)
+    with pytest.raises(JournalCorrupt):
+        digest_of(data_dir)
+    recovered = recover(
+        data_dir, limits=Limits(), fsync_policy=FsyncPolicy.NONE, segment_bytes=1 << 20, repair=True
+    )
+    recovered.journal.close()
+    expected = AtpState()
+    for command in good:
+        expected.apply(command, NOW_MS)
+    assert recovered.state.digest() == expected.digest()
+    assert recovered.state.position("SKU-1", "WH-EU-01").on_hand == 5
+    assert "SKU-2" not in recovered.state.skus
+    assert [p for p in data_dir.iterdir() if "bak" in p.name or "backup" in p.name], list(
+        data_dir.iterdir()
+    )
+    assert digest_of(data_dir) == expected.digest()
 
 
 def test_undecodable_journal_record_is_refused_with_file_offset_and_reason(

@@ -31,6 +31,7 @@ from atpd.persistence.journal_scan import scan_journal
 from atpd.persistence.load_file import resolve_stored
 from atpd.persistence.snapshot_file import LoadedSnapshot, SnapshotCorrupt, load_latest_snapshot
 from atpd.persistence.state_snapshot import SnapshotContentError, import_state
+from atpd.persistence.verify import cut_journal_at
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,21 @@ def _recover(
     )
     try:
         replayed = replay(state, journal.records_after(snapshot_sequence), data_dir)
+    except JournalCorrupt as error:
+        journal.close()
+        if not repair:
+            raise
+        # The operator asked for a repair: keep a backup, cut the journal at the record that
+        # cannot be replayed (it and everything after it are lost), and recover again.
+        backups = cut_journal_at(data_dir, error.path, error.offset, error.detail)
+        log.warning(
+            "repair: journal cut at %s offset %d (%s); backups: %s",
+            error.path,
+            error.offset,
+            error.detail,
+            ", ".join(str(b) for b in backups) or "none",
+        )
+        return _recover(data_dir, limits, fsync_policy, segment_bytes, False, started)
     except BaseException:
         journal.close()
         raise

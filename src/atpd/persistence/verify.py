@@ -86,6 +86,20 @@ def verify_journal(directory: Path, repair: bool, *, check_content: bool = True)
     )
 
 
+def cut_journal_at(directory: Path, path: Path, offset: int, detail: str) -> list[Path]:
+    """Back up and cut the journal at the record at `offset` of segment `path` (one that cannot
+    be replayed, as recovery found it): that record and everything after it are dropped.
+    Returns the backups written."""
+    lock_fd = acquire_directory_lock(directory)
+    try:
+        scan = scan_journal(directory)
+        dropped = path.stat().st_size - offset
+        problem = JournalProblem(ProblemKind.INVALID_RECORD, path, offset, detail, dropped)
+        return repair_journal(_cut_at(scan, problem), backup=True)
+    finally:
+        release_directory_lock(lock_fd)
+
+
 def _check_contents(scan: JournalScan) -> tuple[JournalProblem | None, int]:
     """Decode every well-framed record; the first one whose content is bad, and how many
     records are good before it."""
