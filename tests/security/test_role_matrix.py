@@ -1,0 +1,140 @@
+"""The full role x method matrix over TLS with real tokens: every method of every service,
+called by every role, is allowed exactly when the role table says so."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool, message_factory
+
+from atpd.service.auth import DEFAULT_METHOD_ROLES, GLOBAL_WRITES
+from atpd.service.server import SERVICE_NAMES
+
+from .support import ROLE_NAMES, Credentials, SecureServer, secure_server, status_of
+
+RPC_TIMEOUT_S = 20.0
+REFUSALS = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def every_method() -> list[tuple[str, Any]]:
+    pool = descriptor_pool.Default()
+    methods = []
+    for service_name in SERVICE_NAMES:
+        service = pool.FindServiceByName(service_name)
+        methods.extend((f"/{service.full_name}/{m.name}", m) for m in service.methods)
+    return methods
+
+
+METHODS = every_method()
+
+
+def call(channel: grpc.Channel, path: str, method: Any) -> grpc.StatusCode:
+    """Call `method` with an empty request (an empty stream for BulkLoad); the status."""
+    request = message_factory.GetMessageClass(method.input_type)()
+    serialize = type(request).SerializeToString
+    if method.client_streaming:
+        stream = channel.stream_unary(path, request_serializer=serialize)
+        return status_of(lambda: stream(iter(()), timeout=RPC_TIMEOUT_S))
+    if method.server_streaming:
+        responses = channel.unary_stream(path, request_serializer=serialize)(
+            request, timeout=RPC_TIMEOUT_S
+        )
+
+        def first() -> None:
+            for _ in responses:
+                break
+            responses.cancel()
+
+        code = status_of(first)
+        return grpc.StatusCode.OK if code is grpc.StatusCode.CANCELLED else code
+    unary = channel.unary_unary(path, request_serializer=serialize)
+    return status_of(lambda: unary(request, timeout=RPC_TIMEOUT_S))
+
+
+@pytest.fixture(scope="module")
+def matrix_server(module_credentials: Credentials) -> Iterator[SecureServer]:
+    with secure_server(module_credentials) as running:
+        yield running
+
+
+def test_every_method_has_a_role_entry() -> None:
+    """No method of ours is left out of the role table (it would be refused to everyone)."""
+    names = {path.removeprefix("/atpd.v1.") for path, _ in METHODS}
+    assert names == set(DEFAULT_METHOD_ROLES)
+
+
+@pytest.mark.parametrize("role", ROLE_NAMES)
+def test_role_matrix(matrix_server: SecureServer, role: str) -> None:
+    """Each role reaches exactly the methods the table gives it; the others answer
+    PERMISSION_DENIED naming the method and the role."""
+    channel = matrix_server.as_role(role)
+    wrong: list[str] = []
+    for path, method in METHODS:
+        short = path.removeprefix("/atpd.v1.")
+        allowed = role in DEFAULT_METHOD_ROLES[short]
+        code = call(channel, path, method)
+        if allowed and code in REFUSALS:
+            wrong.append(f"{short}: allowed for {role} but answered {code.name}")
+        if not allowed and code is not grpc.StatusCode.PERMISSION_DENIED:
+            wrong.append(f"{short}: denied for {role} but answered {code.name}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_denial_names_method_and_role(matrix_server: SecureServer) -> None:
+    """PERMISSION_DENIED says which method and which role."""
+    stub = matrix_server.as_role("reader").unary_unary(
+        "/atpd.v1.RulesService/SetRules",
+        request_serializer=lambda request: b"",
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        stub(None, timeout=RPC_TIMEOUT_S)
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "RulesService/SetRules" in info.value.details()
+    assert "'reader'" in info.value.details()
+
+
+@pytest.mark.parametrize("name", ["till-paris", "till-paris-geo"])
+def test_scoped_principal_refused_network_wide_writes(
+    matrix_server: SecureServer, name: str
+) -> None:
+    """A scoped token cannot call a method acting on the whole network, even if its role
+    could (here pos: none of them; the check is also unit-tested with a scoped admin)."""
+    channel = matrix_server.as_role(name)
+    for path, method in METHODS:
+        if path.removeprefix("/atpd.v1.") in GLOBAL_WRITES:
+            assert call(channel, path, method) is grpc.StatusCode.PERMISSION_DENIED, path
+
+
+def test_without_token_every_method_is_unauthenticated(matrix_server: SecureServer) -> None:
+    """No credential: every method of every service answers UNAUTHENTICATED."""
+    channel = matrix_server.secure_channel()
+    for path, method in METHODS:
+        assert call(channel, path, method) is grpc.StatusCode.UNAUTHENTICATED, path
+
+
+def test_health_is_open(matrix_server: SecureServer) -> None:
+    """Health answers without any credential (load balancers have none)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(matrix_server.secure_channel())
+    response = stub.Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT_S)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_needs_a_credential(matrix_server: SecureServer) -> None:
+    """Reflection answers any authenticated principal and refuses an anonymous caller."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+
+    def ask(channel: grpc.Channel) -> None:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        for _ in stub.ServerReflectionInfo(iter([request]), timeout=RPC_TIMEOUT_S):
+            break
+
+    assert status_of(lambda: ask(matrix_server.as_role("reader"))) is grpc.StatusCode.OK
+    anonymous = status_of(lambda: ask(matrix_server.secure_channel()))
+    assert anonymous is grpc.StatusCode.UNAUTHENTICATED
