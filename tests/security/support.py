@@ -47,7 +47,7 @@ class Credentials:
 
     def client_cert(self, common_name: str, ca: trustme.CA | None = None) -> tuple[bytes, bytes]:
         """(key PEM, certificate chain PEM) of a client certificate for `common_name`."""
-        issued = (ca or self.ca).issue_cert(common_name)
+        issued = (ca or self.ca).issue_cert(common_name, common_name=common_name)
         return issued.private_key_pem.bytes(), b"".join(p.bytes() for p in issued.cert_chain_pems)
 
 
