@@ -62,7 +62,9 @@ def make_credentials(directory: Path) -> Credentials:
     ca.cert_pem.write_to_path(str(ca_file))
     credentials = Credentials(directory, ca, cert_file, key_file, ca_file, directory / "tokens")
     for role in ROLE_NAMES:
-        credentials.add_token(role, role)
+        # A pos token is a terminal's and must carry a scope.
+        scope = {"nodes": ["ST-PAR-01"]} if role == "pos" else {}
+        credentials.add_token(role, role, **scope)
     credentials.add_token("till-paris", "pos", nodes=["ST-PAR-01"])
     credentials.add_token("till-paris-geo", "pos", geo_prefixes=["EU/FR"])
     credentials.add_token("web-checkout", "checkout", channels=["web"])

@@ -193,10 +193,12 @@ def test_certificates_reload_under_load(credentials: Credentials) -> None:
         replace_certificate(credentials, new_ca)
         server.call(server.app.reload_credentials)
         wait_until(
-            lambda: status_of(
-                lambda: read(server.secure_channel(secret, root_pem=new_ca.cert_pem.bytes()))
-            )
-            is grpc.StatusCode.OK,
+            lambda: (
+                status_of(
+                    lambda: read(server.secure_channel(secret, root_pem=new_ca.cert_pem.bytes()))
+                )
+                is grpc.StatusCode.OK
+            ),
             "a client trusting the new CA to connect",
         )
         assert status_of(lambda: read(steady)) is grpc.StatusCode.OK
@@ -224,9 +226,7 @@ def test_mutual_tls_certificate_maps_to_role(credentials: Credentials) -> None:
     """With mutual TLS, a client certificate whose common name is in certificate_roles gets
     that role without a token; one that is not mapped is UNAUTHENTICATED."""
     with mutual_server(credentials, {"till-1.maison.example": "reader"}) as server:  # type: ignore[attr-defined]
-        mapped = server.secure_channel(
-            client_cert=credentials.client_cert("till-1.maison.example")
-        )
+        mapped = server.secure_channel(client_cert=credentials.client_cert("till-1.maison.example"))
         assert status_of(lambda: read(mapped)) is grpc.StatusCode.OK
         unmapped = server.secure_channel(client_cert=credentials.client_cert("stranger.example"))
         assert status_of(lambda: read(unmapped)) is grpc.StatusCode.UNAUTHENTICATED

@@ -43,6 +43,7 @@ from atpd.core.text import bounded
 from atpd.service.audit import AuditLog
 from atpd.service.tokens import (
     ROLES,
+    SCOPED_ROLES,
     TokenEntry,
     TokenFileError,
     check_geo_prefix,
@@ -229,6 +230,8 @@ def certificate_principals(table: Mapping[str, Any]) -> dict[str, Principal]:
                 check_geo_prefix(prefix, f"{where}.geo_prefixes")
         except TokenFileError as error:
             raise AuthConfigError(str(error)) from None
+        if role in SCOPED_ROLES and not (lists["nodes"] or lists["geo_prefixes"]):
+            raise AuthConfigError(f"{where}: role {role!r} needs nodes or geo_prefixes")
         principals[subject] = Principal(
             f"cert:{subject}",
             role,
@@ -400,13 +403,16 @@ def bulk_load_nodes(message: Any) -> tuple[str, ...]:
 def _summary(method: str, request: Any, response: Any) -> dict[str, Any]:
     """What an audited call asked and, if it succeeded, what came of it."""
     summary: dict[str, Any] = {}
-    if method == "RulesService/SetRules":
+    if request is None:
+        pass
+    elif method == "RulesService/SetRules":
         summary = {"source": request.source, "text_chars": len(request.text)}
         if response is not None:
             summary["version"] = response.version
     elif method == "InventoryService/UpsertNode":
         node = request.node
         summary = {"node_id": node.node_id, "geo_path": node.geo_path, "enabled": node.enabled}
+        summary["kind"] = int(node.kind)
     elif method == "InventoryService/SetStock":
         summary = {"sku": request.sku, "node_id": request.node_id, "on_hand": request.on_hand}
         summary["source_sequence"] = request.source_sequence
@@ -417,10 +423,10 @@ def _summary(method: str, request: Any, response: Any) -> dict[str, Any]:
         summary["quantity"] = request.quantity
     elif method in ("SupplyService/ReceiveSupply", "SupplyService/CancelSupply"):
         summary = {"supply_id": request.supply_id}
-        if request.HasField("quantity") if method.endswith("ReceiveSupply") else False:
+        if method.endswith("ReceiveSupply") and request.HasField("quantity"):
             summary["quantity"] = request.quantity
-    elif method == "FeedService/BulkLoad" and response is not None:
-        summary = {"load_id": response.load_id, "mode": response.mode, "rows": response.rows}
+    if method == "FeedService/BulkLoad" and response is not None:
+        summary = {"load_id": response.load_id, "mode": int(response.mode), "rows": response.rows}
         summary["chunks"] = response.chunks
     elif method == "AdminService/Snapshot" and response is not None:
         summary = {
@@ -651,11 +657,9 @@ class AccessControl:
         if audit is None:
             return
         try:
-            summary = (
-                _summary(policy.method, request, response)
-                if request is not None and hasattr(request, "DESCRIPTOR")
-                else {}
-            )
+            # Streams have no single request (None): their summary comes from the response.
+            undecodable = request is not None and not hasattr(request, "DESCRIPTOR")
+            summary = {} if undecodable else _summary(policy.method, request, response)
         except Exception:  # a summary must never turn a served call into an error
             log.exception("audit summary of %s failed", policy.method)
             summary = {}

@@ -43,6 +43,8 @@ from typing import Any
 from atpd.files import FileRefused, read_regular_text
 
 ROLES = ("reader", "checkout", "pos", "loader", "admin")
+# Roles whose tokens must carry a node scope.
+SCOPED_ROLES = frozenset({"pos"})
 SECRET_PREFIX = "atpd_"
 SECRET_BYTES = 32
 # A tokens file holds one short table per terminal: 16 MiB is ~50,000 terminals.
@@ -178,17 +180,29 @@ def entry_from_table(table: Any, where: str) -> TokenEntry:
     geo_prefixes = _texts(table.get("geo_prefixes"), f"{where}.geo_prefixes")
     for i, prefix in enumerate(geo_prefixes):
         check_geo_prefix(prefix, f"{where}.geo_prefixes[{i}]")
-    return TokenEntry(
-        name=check_name(table.get("name"), f"{where}.name"),
-        role=check_role(table.get("role"), f"{where}.role"),
-        sha256=digest,
-        nodes=_texts(table.get("nodes"), f"{where}.nodes"),
-        geo_prefixes=geo_prefixes,
-        channels=_texts(table.get("channels"), f"{where}.channels"),
-        expires_ms=_epoch_ms(table.get("expires_ms"), f"{where}.expires_ms"),
-        created_ms=_epoch_ms(table.get("created_ms"), f"{where}.created_ms"),
-        revoked_ms=_epoch_ms(table.get("revoked_ms"), f"{where}.revoked_ms"),
+    return check_scope(
+        TokenEntry(
+            name=check_name(table.get("name"), f"{where}.name"),
+            role=check_role(table.get("role"), f"{where}.role"),
+            sha256=digest,
+            nodes=_texts(table.get("nodes"), f"{where}.nodes"),
+            geo_prefixes=geo_prefixes,
+            channels=_texts(table.get("channels"), f"{where}.channels"),
+            expires_ms=_epoch_ms(table.get("expires_ms"), f"{where}.expires_ms"),
+            created_ms=_epoch_ms(table.get("created_ms"), f"{where}.created_ms"),
+            revoked_ms=_epoch_ms(table.get("revoked_ms"), f"{where}.revoked_ms"),
+        ),
+        where,
     )
+
+
+def check_scope(entry: TokenEntry, where: str = "token") -> TokenEntry:
+    """A pos token is a store terminal's: it must name its nodes or geo prefixes."""
+    if entry.role in SCOPED_ROLES and not entry.scoped:
+        raise TokenFileError(
+            f"{where}: role {entry.role!r} needs a node scope (nodes or geo_prefixes)"
+        )
+    return entry
 
 
 def parse_tokens(text: str, where: str) -> list[TokenEntry]:
@@ -293,6 +307,7 @@ def create_token(
         expires_ms=_epoch_ms(expires_ms, "expires_ms"),
         created_ms=_epoch_ms(now_ms, "created_ms"),
     )
+    check_scope(entry, name)
     if expires_ms is not None and expires_ms <= now_ms:
         raise TokenFileError(f"expires_ms: {expires_ms} is not in the future")
     secret = new_secret()
