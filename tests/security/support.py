@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 import trustme
+from service.harness import FAKE_EPOCH_MS, TEST_LIMITS, ServerThread, seed_nodes
 
 from atpd.config import Config
 from atpd.service.tokens import create_token
-from service.harness import FAKE_EPOCH_MS, TEST_LIMITS, ServerThread, seed_nodes
 
 # Nodes of the scope tests: two stores in two cities and a warehouse.
 SECURITY_NODES = {

@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 import pytest
 import trustme
+from service.harness import FAKE_EPOCH_MS
 
 from atpd.service.tokens import create_token, revoke_token
 from atpd.v1 import availability_pb2, availability_pb2_grpc
-from service.harness import FAKE_EPOCH_MS
 
 from .support import (
     Credentials,
@@ -256,6 +256,8 @@ def test_unusable_tls_files_refuse_the_start(credentials: Credentials, tmp_path:
 
     other_key = tmp_path / "other.key"
     trustme.CA().issue_cert("localhost").private_key_pem.write_to_path(str(other_key))
-    with pytest.raises(ConfigError, match="does not match"):
-        with secure_server(credentials, tls_key_file=other_key):
-            pass
+    with (
+        pytest.raises(ConfigError, match="does not match"),
+        secure_server(credentials, tls_key_file=other_key),
+    ):
+        pass
