@@ -99,10 +99,29 @@ def run_h2load(
 # ---------------------------------------------------------------------------- Python fallback
 
 
-async def _client_loop(target: str, path: str, request: bytes, seconds: float, streams: int) -> int:
+async def _client_loop(
+    target: str,
+    path: str,
+    request: bytes,
+    seconds: float,
+    streams: int,
+    root_pem: bytes | None = None,
+    token: str | None = None,
+) -> int:
+    """Calls for `seconds`; over TLS trusting `root_pem` (to `localhost`) when given, with
+    `authorization: Bearer <token>` on every call when given."""
     import grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    if root_pem is None:
+        opened = grpc.aio.insecure_channel(target)
+    else:
+        credentials = grpc.ssl_channel_credentials(root_pem)
+        if token is not None:
+            credentials = grpc.composite_channel_credentials(
+                credentials, grpc.access_token_call_credentials(token)
+            )
+        opened = grpc.aio.secure_channel(target.replace("127.0.0.1", "localhost"), credentials)
+    async with opened as channel:
         # No serializers: bytes in, bytes out.
         call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
         deadline = time.monotonic() + seconds
@@ -118,10 +137,12 @@ async def _client_loop(target: str, path: str, request: bytes, seconds: float, s
         return done
 
 
-def _client_process(args: tuple[str, str, bytes, float, int, set[int]]) -> int:
-    target, path, request, seconds, streams, cpus = args
+def _client_process(
+    args: tuple[str, str, bytes, float, int, set[int], bytes | None, str | None],
+) -> int:
+    target, path, request, seconds, streams, cpus, root_pem, token = args
     os.sched_setaffinity(0, cpus)
-    return asyncio.run(_client_loop(target, path, request, seconds, streams))
+    return asyncio.run(_client_loop(target, path, request, seconds, streams, root_pem, token))
 
 
 def run_python_load(
@@ -132,10 +153,13 @@ def run_python_load(
     processes: int,
     streams: int,
     cpus: set[int],
+    root_pem: bytes | None = None,
+    token: str | None = None,
 ) -> LoadResult:
-    """`processes` client processes with `streams` concurrent calls each, for `seconds`."""
+    """`processes` client processes with `streams` concurrent calls each, for `seconds`
+    (over TLS with a bearer token when `root_pem` / `token` are given)."""
     context = multiprocessing.get_context("spawn")
-    args = (f"127.0.0.1:{port}", path, request, seconds, streams, cpus)
+    args = (f"127.0.0.1:{port}", path, request, seconds, streams, cpus, root_pem, token)
     with context.Pool(processes) as pool:
         counts = pool.map(_client_process, [args] * processes)
     total = sum(counts)

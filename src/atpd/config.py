@@ -71,6 +71,36 @@ class Config:
     load_idle_timeout_s: float = 30.0
     # Availability rules (TOML) applied at start when they differ from the recovered ones.
     rules_file: Path | None = None
+    # TLS on the gRPC port (PEM files, re-read on SIGHUP or when they change). With
+    # tls_client_ca_file, clients must present a certificate signed by one of its CAs.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # Bearer tokens (TOML, hashes only; see `atpd token`). Setting it (or certificate_roles)
+    # turns authentication on: every call but health then needs a credential.
+    auth_tokens_file: Path | None = None
+    # How often the tokens file is looked at for changes (SIGHUP re-reads it at once).
+    auth_reload_interval_s: float = 2.0
+    # Client certificate subject (or common name) -> role, or -> {role, nodes, geo_prefixes,
+    # channels}: mutual TLS clients without a token get that principal.
+    certificate_roles: dict[str, Any] = field(default_factory=dict)
+    # "Service/Method" -> roles allowed, replacing the default for that method.
+    method_roles: dict[str, Any] = field(default_factory=dict)
+    # With authentication on, reflection needs a credential (any role) unless this is false.
+    reflection_requires_auth: bool = True
+    # Allow a non-loopback bind without TLS and authentication (logged at every start).
+    insecure: bool = False
+    # The metrics endpoint binds here, not where gRPC does; beyond loopback it needs a token.
+    metrics_host: str = "127.0.0.1"
+    # Hex SHA-256 of the secret a scraper must send as `Authorization: Bearer <secret>`.
+    metrics_token_sha256: str = ""
+    # Admin and loader actions (and calls refused for permission) as JSON lines, rotated.
+    audit_log_file: Path | None = None
+    audit_log_max_bytes: int = 64 * 1024 * 1024
+    audit_log_backup_count: int = 10
+    # Calls one principal may have in flight, and Watch streams it may hold (authentication on).
+    max_inflight_per_principal: int = 256
+    max_watch_subscribers_per_principal: int = 16
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -92,6 +122,9 @@ class Config:
             "max_connections",
             "fd_reserve",
             "max_watch_subscribers_per_peer",
+            "audit_log_max_bytes",
+            "max_inflight_per_principal",
+            "max_watch_subscribers_per_principal",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0")
@@ -103,11 +136,13 @@ class Config:
             "keepalive_timeout_s",
             "stream_stall_timeout_s",
             "load_idle_timeout_s",
+            "auth_reload_interval_s",
         ):
             value = getattr(self, name)
             # The chained comparison is false for NaN too; inf (never) is refused as well.
             if not 0 < value < float("inf"):
                 raise ConfigError(f"{name}: must be a finite number > 0, got {value}")
+        self._check_security()
         chunk_bytes = max_load_chunk_bytes(self.limits.max_load_chunk_rows)
         if chunk_bytes > self.max_receive_message_bytes:
             raise ConfigError(
@@ -120,6 +155,33 @@ class Config:
                 f"max_receive_message_bytes: {self.max_receive_message_bytes} is below the "
                 f"largest SetRules request ({MAX_RULES_MESSAGE_BYTES} bytes)"
             )
+
+    def _check_security(self) -> None:
+        if self.audit_log_backup_count < 0:
+            raise ConfigError("audit_log_backup_count: must be >= 0")
+        for name in ("insecure", "reflection_requires_auth"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        for name in ("certificate_roles", "method_roles"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"{name}: expected a table")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("tls_cert_file and tls_key_file: give both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError("tls_client_ca_file: needs tls_cert_file and tls_key_file")
+        if self.certificate_roles and self.tls_client_ca_file is None:
+            raise ConfigError("certificate_roles: needs tls_client_ca_file (mutual TLS)")
+        token = self.metrics_token_sha256
+        if token and (len(token) != 64 or token.strip("0123456789abcdef")):
+            raise ConfigError("metrics_token_sha256: expected 64 lowercase hex digits")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def authentication(self) -> bool:
+        return self.auth_tokens_file is not None or bool(self.certificate_roles)
 
 
 # Encoded bytes a BulkLoad chunk can take per row, at worst: a new 64-character SKU and node id
@@ -138,7 +200,7 @@ def max_load_chunk_bytes(rows: int) -> int:
 
 
 def _coerce(name: str, value: Any, expected: Any) -> Any:
-    if isinstance(expected, Path) or name.endswith("rules_file"):
+    if isinstance(expected, Path) or name.endswith("_file"):
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected a path string, got {value!r}")
         return Path(value)

@@ -4,9 +4,15 @@ gauges read from the state at scrape time (so the hot path never updates them)."
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+import hashlib
+import hmac
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 # Microsecond-scale buckets: the core answers in microseconds, RPCs in tens to hundreds.
 CORE_BUCKETS_S = (2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 1e-2, 0.1, 1.0)
@@ -78,7 +84,45 @@ class Metrics:
         self.skus.set_function(skus)
         self.nodes.set_function(nodes)
 
-    def serve_http(self, host: str, port: int) -> int:
-        """Start the scrape endpoint on a daemon thread; returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve_http(self, host: str, port: int, token_sha256: str = "") -> int:
+        """Start the scrape endpoint on a daemon thread; returns the bound port. With
+        `token_sha256`, a scrape must send `Authorization: Bearer <secret>` whose SHA-256 it
+        is; anything else answers 401 and nothing about the server."""
+        app = make_wsgi_app(self.registry)
+        if token_sha256:
+            app = _bearer_protected(app, token_sha256)
+        server = make_server(host, port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, name="atpd-metrics", daemon=True)
+        thread.start()
+        self.http_server = server
         return int(server.server_port)
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _bearer_protected(app: Any, token_sha256: str) -> Any:
+    expected = token_sha256.encode()
+
+    def protected(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        header = str(environ.get("HTTP_AUTHORIZATION", ""))
+        scheme, _, secret = header.partition(" ")
+        presented = hashlib.sha256(secret.strip().encode("utf-8", "replace")).hexdigest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), expected):
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="atpd"')],
+            )
+            return [b"unauthorized\n"]
+        result: Iterable[bytes] = app(environ, start_response)
+        return result
+
+    return protected

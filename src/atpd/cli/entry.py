@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--in-memory", action="store_true", help="no journal, no snapshots (benchmarks, trials)"
     )
+    serve.add_argument("--metrics-host", help="metrics address (default 127.0.0.1)")
+    serve.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
+    serve.add_argument(
+        "--tls-client-ca", type=Path, help="CA (PEM) for client certificates: mutual TLS"
+    )
+    serve.add_argument("--tokens-file", type=Path, help="bearer tokens (see `atpd token`)")
+    serve.add_argument("--audit-log", type=Path, help="audit log file (JSON lines, rotated)")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback bind without TLS and tokens (logged at every start)",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=cmd_serve)
 

@@ -25,6 +25,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "fsync": args.fsync,
         "rules_file": str(args.rules) if args.rules else None,
+        "metrics_host": args.metrics_host,
+        "tls_cert_file": str(args.tls_cert) if args.tls_cert else None,
+        "tls_key_file": str(args.tls_key) if args.tls_key else None,
+        "tls_client_ca_file": str(args.tls_client_ca) if args.tls_client_ca else None,
+        "auth_tokens_file": str(args.tokens_file) if args.tokens_file else None,
+        "audit_log_file": str(args.audit_log) if args.audit_log else None,
+        "insecure": True if args.insecure else None,
     }
     try:
         config = load_config(args.config, overrides)
@@ -49,6 +56,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except RulesError as error:
         print(f"atpd: rules refused, not starting: {error}", file=sys.stderr)
         return 1
+    except ConfigError as error:
+        # The safe defaults (a non-loopback bind without TLS and tokens) and the security files.
+        print(f"atpd: {error}", file=sys.stderr)
+        return 2
     except (SnapshotCorrupt, JournalUnavailable, OSError) as error:
         print(f"atpd: cannot serve: {error}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
-from atpd.config import Config
+from atpd.config import Config, ConfigError
 from atpd.core import bulk_kernels, kernels
 from atpd.core.commands import SetRules
 from atpd.core.results import InvalidCommand
@@ -32,10 +32,14 @@ from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, read_regular_text
 from atpd.metrics import Metrics
 from atpd.persistence.journal import FsyncPolicy
 from atpd.persistence.recovery import recover
+from atpd.service.access_lookup import EngineLookup
+from atpd.service.audit import AuditLog
+from atpd.service.auth import AccessControl, AccessSettings, method_roles_from_config
 from atpd.service.durability import Durability, clean_staging, write_snapshot_now
 from atpd.service.engine import CommandLog, Engine
 from atpd.service.feeds import FeedServicer
 from atpd.service.gc_pauses import FreezeSurvivors
+from atpd.service.principals import AuthConfigError, TokenTable, certificate_principals
 from atpd.service.servicers import (
     AdminServicer,
     AvailabilityServicer,
@@ -45,6 +49,8 @@ from atpd.service.servicers import (
     SupplyServicer,
     WatchServicer,
 )
+from atpd.service.tls import CertificateReloader, TlsError, is_loopback
+from atpd.service.tokens import TokenFileError
 from atpd.service.transport import (
     CallGuard,
     CheckedServer,
@@ -125,6 +131,15 @@ class App:
     health: health_aio.HealthServicer
     hub: WatchHub
     durability: Durability | None = None
+    access: AccessControl | None = None
+    certificates: CertificateReloader | None = None
+
+    def reload_credentials(self) -> None:
+        """SIGHUP: re-read the tokens file now and the certificates at the next handshake."""
+        if self.access is not None:
+            self.access.settings.tokens.reload_now()
+        if self.certificates is not None:
+            self.certificates.request_reload()
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -134,6 +149,75 @@ class App:
         )
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
+
+
+def exposure_problems(config: Config) -> list[str]:
+    """Why this configuration is unsafe to run as given (empty: safe). Anything but a loopback
+    bind needs TLS and authentication; metrics beyond loopback need a token."""
+    problems: list[str] = []
+    if not is_loopback(config.host):
+        if not config.tls:
+            problems.append(
+                f"host {config.host!r} is not loopback and TLS is off (tls_cert_file, tls_key_file)"
+            )
+        if not config.authentication:
+            problems.append(
+                f"host {config.host!r} is not loopback and authentication is off "
+                "(auth_tokens_file or certificate_roles)"
+            )
+    if (
+        config.metrics_port >= 0
+        and not is_loopback(config.metrics_host)
+        and not config.metrics_token_sha256
+    ):
+        problems.append(
+            f"metrics_host {config.metrics_host!r} is not loopback and metrics_token_sha256 "
+            "is not set"
+        )
+    return problems
+
+
+def check_exposure(config: Config) -> None:
+    """Refuse (ConfigError) an exposed server without TLS and tokens unless `insecure`; with
+    `insecure`, say so in the log at every start."""
+    problems = exposure_problems(config)
+    if not problems:
+        return
+    if not config.insecure:
+        raise ConfigError(
+            "refusing to start: "
+            + "; ".join(problems)
+            + ". Configure TLS and tokens (README: Deploying to stores), bind 127.0.0.1, or "
+            "pass --insecure to accept the exposure"
+        )
+    log.warning("--insecure: serving with %s", "; ".join(problems))
+
+
+def access_control(config: Config, engine: Engine) -> AccessControl | None:
+    """The gate in front of every handler, when authentication or the audit log is on."""
+    if not config.authentication and config.audit_log_file is None:
+        return None
+    try:
+        tokens = TokenTable(config.auth_tokens_file, config.auth_reload_interval_s)
+        settings = AccessSettings(
+            authenticate=config.authentication,
+            tokens=tokens,
+            certificates=certificate_principals(config.certificate_roles),
+            method_roles=method_roles_from_config(config.method_roles),
+            reflection_requires_auth=config.reflection_requires_auth,
+            max_inflight_per_principal=config.max_inflight_per_principal,
+            max_watch_subscribers_per_principal=config.max_watch_subscribers_per_principal,
+        )
+    except (TokenFileError, AuthConfigError) as error:
+        raise ConfigError(str(error)) from None
+    if config.audit_log_file is not None:
+        try:
+            settings.audit = AuditLog(
+                config.audit_log_file, config.audit_log_max_bytes, config.audit_log_backup_count
+            )
+        except OSError as error:
+            raise ConfigError(f"{config.audit_log_file}: audit_log_file: {error}") from None
+    return AccessControl(settings, EngineLookup(engine))
 
 
 def create_server(
@@ -160,10 +244,12 @@ def create_server(
     )
     # Every handler goes through the guard: undecodable requests answer INVALID_ARGUMENT and
     # server bugs INTERNAL, each logged at most once a second per kind.
+    access = access_control(config, engine)
     guard = CallGuard(
         RateLimitedLog(logging.getLogger("atpd.client_errors")),
         RateLimitedLog(log),
         lambda method, code: engine.metrics.rpc_calls.labels(method, code.name).inc(),
+        access,
     )
     checked = CheckedServer(grpc_server, guard)
     # What the generated add_*_to_server functions see: they only call the two add methods.
@@ -207,7 +293,18 @@ def create_server(
     enable_reflection(
         checked, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     )
-    port = grpc_server.add_insecure_port(f"{config.host}:{config.port}")
+    certificates: CertificateReloader | None = None
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert_file is not None and config.tls_key_file is not None:
+        try:
+            certificates = CertificateReloader(
+                config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file
+            )
+        except TlsError as error:
+            raise ConfigError(str(error)) from None
+        port = grpc_server.add_secure_port(address, certificates.credentials())
+    else:
+        port = grpc_server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {config.host}:{config.port}")
     # Read through the engine: the state object is replaced at recovery.
@@ -218,7 +315,7 @@ def create_server(
         lambda: len(engine.state.skus),
         lambda: len(engine.state.nodes),
     )
-    app = App(grpc_server, port, engine, health, hub)
+    app = App(grpc_server, port, engine, health, hub, access=access, certificates=certificates)
     admin.durability_of = lambda: app.durability
     feeds.durability_of = lambda: app.durability
     return app
@@ -259,6 +356,8 @@ async def stop(app: App, grace_s: float = DRAIN_SECONDS) -> None:
     app.engine.ready = False
     app.engine.stop()
     await app.server.stop(grace_s)
+    if app.access is not None and app.access.settings.audit is not None:
+        app.access.settings.audit.close()
 
 
 @dataclass
@@ -329,6 +428,7 @@ async def apply_rules_at_start(engine: Engine, config: Config, options: ServeOpt
 async def serve(config: Config, options: ServeOptions | None = None) -> None:
     """Run until SIGTERM or SIGINT: NOT_SERVING -> recovery -> SERVING -> drain -> stop."""
     options = options or ServeOptions()
+    check_exposure(config)
     fd_limit = raise_fd_limit()
     app = create_server(config, fd_limit=fd_limit)
     log.info(
@@ -339,12 +439,21 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
         config.fd_reserve,
     )
     if config.metrics_port >= 0:
-        metrics_port = app.engine.metrics.serve_http(config.host, config.metrics_port)
-        log.info("metrics on http://%s:%d/metrics", config.host, metrics_port)
+        metrics_port = app.engine.metrics.serve_http(
+            config.metrics_host, config.metrics_port, config.metrics_token_sha256
+        )
+        log.info("metrics on http://%s:%d/metrics", config.metrics_host, metrics_port)
     stop_event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_event.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_credentials)
+    log.info(
+        "security: TLS %s, authentication %s, audit log %s",
+        ("mutual" if config.tls_client_ca_file else "on") if config.tls else "off",
+        "on" if config.authentication else "off (every caller may do everything)",
+        config.audit_log_file or "off",
+    )
     log.info("atpd listening on %s:%d (NOT_SERVING until ready)", config.host, app.port)
     engine = app.engine
     durability: Durability | None = None

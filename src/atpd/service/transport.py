@@ -24,7 +24,7 @@ import logging
 import resource
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -108,6 +108,12 @@ def _short_reason(error: BaseException) -> str:
     return reason
 
 
+class HandlerGate(Protocol):
+    """Access control in front of a handler (service/auth.py): `wrap` runs once per method."""
+
+    def wrap(self, method: str, handler: Handler) -> Handler: ...
+
+
 class CallGuard:
     """Builds the checked form of each method handler (see the module docstring)."""
 
@@ -116,11 +122,14 @@ class CallGuard:
         client_errors: RateLimitedLog,
         server_errors: RateLimitedLog,
         count: Callable[[str, grpc.StatusCode], None] | None = None,
+        gate: HandlerGate | None = None,
     ) -> None:
         self.client_errors = client_errors
         self.server_errors = server_errors
         # Called with (method, status) for calls answered here, so metrics count them too.
         self.count = count or (lambda method, code: None)
+        # Outermost: credentials and permissions are checked before anything else answers.
+        self.gate = gate
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         """`method` is the full path (`/atpd.v1.ReservationService/Reserve`)."""
@@ -147,6 +156,8 @@ class CallGuard:
         elif handler.stream_stream is not None:
             replaced["stream_stream"] = self._stream_stream(short_method, handler.stream_stream)
         wrapped: Handler = handler._replace(**replaced)  # type: ignore[attr-defined]
+        if self.gate is not None:
+            wrapped = self.gate.wrap(method, wrapped)
         return wrapped
 
     async def _reject(self, method: str, context: Any, undecodable: Undecodable) -> None:

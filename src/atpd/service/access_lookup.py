@@ -1,0 +1,133 @@
+"""What a request acts on, for the access gate: the nodes each method names (directly, or through
+the reservation, supply or bulk-load rows it refers to, looked up in the state), and the summary
+of an admin or loader call written to the audit log."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger("atpd.service.auth")
+
+
+class StateLookup(Protocol):
+    """What scope checks need to know about the state (read on the writer's loop)."""
+
+    def node_geo_path(self, node_id: str) -> tuple[str, ...] | None: ...
+
+    def reservation_nodes(self, reservation_id: str) -> tuple[tuple[str, ...], str] | None:
+        """The reservation's node ids and channel, None when unknown."""
+
+    def supply_node(self, supply_id: str) -> str | None: ...
+
+
+class EngineLookup:
+    """StateLookup over the engine's current state (the state object is replaced at
+    recovery, so it is read through the engine each time)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def node_geo_path(self, node_id: str) -> tuple[str, ...] | None:
+        state = self.engine.state
+        index = state.node_ids.get(node_id)
+        if index < 0:
+            return None
+        path: tuple[str, ...] = state.nodes[index].geo_path
+        return path
+
+    def reservation_nodes(self, reservation_id: str) -> tuple[tuple[str, ...], str] | None:
+        reservation = self.engine.state.reservations.get(reservation_id)
+        if reservation is None:
+            return None
+        return tuple(line.node_id for line in reservation.lines), reservation.channel
+
+    def supply_node(self, supply_id: str) -> str | None:
+        book = self.engine.state.supply
+        supply = book.by_id.get(supply_id) or book.closed.get(supply_id)
+        return None if supply is None else str(supply.node_id)
+
+
+# What a request names, per method: node ids (and, for reservation ids, the reservation's
+# channel). Each answers () for requests that name none, which the servicer then refuses.
+NodesOf = Callable[[Any, StateLookup], tuple[tuple[str, ...], str | None]]
+
+
+def nodes_by_reservation(request: Any, lookup: StateLookup) -> tuple[tuple[str, ...], str | None]:
+    found = lookup.reservation_nodes(request.reservation_id)
+    return ((), None) if found is None else found
+
+
+def nodes_by_supply(request: Any, lookup: StateLookup) -> tuple[tuple[str, ...], str | None]:
+    node_id = lookup.supply_node(request.supply_id)
+    return ((node_id,) if node_id is not None else ()), None
+
+
+NODES_OF: dict[str, NodesOf] = {
+    "ReservationService/Reserve": lambda r, _: (
+        tuple(line.node_id for line in r.lines),
+        r.channel,
+    ),
+    "ReservationService/Confirm": nodes_by_reservation,
+    "ReservationService/Release": nodes_by_reservation,
+    "ReservationService/Fulfil": nodes_by_reservation,
+    "ReservationService/GetReservation": nodes_by_reservation,
+    "InventoryService/SetStock": lambda r, _: ((r.node_id,), None),
+    "InventoryService/AdjustStock": lambda r, _: ((r.node_id,), None),
+    "SupplyService/AddSupply": lambda r, _: ((r.node_id,), None),
+    "SupplyService/ReceiveSupply": nodes_by_supply,
+    "SupplyService/CancelSupply": nodes_by_supply,
+}
+
+
+def bulk_load_nodes(message: Any) -> tuple[str, ...]:
+    """Node ids a BulkLoad message names (the FULL header's scope, a chunk's node column)."""
+    part = message.WhichOneof("part")
+    if part == "header":
+        return tuple(message.header.node_ids)
+    if part == "chunk":
+        return tuple(message.chunk.node_ids)
+    return ()
+
+
+# ---------------------------------------------------------------------------- audit summaries
+
+
+def audit_summary(method: str, request: Any, response: Any) -> dict[str, Any]:
+    """What an audited call asked and, if it succeeded, what came of it."""
+    summary: dict[str, Any] = {}
+    if request is None:
+        pass
+    elif method == "RulesService/SetRules":
+        summary = {"source": request.source, "text_chars": len(request.text)}
+        if response is not None:
+            summary["version"] = response.version
+    elif method == "InventoryService/UpsertNode":
+        node = request.node
+        summary = {"node_id": node.node_id, "geo_path": node.geo_path, "enabled": node.enabled}
+        summary["kind"] = int(node.kind)
+    elif method == "InventoryService/SetStock":
+        summary = {"sku": request.sku, "node_id": request.node_id, "on_hand": request.on_hand}
+        summary["source_sequence"] = request.source_sequence
+    elif method == "InventoryService/AdjustStock":
+        summary = {"sku": request.sku, "node_id": request.node_id, "delta": request.delta}
+    elif method == "SupplyService/AddSupply":
+        summary = {"supply_id": request.supply_id, "sku": request.sku, "node_id": request.node_id}
+        summary["quantity"] = request.quantity
+    elif method in ("SupplyService/ReceiveSupply", "SupplyService/CancelSupply"):
+        summary = {"supply_id": request.supply_id}
+        if method.endswith("ReceiveSupply") and request.HasField("quantity"):
+            summary["quantity"] = request.quantity
+    if method == "FeedService/BulkLoad" and response is not None:
+        summary = {"load_id": response.load_id, "mode": int(response.mode), "rows": response.rows}
+        summary["chunks"] = response.chunks
+    elif method == "AdminService/Snapshot" and response is not None:
+        summary = {
+            field.name: value
+            for field, value in response.ListFields()
+            if isinstance(value, int | str | float)
+        }
+    if response is not None and hasattr(response, "outcome"):
+        summary["result"] = int(response.outcome)
+    return summary
