@@ -84,13 +84,24 @@ class Metrics:
         self.skus.set_function(skus)
         self.nodes.set_function(nodes)
 
-    def serve_http(self, host: str, port: int, token_sha256: str = "") -> int:
+    def serve_http(
+        self,
+        host: str,
+        port: int,
+        token_sha256: str = "",
+        serving: Callable[[], bool] | None = None,
+    ) -> int:
         """Start the scrape endpoint on a daemon thread; returns the bound port. With
         `token_sha256`, a scrape must send `Authorization: Bearer <secret>` whose SHA-256 it
-        is; anything else answers 401 and nothing about the server."""
+        is; anything else answers 401 and nothing about the server. With `serving`, `/healthz`
+        answers 200 SERVING or 503 NOT_SERVING, open like gRPC health: this listener is apart
+        from the gRPC port and its connection limit, so a probe still gets an answer while
+        the gRPC port is flooded with connections."""
         app = make_wsgi_app(self.registry)
         if token_sha256:
             app = _bearer_protected(app, token_sha256)
+        if serving is not None:
+            app = _with_health(app, serving)
         server = make_server(host, port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
         thread = threading.Thread(target=server.serve_forever, name="atpd-metrics", daemon=True)
         thread.start()
@@ -107,6 +118,20 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def _with_health(app: Any, serving: Callable[[], bool]) -> Any:
+    def health_or_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            result: Iterable[bytes] = app(environ, start_response)
+            return result
+        if serving():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"SERVING\n"]
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [b"NOT_SERVING\n"]
+
+    return health_or_app
 
 
 def _bearer_protected(app: Any, token_sha256: str) -> Any:

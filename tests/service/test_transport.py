@@ -11,12 +11,16 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
+from persistence.server_support import daemon, free_port
 
 from atpd.config import (
     Config,
@@ -25,6 +29,7 @@ from atpd.config import (
 )
 from atpd.core.limits import Limits
 from atpd.core.state import AtpState
+from atpd.metrics import Metrics
 from atpd.service.server import connection_limit
 from atpd.service.transport import RateLimitedLog
 from atpd.v1 import admin_pb2, feeds_pb2, feeds_pb2_grpc, inventory_pb2, reservations_pb2
@@ -406,3 +411,56 @@ def test_reflection_v1_lists_services(server: ServerThread) -> None:
         "grpc.reflection.v1alpha.ServerReflection",
     } <= names
     assert described.WhichOneof("message_response") == "file_descriptor_response"
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.mark.core
+def test_healthz_follows_the_serving_flag() -> None:
+    """/healthz on the metrics listener answers 200 SERVING or 503 NOT_SERVING as the flag
+    says, and /metrics is still served beside it."""
+    serving = [False]
+    metrics = Metrics()
+    port = metrics.serve_http("127.0.0.1", 0, serving=lambda: serving[0])
+    try:
+        assert _get(f"http://127.0.0.1:{port}/healthz") == (503, "NOT_SERVING\n")
+        serving[0] = True
+        assert _get(f"http://127.0.0.1:{port}/healthz") == (200, "SERVING\n")
+        status, body = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and "atpd_rpc_calls" in body
+    finally:
+        assert metrics.http_server is not None
+        metrics.http_server.shutdown()
+        metrics.http_server.server_close()
+
+
+@pytest.mark.durable
+def test_healthz_answers_while_the_grpc_port_is_flooded(tmp_path: Path) -> None:
+    """With every gRPC connection slot taken by idle connections, a probe of /healthz on the
+    metrics listener (apart from the gRPC port and its limit) still answers SERVING."""
+    config_file = tmp_path / "atpd.toml"
+    config_file.write_text("max_connections = 5\nconnection_idle_timeout_s = 60.0\n")
+    metrics_port = free_port()
+    with daemon(
+        tmp_path / "data",
+        tmp_path,
+        extra_args=["--config", str(config_file), "--metrics-port", str(metrics_port)],
+    ) as server:
+        server.start()
+        sockets = []
+        try:
+            for _ in range(10):
+                connection = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                connection.sendall(HTTP2_PREFACE)
+                sockets.append(connection)
+            assert sum(_closed_by_server(connection, 0.5) for connection in sockets) >= 4
+            assert _get(f"http://127.0.0.1:{metrics_port}/healthz") == (200, "SERVING\n")
+        finally:
+            for connection in sockets:
+                connection.close()

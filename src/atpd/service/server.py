@@ -133,6 +133,8 @@ class App:
     durability: Durability | None = None
     access: AccessControl | None = None
     certificates: CertificateReloader | None = None
+    # Mirrors the gRPC health status for the metrics listener's /healthz (read from its thread).
+    serving: bool = False
 
     def reload_credentials(self) -> None:
         """SIGHUP: re-read the tokens file now and the certificates at the next handshake."""
@@ -147,6 +149,7 @@ class App:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
+        self.serving = serving
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
 
@@ -440,7 +443,10 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
     )
     if config.metrics_port >= 0:
         metrics_port = app.engine.metrics.serve_http(
-            config.metrics_host, config.metrics_port, config.metrics_token_sha256
+            config.metrics_host,
+            config.metrics_port,
+            config.metrics_token_sha256,
+            serving=lambda: app.serving,
         )
         log.info("metrics on http://%s:%d/metrics", config.metrics_host, metrics_port)
     stop_event = asyncio.Event()
