@@ -49,8 +49,9 @@ def node_calendars(draw: st.DrawFn, near: dt.date, tz: str | None = None) -> Nod
         | st.integers(open_minutes + 1, 1440)
     )
     cutoff = draw(
-        st.sampled_from([open_minutes, close_minutes, 840, 120, 150])
-        .filter(lambda m: open_minutes <= m <= close_minutes)
+        st.sampled_from([open_minutes, close_minutes, 840, 120, 150]).filter(
+            lambda m: open_minutes <= m <= close_minutes
+        )
         | st.integers(open_minutes, close_minutes)
     )
     closed = draw(

@@ -22,8 +22,9 @@ PARIS = "Europe/Paris"
 WEEKDAYS = frozenset(range(5))
 
 
-def paris_ms(*fields: int) -> int:
-    return int(dt.datetime(*fields, tzinfo=calendar.zone(PARIS)).timestamp() * 1000)
+def paris_ms(year: int, month: int, day: int, hour: int, minute: int) -> int:
+    moment = dt.datetime(year, month, day, hour, minute, tzinfo=calendar.zone(PARIS))
+    return int(moment.timestamp() * 1000)
 
 
 @SLOW_EXAMPLES
@@ -95,12 +96,8 @@ def test_order_exactly_at_cutoff_is_for_the_next_open_day() -> None:
 def test_processing_continues_in_the_next_working_window() -> None:
     """Two hours of processing started at 17:00 with an 18:00 closing end at 09:00 next
     open day, skipping a closed date."""
-    node = NodeCalendar(
-        PARIS, 1080, 120, WEEKDAYS, frozenset({dt.date(2024, 12, 25)}), 480, 1080
-    )
-    assert calendar.ready_at_ms(node, paris_ms(2024, 12, 24, 17, 0)) == paris_ms(
-        2024, 12, 26, 9, 0
-    )
+    node = NodeCalendar(PARIS, 1080, 120, WEEKDAYS, frozenset({dt.date(2024, 12, 25)}), 480, 1080)
+    assert calendar.ready_at_ms(node, paris_ms(2024, 12, 24, 17, 0)) == paris_ms(2024, 12, 26, 9, 0)
 
 
 def test_spring_forward_counts_real_minutes() -> None:

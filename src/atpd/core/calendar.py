@@ -111,7 +111,9 @@ def zone(tz: str) -> ZoneInfo:
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"tz: unknown time zone {tz!r} (an IANA name such as Europe/Paris)")
+        raise ValueError(
+            f"tz: unknown time zone {tz!r} (an IANA name such as Europe/Paris)"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +159,7 @@ class CarrierSchedule:
         check_range(
             "transit_business_days", self.transit_business_days, 0, MAX_TRANSIT_BUSINESS_DAYS
         )
-        check_range(
-            "spread_business_days", self.spread_business_days, 0, MAX_SPREAD_BUSINESS_DAYS
-        )
+        check_range("spread_business_days", self.spread_business_days, 0, MAX_SPREAD_BUSINESS_DAYS)
 
     def picks_up(self, epoch_days: int) -> bool:
         return (
