@@ -459,14 +459,15 @@ class ForgetfulModel:
             if tear_seed is not None and self.last_unsynced_write is not None:
                 number, offset, data = self.last_unsynced_write
                 kept = torn_prefix_bytes(offset, len(data), random.Random(tear_seed))
-                inode = self.inodes[number]
-                durable = bytearray(inode.durable_data)
-                if offset > len(durable):
-                    durable.extend(bytes(offset - len(durable)))
-                durable[offset : offset + kept] = data[:kept]
-                inode.durable_data = bytes(durable)
-                inode.durable_version += 1
                 self.counters.torn_bytes_kept = kept
+                if kept > 0:  # with nothing of it on the disk, not even the size changed
+                    inode = self.inodes[number]
+                    durable = bytearray(inode.durable_data)
+                    if offset > len(durable):
+                        durable.extend(bytes(offset - len(durable)))
+                    durable[offset : offset + kept] = data[:kept]
+                    inode.durable_data = bytes(durable)
+                    inode.durable_version += 1
             self.last_unsynced_write = None
             self._materialize()
 
@@ -641,7 +642,13 @@ class ForgetfulMount:
             os.environ, PYTHONPATH=f"{tests_root}{os.pathsep}{path}" if path else tests_root
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "powercut.forgetful_fs", str(self.backing), str(self.mount_point)],
+            [
+                sys.executable,
+                "-m",
+                "powercut.forgetful_fs",
+                str(self.backing),
+                str(self.mount_point),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
