@@ -384,7 +384,7 @@ def power_cut_cycles(tmp_path: Path, *, cycles: int, seed: int, fsync: str) -> P
             stubs = start_after_cut(server, ledger, fsync)
             if cycle == 0:
                 setup_world(stubs, NODES, SKUS, ON_HAND, SAFETY_STOCK)
-                setup_world(stubs, {}, STOCK_SKUS, ON_HAND)
+                setup_world(stubs, NODES, STOCK_SKUS, ON_HAND)
                 ledger.stock = {cell: StockCell(ON_HAND) for cell in STOCK_CELLS}
             else:
                 if fsync != "always":

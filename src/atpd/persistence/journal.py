@@ -40,7 +40,7 @@ from atpd.persistence.framing import (
     record_bytes,
     scan_records,
 )
-from atpd.persistence.fsutil import fsync_directory
+from atpd.persistence.fsutil import fsync_directory, make_directory_durable
 
 __all__ = [
     "FsyncPolicy",
@@ -465,7 +465,7 @@ class Journal:
         assert segment_bytes > 0, segment_bytes
         assert snapshot_sequence >= 0, snapshot_sequence
         assert sync_interval_s > 0, sync_interval_s
-        directory.mkdir(parents=True, exist_ok=True)
+        make_directory_durable(directory)
         lock_fd = acquire_directory_lock(directory)
         try:
             segments, next_sequence = _recover_directory(directory, repair, snapshot_sequence)
