@@ -9,7 +9,7 @@ ARGS   ?=
 # A test tier to run alone (core, grpc or durable: tests/conftest.py); empty runs them all.
 MARK   ?=
 
-.PHONY: setup run test test-core lint format proto bench crashtest clean
+.PHONY: setup fuse run test test-core lint format proto bench crashtest clean
 
 setup: $(STAMP) $(GEN)
 
@@ -32,8 +32,13 @@ proto: $(STAMP)
 run: setup
 	$(BIN)/atpd serve --demo $(ARGS)
 
+# The power-cut tests (tests/powercut) mount a FUSE filesystem: Debian's fuse3 brings libfuse3
+# (which mfusepy loads) and fusermount3.
+fuse:
+	@command -v fusermount3 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq fuse3 >/dev/null)
+
 # Slow tests (the crash soak, `make crashtest`) stay out whatever the tier.
-test: setup
+test: setup fuse
 	$(BIN)/pytest -m "$(if $(MARK),($(MARK)) and )not slow" $(ARGS)
 
 # The pure-core tier alone: no server, no files, no subprocess.
@@ -54,8 +59,8 @@ bench: setup
 	@command -v h2load >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null) || echo "h2load unavailable: using the Python load generator"
 	$(BIN)/python -m bench.run $(ARGS)
 
-crashtest: setup
-	$(BIN)/pytest -m slow tests/persistence $(ARGS)
+crashtest: setup fuse
+	$(BIN)/pytest -m slow tests/persistence tests/powercut $(ARGS)
 
 clean:
 	rm -rf $(VENV) src/atpd/v1 .pytest_cache .mypy_cache .ruff_cache

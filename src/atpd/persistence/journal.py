@@ -28,6 +28,7 @@ from pathlib import Path
 
 from atpd.persistence.dirlock import acquire_directory_lock, release_directory_lock
 from atpd.persistence.framing import MAX_PAYLOAD_BYTES, Record, encode_record_into, record_bytes
+from atpd.persistence.fsutil import make_directory_durable
 from atpd.persistence.journal_errors import JournalBacklogFull, JournalUnavailable
 from atpd.persistence.journal_scan import (
     SEGMENT_COUNT_MAX,
@@ -152,7 +153,7 @@ class Journal:
         assert segment_bytes > 0, segment_bytes
         assert snapshot_sequence >= 0, snapshot_sequence
         assert sync_interval_s > 0, sync_interval_s
-        directory.mkdir(parents=True, exist_ok=True)
+        make_directory_durable(directory)
         lock_fd = acquire_directory_lock(directory)
         try:
             (directory / PROBE_FILE_NAME).unlink(missing_ok=True)

@@ -32,7 +32,7 @@ import numpy as np
 from atpd.core.commands import Command
 from atpd.core.load_command import BulkLoad, LoadColumns, LoadMode
 from atpd.persistence.framing import scan_records
-from atpd.persistence.fsutil import fsync_directory
+from atpd.persistence.fsutil import fsync_directory, make_directory_durable
 from atpd.persistence.journal_errors import JournalCorrupt
 from atpd.persistence.journal_scan import SEGMENT_NAME
 from atpd.persistence.snapshot_file import (
@@ -74,6 +74,9 @@ def write_load_file(data_dir: Path, command: BulkLoad, relative: str) -> BulkLoa
     assert final.parent == directory, relative
     staging = directory / f"{STAGING_PREFIX}{final.name}"
     shutil.rmtree(staging, ignore_errors=True)
+    # The file is published into loads/ and that directory fsynced; loads/ itself must be in
+    # the data directory durably too, or a power cut takes every load file with it.
+    make_directory_durable(directory)
     meta = {
         "format": LOAD_FORMAT,
         "load_id": command.load_id,

@@ -25,6 +25,7 @@ from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
 from atpd.persistence.codec import UndecodableRecord, decode_command
 from atpd.persistence.framing import Record, scan_records
+from atpd.persistence.fsutil import make_directory_durable
 from atpd.persistence.journal import FsyncPolicy, Journal
 from atpd.persistence.journal_errors import JournalCorrupt
 from atpd.persistence.journal_scan import scan_journal
@@ -115,7 +116,8 @@ def recover(
     repair: bool = False,
 ) -> Recovered:
     started = time.perf_counter()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # Durably: a data directory whose own entry a power cut removes takes the journal with it.
+    make_directory_durable(data_dir)
     with _no_cyclic_gc():
         return _recover(data_dir, limits, fsync_policy, segment_bytes, repair, started)
 
