@@ -228,6 +228,16 @@ def plan_is_better(
 
 
 @njit(nogil=True, cache=True)
+def bound_is_worse(bound: Float64Array, best_metrics: Float64Array, keys: Int64Array) -> bool:
+    """Whether lower bounds of a branch's metrics already lose to an objective's best plan."""
+    for j in range(keys.shape[0]):
+        metric = keys[j]
+        if bound[metric] != best_metrics[metric]:
+            return bool(bound[metric] > best_metrics[metric])
+    return False
+
+
+@njit(nogil=True, cache=True)
 def search_plans(
     quantity: Int64Array,
     available: Int64Array,
@@ -350,12 +360,12 @@ def search_plans(
             shipments,
             spent_penalty,
         )
-        # Cut when no objective can still improve: every objective's first metric is bounded
-        # below by `bound` and already beaten (strictly: an equal bound may still win a tie).
+        # Cut when no objective can still improve. Every metric of a completion is at least its
+        # bound, so a bound lexicographically above an objective's best (in that objective's
+        # metric order) cannot win it; a bound equal to the best may still win a tie.
         promising = False
         for o in range(OBJECTIVE_COUNT):
-            metric = OBJECTIVE_KEYS[o, 0]
-            if not found[o] or bound[metric] <= best[o, metric]:
+            if not found[o] or not bound_is_worse(bound, best[o], OBJECTIVE_KEYS[o]):
                 promising = True
                 break
         if not promising:
