@@ -51,7 +51,7 @@ far with `exhaustive=False`), so no order can stall the writer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -110,20 +110,21 @@ class Weights:
     cost: float = 1.0
     co2_per_gram: float = 0.0
     per_shipment: float = 0.0
+    # The kernel's form, built once (a rule set's weights serve many searches).
+    array: Float64Array = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("speed_per_day", "cost", "co2_per_gram", "per_shipment"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"weights.{name}: must be a finite number >= 0, got {value!r}")
-
-    def as_array(self) -> Float64Array:
         weights = np.empty(kernels.WEIGHT_COUNT, np.float64)
         weights[kernels.WEIGHT_SPEED] = self.speed_per_day
         weights[kernels.WEIGHT_COST] = self.cost
         weights[kernels.WEIGHT_CO2] = self.co2_per_gram
         weights[kernels.WEIGHT_SHIPMENTS] = self.per_shipment
-        return weights
+        weights.flags.writeable = False
+        object.__setattr__(self, "array", weights)
 
 
 def as_int64(name: str, value: Any, shape: tuple[int, ...], minimum: int) -> Int64Array:
@@ -301,7 +302,7 @@ def run_kernel(
         problem.co2_grams_per_item,
         problem.allowed,
         problem.penalty,
-        problem.weights.as_array(),
+        problem.weights.array,
         problem.max_shipments,
         kernels.NO_COST_CEILING if cost_ceiling is None else cost_ceiling,
         candidates_per_line,
@@ -334,34 +335,46 @@ def search(
 def options(
     problem: SourcingProblem, assignments: Int64Array, metrics: Float64Array
 ) -> tuple[Option, ...]:
-    """One option per distinct plan, reasons in objective order."""
+    """One option per distinct plan, reasons in objective order. Built from Python scalars
+    (`tolist`, `item`): a few plans of a few shipments, where numpy calls would cost more than
+    the search itself."""
+    rows = assignments.tolist()
+    values = metrics.tolist()
+    quantity = problem.quantity.tolist()
     plans: dict[tuple[int, ...], tuple[Plan, list[Objective]]] = {}
     for objective, row in OBJECTIVE_ROWS:
-        key = tuple(int(origin) for origin in assignments[row])
+        key = tuple(rows[row])
         if key not in plans:
-            plans[key] = (build_plan(problem, key, metrics[row]), [])
+            plans[key] = (build_plan(problem, quantity, key, values[row]), [])
         plans[key][1].append(objective)
     return tuple(Option(plan, tuple(reasons)) for plan, reasons in plans.values())
 
 
 def build_plan(
-    problem: SourcingProblem, assignment: tuple[int, ...], metrics: Float64Array
+    problem: SourcingProblem,
+    quantity: list[int],
+    assignment: tuple[int, ...],
+    metrics: list[float],
 ) -> Plan:
     """The plan's shipments, grouped per origin in order of their first line."""
     grouped: dict[int, list[int]] = {}
     for line, origin in enumerate(assignment):
         grouped.setdefault(origin, []).append(line)
+    delivery_day = problem.delivery_day.item
     shipments = []
     for origin, lines in grouped.items():
-        units = int(problem.quantity[lines].sum())
+        units = sum(quantity[line] for line in lines)
         shipments.append(
             Shipment(
                 origin=origin,
                 lines=tuple(lines),
-                delivery_day=int(problem.delivery_day[lines, origin].max()),
-                cost=int(problem.shipment_cost[origin] + problem.cost_per_item[origin] * units),
+                delivery_day=max(int(delivery_day(line, origin)) for line in lines),
+                cost=int(
+                    problem.shipment_cost.item(origin) + problem.cost_per_item.item(origin) * units
+                ),
                 co2_grams=int(
-                    problem.shipment_co2_grams[origin] + problem.co2_grams_per_item[origin] * units
+                    problem.shipment_co2_grams.item(origin)
+                    + problem.co2_grams_per_item.item(origin) * units
                 ),
             )
         )
@@ -371,8 +384,8 @@ def build_plan(
         delivery_day=int(metrics[kernels.METRIC_DAY]),
         cost=int(metrics[kernels.METRIC_COST]),
         co2_grams=int(metrics[kernels.METRIC_CO2]),
-        penalty=float(metrics[kernels.METRIC_PENALTY]),
-        score=float(metrics[kernels.METRIC_SCORE]),
+        penalty=metrics[kernels.METRIC_PENALTY],
+        score=metrics[kernels.METRIC_SCORE],
     )
     assert plan.shipment_count == int(metrics[kernels.METRIC_SHIPMENTS]), (plan, metrics)
     assert plan.cost == sum(shipment.cost for shipment in shipments), plan
