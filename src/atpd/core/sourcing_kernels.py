@@ -130,39 +130,40 @@ def select_candidates(
     counts = np.zeros(lines, np.int64)
     seen = np.zeros(origins, np.bool_)
     standalone = np.zeros(origins, np.float64)
+    members = np.empty(origins, np.int64)
+    primary_keys = np.empty((CRITERION_COUNT, origins), np.float64)
+    secondary_keys = np.empty((CRITERION_COUNT, origins), np.float64)
     top_origin = np.empty(k, np.int64)
     top_primary = np.empty(k, np.float64)
     top_secondary = np.empty(k, np.float64)
     for i in range(lines):
         q = quantity[i]
+        # The line's feasible origins and their keys under every criterion, in origin order.
+        size_feasible = 0
         for n in range(origins):
             seen[n] = False
-            if feasible[i, n]:
-                standalone[n] = weighted_score(
-                    weights,
-                    float(delivery_day[i, n]),
-                    float(shipment_cost[n] + cost_per_item[n] * q),
-                    float(shipment_co2[n] + co2_per_item[n] * q),
-                    1.0,
-                    penalty[n],
-                )
+            if not feasible[i, n]:
+                continue
+            day = float(delivery_day[i, n])
+            cost = float(shipment_cost[n] + cost_per_item[n] * q)
+            co2 = float(shipment_co2[n] + co2_per_item[n] * q)
+            score = weighted_score(weights, day, cost, co2, 1.0, penalty[n])
+            standalone[n] = score
+            members[size_feasible] = n
+            primary_keys[0, size_feasible] = score
+            secondary_keys[0, size_feasible] = day
+            primary_keys[1, size_feasible] = day
+            primary_keys[2, size_feasible] = cost
+            primary_keys[3, size_feasible] = co2
+            primary_keys[4, size_feasible] = -coverage[n]
+            for criterion in range(1, CRITERION_COUNT):
+                secondary_keys[criterion, size_feasible] = score
+            size_feasible += 1
         for criterion in range(CRITERION_COUNT):
             size = 0
-            for n in range(origins):
-                if not feasible[i, n]:
-                    continue
-                secondary = standalone[n]
-                if criterion == 0:
-                    primary = standalone[n]
-                    secondary = float(delivery_day[i, n])
-                elif criterion == 1:
-                    primary = float(delivery_day[i, n])
-                elif criterion == 2:
-                    primary = float(shipment_cost[n] + cost_per_item[n] * q)
-                elif criterion == 3:
-                    primary = float(shipment_co2[n] + co2_per_item[n] * q)
-                else:
-                    primary = float(-coverage[n])
+            for m in range(size_feasible):
+                primary = primary_keys[criterion, m]
+                secondary = secondary_keys[criterion, m]
                 # Insert into the sorted top-k buffer; on a full tie the lower index stays first.
                 if size == k and (
                     primary > top_primary[k - 1]
@@ -177,12 +178,11 @@ def select_candidates(
                         and secondary < top_secondary[position - 1]
                     )
                 ):
-                    if position < k:
-                        top_origin[position] = top_origin[position - 1]
-                        top_primary[position] = top_primary[position - 1]
-                        top_secondary[position] = top_secondary[position - 1]
+                    top_origin[position] = top_origin[position - 1]
+                    top_primary[position] = top_primary[position - 1]
+                    top_secondary[position] = top_secondary[position - 1]
                     position -= 1
-                top_origin[position] = n
+                top_origin[position] = members[m]
                 top_primary[position] = primary
                 top_secondary[position] = secondary
                 if size < k:
@@ -207,7 +207,7 @@ def select_candidates(
     return candidates, counts
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def plan_is_better(
     metrics: Float64Array,
     assignment: Int64Array,
@@ -227,7 +227,7 @@ def plan_is_better(
     return False
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def bound_is_worse(bound: Float64Array, best_metrics: Float64Array, keys: Int64Array) -> bool:
     """Whether lower bounds of a branch's metrics already lose to an objective's best plan."""
     for j in range(keys.shape[0]):
