@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -73,11 +73,20 @@ def _host_of(target: str) -> str:
     return target.rsplit(":", 1)[0] if target.count(":") == 1 else target
 
 
+if TYPE_CHECKING:  # generic in the type stubs only
+    UnaryUnaryInterceptor = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    UnaryStreamInterceptor = grpc.UnaryStreamClientInterceptor[Any, Any]
+    StreamUnaryInterceptor = grpc.StreamUnaryClientInterceptor[Any, Any]
+    StreamStreamInterceptor = grpc.StreamStreamClientInterceptor[Any, Any]
+else:
+    UnaryUnaryInterceptor = grpc.UnaryUnaryClientInterceptor
+    UnaryStreamInterceptor = grpc.UnaryStreamClientInterceptor
+    StreamUnaryInterceptor = grpc.StreamUnaryClientInterceptor
+    StreamStreamInterceptor = grpc.StreamStreamClientInterceptor
+
+
 class _BearerToken(
-    grpc.UnaryUnaryClientInterceptor[Any, Any],
-    grpc.UnaryStreamClientInterceptor[Any, Any],
-    grpc.StreamUnaryClientInterceptor[Any, Any],
-    grpc.StreamStreamClientInterceptor[Any, Any],
+    UnaryUnaryInterceptor, UnaryStreamInterceptor, StreamUnaryInterceptor, StreamStreamInterceptor
 ):
     """Adds `authorization: Bearer <token>` to every call (metadata, not a call credential,
     so it also works over a plaintext loopback channel)."""
