@@ -68,7 +68,8 @@ def reservation(server: SecureServer, reservation_id: str) -> reservations_pb2.R
         reservations_pb2.GetReservationRequest(reservation_id=reservation_id),
         timeout=RPC_TIMEOUT_S,
     )
-    return answer.reservation
+    found: reservations_pb2.Reservation = answer.reservation
+    return found
 
 
 @pytest.fixture(scope="module")
