@@ -1,22 +1,153 @@
-"""Client plumbing shared by every client command: the channel, the call wrapper, RPC errors.
+"""Client plumbing shared by every client command: the options, the channel, the call wrapper,
+RPC errors.
 
-A failed call prints one line, `atpd: CODE: details`, on stderr and exits with status 1.
+Every client command takes `--target`, `--timeout`, `--token` (or `ATPD_TOKEN`), `--ca`, `--tls`,
+`--cert` and `--key` (`add_client_options`). The channel speaks TLS when `--ca` or `--tls` is
+given; the token goes as `authorization: Bearer <token>` on every call. A token is never sent in
+clear text off loopback: without TLS it is refused for any other host.
+
+A failed call prints one line, `atpd: CODE: details`, on stderr and exits with status 1, or
+EXIT_UNAUTHENTICATED / EXIT_PERMISSION_DENIED for those two codes (with a hint on what to pass).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+TOKEN_ENVIRONMENT_VARIABLE = "ATPD_TOKEN"
+EXIT_RPC_FAILED = 1
+EXIT_UNAUTHENTICATED = 4
+EXIT_PERMISSION_DENIED = 5
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+CLIENT_EXIT_CODES = (
+    "exit status: 0 done; 1 the call failed; 2 bad arguments; 3 the server answered an "
+    f"outcome other than OK; {EXIT_UNAUTHENTICATED} UNAUTHENTICATED (no, wrong, expired or "
+    f"revoked token); {EXIT_PERMISSION_DENIED} PERMISSION_DENIED (the token's role or scope "
+    "does not allow it)"
+)
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """The options every client command shares: where the server is and how to reach it."""
+    parser.add_argument(
+        "--target", default=DEFAULT_TARGET, help=f"server host:port (default {DEFAULT_TARGET})"
+    )
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument(
+        "--token",
+        help="bearer token (`atpd token create` prints it; default: "
+        f"${TOKEN_ENVIRONMENT_VARIABLE})",
+    )
+    parser.add_argument(
+        "--ca", type=Path, help="CA certificate (PEM) that signed the server's: speak TLS"
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="speak TLS, trusting the system's CAs (implied by --ca)"
+    )
+    parser.add_argument("--cert", type=Path, help="client certificate chain (PEM), mutual TLS")
+    parser.add_argument("--key", type=Path, help="client certificate's private key (PEM)")
+
+
+class ClientOptionError(ValueError):
+    """The connection options cannot be used; the message says which and why."""
+
+
+def _read_pem(path: Path, option: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ClientOptionError(f"{option} {path}: {error.strerror or error}") from None
+
+
+def _host_of(target: str) -> str:
+    if target.startswith("["):
+        return target[: target.find("]") + 1]
+    return target.rsplit(":", 1)[0] if target.count(":") == 1 else target
+
+
+if TYPE_CHECKING:  # generic in the type stubs only
+    UnaryUnaryInterceptor = grpc.UnaryUnaryClientInterceptor[Any, Any]
+    UnaryStreamInterceptor = grpc.UnaryStreamClientInterceptor[Any, Any]
+    StreamUnaryInterceptor = grpc.StreamUnaryClientInterceptor[Any, Any]
+    StreamStreamInterceptor = grpc.StreamStreamClientInterceptor[Any, Any]
+else:
+    UnaryUnaryInterceptor = grpc.UnaryUnaryClientInterceptor
+    UnaryStreamInterceptor = grpc.UnaryStreamClientInterceptor
+    StreamUnaryInterceptor = grpc.StreamUnaryClientInterceptor
+    StreamStreamInterceptor = grpc.StreamStreamClientInterceptor
+
+
+class _BearerToken(
+    UnaryUnaryInterceptor, UnaryStreamInterceptor, StreamUnaryInterceptor, StreamStreamInterceptor
+):
+    """Adds `authorization: Bearer <token>` to every call (metadata, not a call credential,
+    so it also works over a plaintext loopback channel)."""
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), self.header]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+def build_channel(args: argparse.Namespace) -> grpc.Channel:
+    """The channel the options describe; raises ClientOptionError naming a bad option."""
+    target: str = args.target
+    token: str | None = getattr(args, "token", None) or os.environ.get(TOKEN_ENVIRONMENT_VARIABLE)
+    ca: Path | None = getattr(args, "ca", None)
+    cert: Path | None = getattr(args, "cert", None)
+    key: Path | None = getattr(args, "key", None)
+    if (cert is None) != (key is None):
+        raise ClientOptionError("--cert and --key go together (mutual TLS needs both)")
+    tls = ca is not None or cert is not None or getattr(args, "tls", False)
+    if tls:
+        credentials = grpc.ssl_channel_credentials(
+            _read_pem(ca, "--ca") if ca is not None else None,
+            _read_pem(key, "--key") if key is not None else None,
+            _read_pem(cert, "--cert") if cert is not None else None,
+        )
+        channel = grpc.secure_channel(target, credentials)
+    else:
+        if token and _host_of(target) not in LOOPBACK_HOSTS:
+            raise ClientOptionError(
+                f"refusing to send the token in clear text to {target}: pass --ca (or --tls)"
+            )
+        channel = grpc.insecure_channel(target)
+    if token:
+        if not token.isprintable() or token != token.strip():
+            raise ClientOptionError("--token: not a token (spaces or control characters)")
+        channel = grpc.intercept_channel(channel, _BearerToken(token))
+    return channel
 
 
 def open_channel(args: argparse.Namespace) -> grpc.Channel:
-    return grpc.insecure_channel(args.target)
+    """build_channel, or the option's problem on stderr and exit status 2."""
+    try:
+        return build_channel(args)
+    except ClientOptionError as error:
+        print(f"atpd: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def print_rpc_error(error: grpc.RpcError) -> None:
@@ -25,9 +156,20 @@ def print_rpc_error(error: grpc.RpcError) -> None:
 
 
 def call_or_exit(fn: Callable[[], Any]) -> Any:
-    """fn's result; a failed RPC is printed (print_rpc_error) and ends the command with 1."""
+    """fn's result; a failed RPC is printed (print_rpc_error) and ends the command with 1,
+    or EXIT_UNAUTHENTICATED / EXIT_PERMISSION_DENIED."""
     try:
         return fn()
     except grpc.RpcError as error:
         print_rpc_error(error)
-        raise SystemExit(1) from None
+        code = error.code()
+        if code is grpc.StatusCode.UNAUTHENTICATED:
+            print(
+                f"atpd: pass a valid token with --token or ${TOKEN_ENVIRONMENT_VARIABLE} "
+                "(`atpd token create` makes one)",
+                file=sys.stderr,
+            )
+            raise SystemExit(EXIT_UNAUTHENTICATED) from None
+        if code is grpc.StatusCode.PERMISSION_DENIED:
+            raise SystemExit(EXIT_PERMISSION_DENIED) from None
+        raise SystemExit(EXIT_RPC_FAILED) from None

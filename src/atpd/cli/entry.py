@@ -5,6 +5,9 @@ atpd availability SKU... [--geo EU/FR] [--nodes]    readable tables
 atpd reserve ID SKU@NODE=QTY... [--ttl 15m]
 atpd confirm | release | get ID ;  atpd fulfil ID [SKU@NODE=QTY...]
 atpd nodes [--geo PREFIX] ;  atpd status
+atpd token create NAME --role ROLE [--nodes N] --tokens-file FILE ;  token list | revoke NAME
+Every client command also takes --target, --timeout, --token (ATPD_TOKEN), --ca, --tls,
+--cert and --key (cli/client.py).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from atpd import __version__
-from atpd.cli.client import DEFAULT_TARGET
+from atpd.cli.client import CLIENT_EXIT_CODES, add_client_options
 from atpd.cli.load_export import add_feed_commands
 from atpd.cli.reads import cmd_availability, cmd_nodes, cmd_status, cmd_watch
 from atpd.cli.rules_supply import cmd_rules, cmd_supply
 from atpd.cli.serve import cmd_serve, cmd_verify_journal, cmd_verify_snapshot
+from atpd.cli.tokens import add_token_commands
 from atpd.cli.writes import cmd_lifecycle, cmd_reserve, cmd_snapshot
 
 DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
@@ -105,11 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify_snapshot.set_defaults(func=cmd_verify_snapshot)
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument(
-            "--target", default=DEFAULT_TARGET, help=f"server (default {DEFAULT_TARGET})"
-        )
-        p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=CLIENT_EXIT_CODES)
+        add_client_options(p)
         return p
 
     p = client("availability", "show what can be promised for SKUs, rolled up by geography")
@@ -168,11 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="show or replace the availability rules")
     rules_sub = rules.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in (("show", "show the rules in force"), ("apply", "replace the rules")):
-        p = rules_sub.add_parser(name, help=text, description=text)
-        p.add_argument(
-            "--target", default=DEFAULT_TARGET, help=f"server (default {DEFAULT_TARGET})"
-        )
-        p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        p = rules_sub.add_parser(name, help=text, description=text, epilog=CLIENT_EXIT_CODES)
+        add_client_options(p)
         if name == "apply":
             p.add_argument("file", type=Path, help="TOML rule file")
         else:
@@ -187,11 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "the supply will not come"),
         ("list", "list incoming supply"),
     ):
-        p = supply_sub.add_parser(name, help=text, description=text)
-        p.add_argument(
-            "--target", default=DEFAULT_TARGET, help=f"server (default {DEFAULT_TARGET})"
-        )
-        p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        p = supply_sub.add_parser(name, help=text, description=text, epilog=CLIENT_EXIT_CODES)
+        add_client_options(p)
         if name == "list":
             p.add_argument("--sku", help="only this SKU")
         else:
@@ -211,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_supply)
 
     add_feed_commands(client)
+    add_token_commands(sub, parse_duration_ms)
     return parser
 
 

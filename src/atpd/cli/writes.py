@@ -22,6 +22,10 @@ def print_reservation(reservation: Any) -> None:
         expires = datetime.fromtimestamp(reservation.expires_at_ms / 1000, UTC)
         print(f" until {expires:%Y-%m-%d %H:%M:%S} UTC", end="")
     print()
+    if reservation.HasField("principal"):
+        maker = reservation.principal
+        scope = ", ".join([*maker.node_ids, *(p + "/*" for p in maker.geo_prefixes)]) or "all"
+        print(f"made by {maker.name} (role {maker.role}, scope {scope})")
     fulfilled = {(x.sku, x.node_id): x.quantity for x in reservation.fulfilled}
     rows = [
         (x.sku, x.node_id, x.quantity, fulfilled.get((x.sku, x.node_id), 0))

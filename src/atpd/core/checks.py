@@ -71,6 +71,7 @@ def digest(state: StateFields) -> str:
                     r.segment,
                     # Closed holds have given every protected unit back: [[]] is None.
                     r.protected if r.protected and any(r.protected) else None,
+                    r.maker,
                 )
             ).encode()
         )

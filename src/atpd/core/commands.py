@@ -49,6 +49,25 @@ class Line:
 
 
 @dataclass(frozen=True, slots=True)
+class Maker:
+    """The principal that made a reservation, as the access gate authenticated it: enough to
+    decide later whether another principal may confirm, release or fulfil it (same role and a
+    scope that covers this one). Empty tuples mean "no limit" (whole network, any channel)."""
+
+    name: str
+    role: str
+    node_ids: tuple[str, ...] = ()
+    geo_prefixes: tuple[str, ...] = ()  # "EU/FR", whole geo segments
+    channels: tuple[str, ...] = ()
+
+    def same_principal(self, other: Maker | None) -> bool:
+        """The same principal (name and role): a retry of its own Reserve, say."""
+        return other is self or (
+            other is not None and other.name == self.name and other.role == self.role
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class UpsertNode(CommandOf[NodeResult]):
     node_id: str
     kind: NodeKind
@@ -84,6 +103,8 @@ class Reserve(CommandOf[ReserveResult]):
     kind: ReservationKind = ReservationKind.CART
     channel: str = ""
     segment: str = ""
+    # Who asks; None with authentication off (and in journals written before it existed).
+    maker: Maker | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,15 @@ def reserve(state: StateFields, command: Reserve, now_ms: int) -> ReserveResult:
         asked = reservation_fingerprint(
             command.kind, command.channel, command.segment, ttl_ms, lines
         )
+        same_maker = existing.maker is command.maker or (
+            existing.maker is not None and existing.maker.same_principal(command.maker)
+        )
+        if not same_maker:
+            # Never answer another principal's stored reservation as the caller's own.
+            raise AlreadyExists(
+                f"reservation_id: {command.reservation_id!r} exists, made by another "
+                "principal; choose another id"
+            )
         if existing.fingerprint() == asked:
             return ReserveResult(Outcome.OK, existing, replayed=True)
         raise AlreadyExists(
@@ -120,6 +129,7 @@ def reserve(state: StateFields, command: Reserve, now_ms: int) -> ReserveResult:
         command.segment,
         ttl_ms,
         now_ms,
+        command.maker,
     )
     state.reservations[command.reservation_id] = reservation
     state.open_reservations += 1

@@ -6,7 +6,7 @@ import enum
 
 from sortedcontainers import SortedList
 
-from atpd.core.commands import Line, ReservationKind
+from atpd.core.commands import Line, Maker, ReservationKind
 
 
 def fingerprint(
@@ -47,6 +47,7 @@ class Reservation:
         "held",
         "kind",
         "lines",
+        "maker",
         "protected",
         "reservation_id",
         "segment",
@@ -65,6 +66,7 @@ class Reservation:
         segment: str,
         ttl_ms: int,
         now_ms: int,
+        maker: Maker | None = None,
     ) -> None:
         assert len(lines) == len(cells) and lines
         self.reservation_id = reservation_id
@@ -83,6 +85,8 @@ class Reservation:
         # Per line, the protected units it took: [(protection name, units)], or None when the
         # caller is no protection's beneficiary (the common case: no list at all).
         self.protected: list[list[tuple[str, int]]] | None = None
+        # The principal that made it (None: made with authentication off); never changes.
+        self.maker = maker
 
     def fingerprint(self) -> tuple[object, ...]:
         """Computed only when an id is reused: most reservations are never compared."""

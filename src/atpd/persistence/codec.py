@@ -21,6 +21,7 @@ from atpd.core.commands import (
     Confirm,
     Fulfil,
     Line,
+    Maker,
     NodeKind,
     ReceiveSupply,
     Release,
@@ -57,6 +58,16 @@ def _lines(values: object) -> tuple[Line, ...]:
     return tuple(Line(x.sku, x.node_id, x.quantity) for x in values)  # type: ignore[attr-defined]
 
 
+def _maker(message: reservations_pb2.ReservationPrincipal) -> Maker:
+    return Maker(
+        message.name,
+        message.role,
+        tuple(message.node_ids),
+        tuple(message.geo_prefixes),
+        tuple(message.channels),
+    )
+
+
 def encode_command(command: Command) -> bytes:
     entry = journal_pb2.JournalCommand()
     match command:
@@ -71,6 +82,14 @@ def encode_command(command: Command) -> bytes:
             message.kind = int(command.kind)  # type: ignore[assignment]
             message.channel = command.channel
             message.segment = command.segment
+            maker = command.maker
+            if maker is not None:
+                principal = entry.reserve_principal
+                principal.name = maker.name
+                principal.role = maker.role
+                principal.node_ids.extend(maker.node_ids)
+                principal.geo_prefixes.extend(maker.geo_prefixes)
+                principal.channels.extend(maker.channels)
         case Confirm():
             entry.confirm.reservation_id = command.reservation_id
         case Release():
@@ -189,6 +208,27 @@ def _names_problem(channel: str, segment: str) -> str | None:
     return None
 
 
+def maker_problem(maker: Maker | None) -> str | None:
+    if maker is None:
+        return None
+    if not maker.name or not maker.name.isprintable():
+        return f"principal name {shown(maker.name)} is empty or not printable"
+    if not maker.role or not maker.role.isprintable():
+        return f"principal role {shown(maker.role)} is empty or not printable"
+    for i, node_id in enumerate(maker.node_ids):
+        if not is_node_id(node_id):
+            return f"principal node_ids[{i}] {shown(node_id)} is not a valid node id"
+    for i, prefix in enumerate(maker.geo_prefixes):
+        try:
+            parse_geo_path(prefix)
+        except ValueError as error:
+            return f"principal geo_prefixes[{i}] {shown(prefix)} {error}"
+    for i, channel in enumerate(maker.channels):
+        if not is_name(channel):
+            return f"principal channels[{i}] {shown(channel)} is not a valid name"
+    return None
+
+
 def command_problem(command: Command) -> str | None:
     """What is wrong with a decoded command's content (None: nothing). The same rules as
     service/validation.py applies to callers, without the limits."""
@@ -199,6 +239,7 @@ def command_problem(command: Command) -> str | None:
                 or _lines_problem(command.lines)
                 or _names_problem(command.channel, command.segment)
                 or (None if command.ttl_ms >= 0 else f"ttl_ms {command.ttl_ms} is negative")
+                or maker_problem(command.maker)
             )
         case Confirm() | Release():
             return _id_problem(command.reservation_id, is_reservation_id, "reservation_id")
@@ -266,6 +307,7 @@ def _decode(payload: bytes) -> Command:
             ReservationKind(r.kind or ReservationKind.CART),
             r.channel,
             r.segment,
+            _maker(entry.reserve_principal) if entry.HasField("reserve_principal") else None,
         )
     if which == "confirm":
         return Confirm(entry.confirm.reservation_id)

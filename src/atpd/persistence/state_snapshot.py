@@ -4,6 +4,11 @@ Stock travels as the used part of the numpy arrays; reservations travel columnar
 row per reservation, one per line) with their string ids joined by newlines — none of the id
 alphabets allows a newline — so 1M reservations load without a million small parses.
 
+The principal that made each reservation travels as an index per reservation
+("reservation_principal", -1 for none) into a JSON list of the distinct principals
+("principals"): a few hundred terminals make a million reservations. Snapshots written before
+principals were recorded lack both entries and load with no principal on any reservation.
+
 Loading trusts the file's checksum but not its content: every id is checked against the same
 rules as a caller's, and every count, shape and index against the rest, so a snapshot written
 by a faulty build is refused with the entry and the reason (`SnapshotContentError`), never an
@@ -20,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from atpd.core.commands import Line, NodeKind, ReservationKind
+from atpd.core.commands import Line, Maker, NodeKind, ReservationKind
 from atpd.core.geo import parse_geo_path
 from atpd.core.ids import (
     ID_PATTERN,
@@ -39,6 +44,7 @@ from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_COUNT
 from atpd.core.supply import Supply, SupplyKind
 from atpd.core.text import shown
+from atpd.persistence.codec import maker_problem
 
 STATE_FORMAT = 1
 
@@ -128,6 +134,46 @@ def _supplies(state: AtpState, blob: bytes) -> list[Supply]:
     ]
 
 
+def _principal_columns(reservations: list[Reservation]) -> tuple[npt.NDArray[Any], bytes]:
+    """Per reservation, the index of its principal in the list of distinct ones (-1: none)."""
+    column = np.full(len(reservations), -1, np.int32)
+    by_identity: dict[int, int] = {}  # most reservations share their principal's one object
+    by_value: dict[Maker, int] = {}
+    for i, r in enumerate(reservations):
+        maker = r.maker
+        if maker is None:
+            continue
+        index = by_identity.get(id(maker))
+        if index is None:
+            index = by_identity[id(maker)] = by_value.setdefault(maker, len(by_value))
+        column[i] = index
+    principals = [
+        [m.name, m.role, list(m.node_ids), list(m.geo_prefixes), list(m.channels)] for m in by_value
+    ]
+    return column, json.dumps(principals).encode()
+
+
+def _principals(arrays: Arrays, blobs: Blobs, count: int) -> list[Maker | None]:
+    """Each reservation's principal (all None in a snapshot that has none)."""
+    if "reservation_principal" not in arrays:
+        return [None] * count
+    makers: list[Maker] = []
+    for i, (name, role, node_ids, geo_prefixes, channels) in enumerate(
+        json.loads(blobs["principals"])
+    ):
+        maker = Maker(name, role, tuple(node_ids), tuple(geo_prefixes), tuple(channels))
+        problem = maker_problem(maker)
+        if problem is not None:
+            raise ValueError(f"principals[{i}]: {problem}")
+        makers.append(maker)
+    column = arrays["reservation_principal"]
+    if column.shape != (count,):
+        raise ValueError(f"reservation_principal has shape {column.shape}, expected ({count},)")
+    if count and (int(column.min()) < -1 or int(column.max()) >= len(makers)):
+        raise ValueError("reservation_principal names a principal out of range")
+    return [makers[index] if index >= 0 else None for index in column.tolist()]
+
+
 def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
     """A consistent copy of everything (arrays are copied, so the caller may write them out
     while the state moves on)."""
@@ -156,7 +202,9 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
         ):
             lines[line_index] = (sku, node, line.quantity, held, fulfilled)
             line_index += 1
+    principal_column, principals = _principal_columns(reservations)
     arrays: Arrays = {
+        "reservation_principal": principal_column,
         "cells": np.ascontiguousarray(stock.cells[:sku_count, :, :node_count]),
         "source_seq": np.ascontiguousarray(stock.source_seq[:sku_count, :node_count]),
         "present": np.ascontiguousarray(stock.present[:sku_count, :node_count]),
@@ -189,6 +237,7 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
             {rid: state.reservations[rid].protected for rid in sorted(state.protected_reservations)}
         ).encode(),
         "loads": state.loads.to_json(),
+        "principals": principals,
     }
     return arrays, blobs
 
@@ -262,6 +311,8 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
     with _entry("reservation_segments"):
         segments = _split(blobs["reservation_segments"], count)
         _check_names(segments, NAME_PATTERN, "segment", allow_empty=True)
+    with _entry("reservation_principal"):
+        makers = _principals(arrays, blobs, count)
     with _entry("reservations"):
         table_array = arrays["reservations"]
         if table_array.shape != (count, 9):
@@ -282,7 +333,7 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
                 raise ValueError("a reservation line names a node index out of range")
         table = table_array.tolist()
         line_rows = line_array.tolist()
-        _load_reservations(state, ids, channels, segments, table, line_rows, sku_names)
+        _load_reservations(state, ids, channels, segments, makers, table, line_rows, sku_names)
     with _entry("rules"):
         if blobs.get("rules"):
             state.rules = parse_rules(blobs["rules"].decode(), "<snapshot>")
@@ -314,6 +365,7 @@ def _load_reservations(
     ids: list[str],
     channels: list[str],
     segments: list[str],
+    makers: list[Maker | None],
     table: list[list[int]],
     line_rows: list[list[int]],
     sku_names: list[str],
@@ -349,6 +401,7 @@ def _load_reservations(
         r.held = [x[3] for x in rows]
         r.fulfilled = [x[4] for x in rows]
         r.protected = None
+        r.maker = makers[i]
         state.reservations[reservation_id] = r
         if status in open_statuses:
             open_count += 1

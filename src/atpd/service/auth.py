@@ -439,14 +439,19 @@ class AccessControl:
         error: BaseException | None,
     ) -> None:
         self.release(policy, principal)
-        if not policy.audited:
-            return
         if error is None:
-            self.audit(policy, principal, context, "OK", request, response)
-        else:
-            code = _code_of(context, error)
+            if policy.audited:
+                self.audit(policy, principal, context, "OK", request, response)
+            return
+        code = _code_of(context, error)
+        if code == "PERMISSION_DENIED":
+            # Refused by the servicer (a reservation another principal made): audited and
+            # logged like the gate's own refusals.
             detail = _details_of(context)
+            self.denied_log.log(logging.WARNING, policy.method, detail)
             self.audit(policy, principal, context, code, request, None, detail)
+        elif policy.audited:
+            self.audit(policy, principal, context, code, request, None, _details_of(context))
 
     def _unary(self, policy: MethodPolicy, behaviour: Any) -> Any:
         behaviour = _as_async(behaviour)

@@ -45,7 +45,7 @@ def position_message(view: PositionView) -> inventory_pb2.Position:
 
 def reservation_message(reservation: Reservation) -> reservations_pb2.Reservation:
     line_type = reservations_pb2.ReservationLine
-    return reservations_pb2.Reservation(
+    message = reservations_pb2.Reservation(
         reservation_id=reservation.reservation_id,
         status=pb_enum(reservation.status),
         kind=pb_enum(reservation.kind),
@@ -63,6 +63,15 @@ def reservation_message(reservation: Reservation) -> reservations_pb2.Reservatio
         channel=reservation.channel,
         segment=reservation.segment,
     )
+    maker = reservation.maker
+    if maker is not None:
+        principal = message.principal
+        principal.name = maker.name
+        principal.role = maker.role
+        principal.node_ids.extend(maker.node_ids)
+        principal.geo_prefixes.extend(maker.geo_prefixes)
+        principal.channels.extend(maker.channels)
+    return message
 
 
 def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:

@@ -2,7 +2,8 @@
 
 `STATUS_BY_ERROR` is the only exception-to-status map: servicers call `status_of` and `is_bug`
 and decide nothing from exception types themselves. Caller mistakes found at the edge or in the
-core map to INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS or RESOURCE_EXHAUSTED; a server that is
+core map to INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS or RESOURCE_EXHAUSTED (and a
+reservation another principal made, PERMISSION_DENIED); a server that is
 not ready or cannot write, or whose state was rebuilt under a load, maps to UNAVAILABLE; a load
 id already streaming to ABORTED; a stream idle or stalled past its timeout to DEADLINE_EXCEEDED;
 anything else is a bug (INTERNAL, re-raised so it is logged). Every message is cut
@@ -19,6 +20,7 @@ import grpc
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
 from atpd.core.text import MAX_MESSAGE_BYTES, bounded
 from atpd.service.engine import InternalFailure, WritesUnavailable
+from atpd.service.ownership import PermissionDenied
 from atpd.service.validation import InvalidArgument
 from atpd.service.watch import StreamStalled
 
@@ -56,6 +58,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidCommand, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (WritesUnavailable, grpc.StatusCode.UNAVAILABLE),

@@ -9,10 +9,11 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atpd.core.commands import Maker
 from atpd.service.tokens import (
     SCOPED_ROLES,
     TokenEntry,
@@ -57,6 +58,22 @@ class Principal:
     scope: Scope | None = None
     channels: frozenset[str] | None = None  # None: any channel
     expires_at_ms: int | None = None
+    # What a reservation made by this principal records (None for the anonymous principal of
+    # authentication off). Built once here, so Reserve only passes a reference along.
+    maker: Maker | None = field(init=False, default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.source == "anonymous":
+            return
+        scope = self.scope
+        maker = Maker(
+            self.name,
+            self.role,
+            tuple(sorted(scope.node_ids)) if scope is not None else (),
+            tuple("/".join(p) for p in scope.geo_prefixes) if scope is not None else (),
+            tuple(sorted(self.channels)) if self.channels is not None else (),
+        )
+        object.__setattr__(self, "maker", maker)
 
 
 ANONYMOUS = Principal("anonymous", "admin", "anonymous")

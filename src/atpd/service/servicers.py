@@ -16,13 +16,16 @@ import grpc
 
 from atpd import __version__
 from atpd.core.command_base import CommandOf
-from atpd.core.commands import SetRules
+from atpd.core.commands import Confirm, Fulfil, Release, SetRules
 from atpd.core.results import InvalidCommand, ReservationResult, SupplyResult
 from atpd.core.rules import RulesError, read_rules_document
 from atpd.service import convert, validation, wire
+from atpd.service.access_lookup import EngineLookup
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine
 from atpd.service.errors import NotReady, abort, is_bug, status_of
+from atpd.service.ownership import check_owner
+from atpd.service.principals import current_principal
 from atpd.service.watch import (
     StreamStalled,
     Subscriber,
@@ -139,20 +142,40 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServiceServi
 
 
 class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._geo_path_of = EngineLookup(engine).node_geo_path
+
     async def Reserve(
         self, request: reservations_pb2.ReserveRequest, context: Any
     ) -> reservations_pb2.ReserveResponse:
         async def handle() -> reservations_pb2.ReserveResponse:
-            command = validation.reserve(request, self.limits)
+            principal = current_principal()
+            maker = principal.maker if principal is not None else None
+            command = validation.reserve(request, self.limits, maker)
             return convert.reserve_response(await self.engine.execute(command))
 
         return await self._guard("Reserve", context, handle, write=True)
 
     async def _lifecycle(
-        self, method: str, command: Callable[[], CommandOf[ReservationResult]], context: Any
+        self, method: str, command: Callable[[], Confirm | Release | Fulfil], context: Any
     ) -> reservations_pb2.ReservationResponse:
         async def handle() -> reservations_pb2.ReservationResponse:
-            result = await self.engine.execute(command())
+            lifecycle = command()
+            principal = current_principal()
+            if principal is not None:
+                # Race-free: no await from here to the command's application (ownership.py).
+                state = self.engine.state
+                reservation = state.reservations.get(lifecycle.reservation_id)
+                if reservation is not None:
+                    check_owner(
+                        f"ReservationService/{method}",
+                        principal,
+                        lifecycle.reservation_id,
+                        reservation.maker,
+                        self._geo_path_of,
+                    )
+            result: ReservationResult = await self.engine.execute(lifecycle)
             return reservations_pb2.ReservationResponse(
                 outcome=convert.pb_enum(result.outcome),
                 reservation=convert.reservation_message(result.reservation),

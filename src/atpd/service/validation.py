@@ -15,6 +15,7 @@ from atpd.core.commands import (
     Confirm,
     Fulfil,
     Line,
+    Maker,
     NodeKind,
     ReceiveSupply,
     Release,
@@ -135,7 +136,10 @@ def lines(
     return tuple(result)
 
 
-def reserve(request: reservations_pb2.ReserveRequest, limits: Limits) -> Reserve:
+def reserve(
+    request: reservations_pb2.ReserveRequest, limits: Limits, maker: Maker | None = None
+) -> Reserve:
+    """The Reserve command; `maker` is the calling principal's record (None: auth off)."""
     kind_value = request.kind or ReservationKind.CART
     try:
         kind = ReservationKind(kind_value)
@@ -155,6 +159,7 @@ def reserve(request: reservations_pb2.ReserveRequest, limits: Limits) -> Reserve
         kind,
         name(request.channel, "channel"),
         name(request.segment, "segment"),
+        maker,
     )
 
 
