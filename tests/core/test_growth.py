@@ -124,6 +124,11 @@ def make_load(
     return BulkLoad.create(load_id, mode, sequence, tuple(node_names) if full else (), columns)
 
 
+# Largest capacity (rows or columns) a test resize asks for: well above the 15 SKUs x 10 nodes
+# the machine uses, far below what would take real memory.
+MAX_TEST_CAPACITY = 64
+
+
 class ResizeMachine(RuleBasedStateMachine):
     """Commands interleaved with background-resize steps (begin, copies of arbitrary slices in
     any order, finish with small budgets, i.e. several rounds) on a table that starts tiny,
@@ -218,7 +223,13 @@ class ResizeMachine(RuleBasedStateMachine):
             if target is None:
                 return
         else:
-            target = (stock.sku_capacity * sku_factor, stock.node_capacity * node_factor)
+            # Bounded: repeated x4 growth would otherwise reach gigabytes within one example.
+            target = (
+                min(stock.sku_capacity * sku_factor, MAX_TEST_CAPACITY),
+                min(stock.node_capacity * node_factor, MAX_TEST_CAPACITY),
+            )
+            if target == (stock.sku_capacity, stock.node_capacity):
+                return
         self.grown.begin_resize(*target)
 
     @precondition(lambda self: self.grown.stock.resize is not None)
