@@ -42,9 +42,7 @@ def set_network(state: StateFields, command: SetNetwork, now_ms: int) -> Network
 def compiled_network(state: StateFields) -> CompiledNetwork:
     """The network compiled against the current nodes (cached until either changes)."""
     cache = state.network_cache
-    if cache is None or cache.network is not state.network or cache.node_count != len(
-        state.nodes
-    ):
+    if cache is None or cache.network is not state.network or cache.node_count != len(state.nodes):
         cache = state.network_cache = compile_network(state.network, state.nodes)
     return cache
 

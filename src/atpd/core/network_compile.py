@@ -49,7 +49,10 @@ def great_circle_km(
     lat1, lon1, lat2, lon2 = (
         np.radians(x) for x in (latitude, longitude, to_latitude, to_longitude)
     )
-    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    a = (
+        np.sin((lat2 - lat1) / 2) ** 2
+        + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    )
     distance: Floats = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
     return distance
 
@@ -149,9 +152,9 @@ def compile_network(network: Network, nodes: Sequence[Node]) -> CompiledNetwork:
         processing[index] = logistics.processing_minutes
         cutoff[index] = logistics.cutoff_minutes
         open_weekdays[index] = weekday_mask(logistics.open_weekdays)
-        days = [epoch_day(d) for d in logistics.closed_dates]
-        closed_days[index, : len(days)] = days
-        closed_count[index] = len(days)
+        closed = [epoch_day(d) for d in logistics.closed_dates]
+        closed_days[index, : len(closed)] = closed
+        closed_count[index] = len(closed)
         picks[index] = logistics.pick_capacity_orders
     zone_latitude = np.array([z.latitude for z in zones], np.float64)
     zone_longitude = np.array([z.longitude for z in zones], np.float64)

@@ -19,6 +19,7 @@ path and the problem; node ids, geo prefixes and zones referenced must exist.
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import re
 import zoneinfo
@@ -375,7 +376,7 @@ def _co2(value: Any, modes_used: set[Mode]) -> Co2Factors:
     bounds = tuple(
         _number(v, f"co2.weight_classes_kg[{i}]", 0.0, 1e6) for i, v in enumerate(bounds_raw)
     )
-    if any(a >= b for a, b in zip(bounds, bounds[1:], strict=False)):
+    if any(a >= b for a, b in itertools.pairwise(bounds)):
         raise NetworkError("co2.weight_classes_kg: upper bounds must increase")
     factors: dict[Mode, tuple[float, ...]] = {}
     for mode in Mode:
@@ -456,4 +457,3 @@ def _parse(document: dict[str, Any], text: str, source: str, known: NetworkKnown
         {node.node_id: node for node in nodes},
         {service.service_id: service for service in services},
     )
-
