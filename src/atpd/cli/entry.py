@@ -5,6 +5,7 @@ atpd availability SKU... [--geo EU/FR] [--nodes]    readable tables
 atpd reserve ID SKU@NODE=QTY... [--ttl 15m]
 atpd confirm | release | get ID ;  atpd fulfil ID [SKU@NODE=QTY...]
 atpd nodes [--geo PREFIX] ;  atpd status
+atpd network apply FILE | show ;  atpd carrier capacity SERVICE NODE DATE SLOTS | show SERVICE NODE
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from atpd import __version__
 from atpd.cli.client import DEFAULT_TARGET
 from atpd.cli.load_export import add_feed_commands
+from atpd.cli.network import add_network_commands
 from atpd.cli.reads import cmd_availability, cmd_nodes, cmd_status, cmd_watch
 from atpd.cli.rules_supply import cmd_rules, cmd_supply
 from atpd.cli.serve import cmd_serve, cmd_verify_journal, cmd_verify_snapshot
@@ -211,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_supply)
 
     add_feed_commands(client)
+    add_network_commands(sub)
     return parser
 
 
