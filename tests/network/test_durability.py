@@ -127,5 +127,5 @@ def test_demo_network_at_first_demo_start(tmp_path: Path) -> None:
 def test_refused_network_is_invalid_command() -> None:
     """The core refuses a bad network with InvalidCommand (INVALID_ARGUMENT at the edge)."""
     state = AtpState()
-    with pytest.raises(InvalidCommand, match="network: x.toml: version: missing"):
+    with pytest.raises(InvalidCommand, match=r"network: x\.toml: version: missing"):
         state.apply(SetNetwork("[co2]", "x.toml"), NOW_MS)

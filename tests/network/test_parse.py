@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from atpd.core.network import UNLIMITED_PICKS, Mode, NetworkError
+from atpd.core.handlers_network import compiled_network
+from atpd.core.network import UNLIMITED_PICKS, Mode
 from atpd.core.network_compile import epoch_day, great_circle_km
 from atpd.core.network_parse import NetworkKnown, parse_network
-from atpd.core.handlers_network import compiled_network
 
 from .support import NETWORK, NODES, SOURCE, networked_world
 
