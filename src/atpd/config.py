@@ -71,6 +71,8 @@ class Config:
     load_idle_timeout_s: float = 30.0
     # Availability rules (TOML) applied at start when they differ from the recovered ones.
     rules_file: Path | None = None
+    # The fulfilment network (TOML) applied at start when it differs from the recovered one.
+    network_file: Path | None = None
     # TLS on the gRPC port (PEM files, re-read on SIGHUP or when they change). With
     # tls_client_ca_file, clients must present a certificate signed by one of its CAs.
     tls_cert_file: Path | None = None

@@ -18,6 +18,7 @@ from atpd.v1 import (
     common_pb2,
     feeds_pb2,
     inventory_pb2,
+    network_pb2,
     reservations_pb2,
     rules_pb2,
     supply_pb2,
@@ -35,6 +36,7 @@ API_SERVICES = (
     "atpd.v1.SupplyService",
     "atpd.v1.WatchService",
     "atpd.v1.FeedService",
+    "atpd.v1.NetworkService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -115,6 +117,7 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
             supply_pb2,
             watch_pb2,
             feeds_pb2,
+            network_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
     }

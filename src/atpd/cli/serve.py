@@ -12,6 +12,7 @@ import sys
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from atpd.config import ConfigError, load_config
+    from atpd.core.network import NetworkError
     from atpd.core.rules import RulesError
     from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, check_regular_file
     from atpd.persistence.journal_errors import JournalCorrupt, JournalUnavailable
@@ -38,6 +39,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if config.rules_file is not None:
             # Refused before anything starts; the file is read when the server is ready.
             check_regular_file(config.rules_file, "rules_file", MAX_RULES_FILE_BYTES)
+        if config.network_file is not None:
+            check_regular_file(config.network_file, "network_file", MAX_RULES_FILE_BYTES)
     except (ConfigError, FileRefused) as error:
         print(f"atpd: config error: {error}", file=sys.stderr)
         return 2
@@ -55,6 +58,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     except RulesError as error:
         print(f"atpd: rules refused, not starting: {error}", file=sys.stderr)
+        return 1
+    except NetworkError as error:
+        print(f"atpd: network refused, not starting: {error}", file=sys.stderr)
         return 1
     except ConfigError as error:
         # The safe defaults (a non-loopback bind without TLS and tokens) and the security files.

@@ -29,6 +29,8 @@ def check_invariants(state: StateFields) -> None:
     assert open_count == state.open_reservations, (open_count, state.open_reservations)
     held_count = sum(1 for r in state.reservations.values() if r.status is ReservationStatus.HELD)
     assert held_count == len(state.expiry), (held_count, len(state.expiry))
+    problems = state.carrier_capacity.problems()
+    assert not problems, problems
 
 
 def digest(state: StateFields) -> str:
@@ -76,4 +78,9 @@ def digest(state: StateFields) -> str:
             ).encode()
         )
     h.update(state.loads.to_json())
+    # Only once a network or capacity exists, so digests of states without them stay as before.
+    if state.network.text or len(state.carrier_capacity):
+        h.update(b"network")
+        h.update(repr((state.network.source, state.network.text)).encode())
+        h.update(repr(state.carrier_capacity.rows()).encode())
     return h.hexdigest()

@@ -16,6 +16,8 @@ from typing import Any
 from atpd.core.command_base import CommandOf
 from atpd.core.load_command import BulkLoad
 from atpd.core.results import (
+    CarrierCapacityResult,
+    NetworkResult,
     NodeResult,
     ReservationResult,
     ReserveResult,
@@ -165,6 +167,28 @@ class CancelSupply(CommandOf[SupplyResult]):
     supply_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class SetNetwork(CommandOf[NetworkResult]):
+    """Replace the fulfilment network (TOML text) atomically; refused whole if anything in it
+    is wrong, the previous network staying in force."""
+
+    text: str
+    source: str = "<network>"
+    # `network_parse.read_network_document(text)` when already computed off the event loop;
+    # never journaled: replay derives it from the text again.
+    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SetCarrierCapacity(CommandOf[CarrierCapacityResult]):
+    """The slots a carrier service has at one origin node on one date (absolute; 0 allowed)."""
+
+    service: str
+    node_id: str
+    date: str  # YYYY-MM-DD, the pickup date at the origin
+    slots: int
+
+
 # Any command: what the journal codec and the engine handle.
 Command = (
     UpsertNode
@@ -180,4 +204,6 @@ Command = (
     | ReceiveSupply
     | CancelSupply
     | BulkLoad
+    | SetNetwork
+    | SetCarrierCapacity
 )

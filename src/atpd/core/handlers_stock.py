@@ -52,6 +52,7 @@ def upsert_node(state: StateFields, command: UpsertNode, now_ms: int) -> NodeRes
     state.enabled_mask = np.array([n.enabled for n in state.nodes], np.bool_)
     state.mask_cache.clear()
     state.compiled_cache = None  # node masks of the rules are rebuilt on next use
+    state.network_cache = None  # the network's node arrays too
     return NodeResult(Outcome.OK, created)
 
 

@@ -45,6 +45,10 @@ class Limits:
     max_load_rows: int = 20_000_000
     max_concurrent_loads: int = 2
     max_remembered_loads: int = 10_000
+    # Carrier capacity entries (service, origin node, date) set by SetCarrierCapacity, and how
+    # far ahead a date may be. Entries of past dates are dropped as time passes.
+    max_capacity_entries: int = 1_000_000
+    max_capacity_days_ahead: int = 400
 
     def __post_init__(self) -> None:
         assert 0 < self.min_ttl_ms <= self.max_ttl_ms
@@ -53,5 +57,7 @@ class Limits:
         assert 1 <= self.max_load_chunk_rows <= self.max_load_rows
         assert self.max_concurrent_loads >= 1 and self.max_remembered_loads >= 1
         assert self.max_retained_reservations >= 1
+        assert self.max_capacity_entries >= 1, "max_capacity_entries: must be >= 1"
+        assert self.max_capacity_days_ahead >= 1, "max_capacity_days_ahead: must be >= 1"
         assert self.initial_node_capacity >= 1, "initial_node_capacity: must be >= 1"
         assert self.initial_sku_capacity >= 1, "initial_sku_capacity: must be >= 1"

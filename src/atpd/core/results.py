@@ -134,3 +134,23 @@ class SupplyResult:
     outcome: Outcome
     supply: Supply
     changed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkResult:
+    outcome: Outcome
+    version: str
+    previous_version: str
+    changed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierCapacityResult:
+    outcome: Outcome
+    service: str
+    node_id: str
+    date: str
+    slots: int
+    held: int
+    previous_slots: int | None  # None: the date had no slots set (its default applied)
+    changed: bool = True

@@ -33,11 +33,14 @@ from atpd.core.commands import (
     ReceiveSupply,
     Release,
     Reserve,
+    SetCarrierCapacity,
+    SetNetwork,
     SetRules,
     SetStock,
     Tick,
     UpsertNode,
 )
+from atpd.core.handlers_network import set_carrier_capacity, set_network
 from atpd.core.handlers_reservations import (
     close_reservation,
     confirm,
@@ -80,6 +83,8 @@ class AtpState(StateFields):
             ReceiveSupply: receive_supply,
             CancelSupply: cancel_supply,
             BulkLoad: apply_bulk_load,
+            SetNetwork: set_network,
+            SetCarrierCapacity: set_carrier_capacity,
         }
 
     # ------------------------------------------------------------------ commands
@@ -165,6 +170,7 @@ class AtpState(StateFields):
         self.enabled_mask = np.array([n.enabled for n in self.nodes], np.bool_)
         self.mask_cache.clear()
         self.compiled_cache = None
+        self.network_cache = None
         rebuild_protection_consumption(self)
 
     # ------------------------------------------------------------------ reads and checks

@@ -15,6 +15,9 @@ from atpd.core.geo import Geography
 from atpd.core.ids import IdMap
 from atpd.core.limits import MAX_QUANTITY, Limits
 from atpd.core.load_registry import LoadRegistry
+from atpd.core.network import Network, empty_network
+from atpd.core.network_capacity import CarrierCapacity
+from atpd.core.network_compile import CompiledNetwork
 from atpd.core.nodes import Node
 from atpd.core.reservations import ExpiryIndex, Reservation
 from atpd.core.results import InvalidCommand, LimitExceeded, NotFound
@@ -78,6 +81,11 @@ class StateFields:
         self.changes: dict[tuple[int, int], list[int]] = {}
         # Applied bulk loads by id (idempotent retries), see core/bulk.py.
         self.loads = LoadRegistry()
+        # The fulfilment network (core/network.py), compiled against the nodes on next use
+        # (None until then; see handlers_network.compiled_network), and carrier slots.
+        self.network: Network = empty_network()
+        self.network_cache: CompiledNetwork | None = None
+        self.carrier_capacity = CarrierCapacity()
 
 
 def node_index(state: StateFields, node_id: str, field: str) -> int:

@@ -27,6 +27,8 @@ from atpd.core.commands import (
     Release,
     ReservationKind,
     Reserve,
+    SetCarrierCapacity,
+    SetNetwork,
     SetRules,
     SetStock,
     Tick,
@@ -36,6 +38,7 @@ from atpd.core.geo import parse_geo_path
 from atpd.core.ids import is_load_id, is_name, is_node_id, is_reservation_id, is_sku_id, is_tag
 from atpd.core.limits import MAX_QUANTITY
 from atpd.core.load_command import BulkLoad, LoadMode
+from atpd.core.network import parse_date
 from atpd.core.supply import SupplyKind
 from atpd.core.text import shown
 from atpd.v1 import inventory_pb2, journal_pb2, reservations_pb2
@@ -160,6 +163,15 @@ def encode_command(command: Command) -> bytes:
             load.source_sequence = command.source_sequence
             load.rows = command.columns.rows
             load.node_count = len(command.node_ids)
+        case SetNetwork():
+            entry.set_network.text = command.text
+            entry.set_network.source = command.source
+        case SetCarrierCapacity():
+            capacity = entry.set_carrier_capacity
+            capacity.service = command.service
+            capacity.node_id = command.node_id
+            capacity.date = command.date
+            capacity.slots = command.slots
         case _:
             raise AssertionError(f"no encoding for {command!r}")
     return entry.SerializeToString()
@@ -229,6 +241,14 @@ def maker_problem(maker: Maker | None) -> str | None:
     return None
 
 
+def _date_problem(text: str) -> str | None:
+    try:
+        parse_date(text)
+    except ValueError as error:
+        return f"date {error}"
+    return None
+
+
 def command_problem(command: Command) -> str | None:
     """What is wrong with a decoded command's content (None: nothing). The same rules as
     service/validation.py applies to callers, without the limits."""
@@ -286,8 +306,19 @@ def command_problem(command: Command) -> str | None:
             return _id_problem(command.supply_id, is_reservation_id, "supply_id")
         case BulkLoad():
             return _id_problem(command.load_id, is_load_id, "load_id")
-        case Tick() | SetRules():
-            return None  # rules text is parsed (and refused with a reason) when applied
+        case Tick() | SetRules() | SetNetwork():
+            return None  # rules and network text is parsed (and refused with a reason) when applied
+        case SetCarrierCapacity():
+            return (
+                (
+                    None
+                    if is_name(command.service)
+                    else f"service {shown(command.service)} is not a valid name"
+                )
+                or _id_problem(command.node_id, is_node_id, "node_id")
+                or _date_problem(command.date)
+                or _quantity_problem(command.slots, "slots", 0)
+            )
     raise AssertionError(f"no check for {command!r}")
 
 
@@ -354,4 +385,9 @@ def _decode(payload: bytes) -> Command:
         return BulkLoad(
             b.load_id, LoadMode(b.mode), b.source_sequence, (), None, "", b.file, b.file_checksum
         )
+    if which == "set_network":
+        return SetNetwork(entry.set_network.text, entry.set_network.source)
+    if which == "set_carrier_capacity":
+        c = entry.set_carrier_capacity
+        return SetCarrierCapacity(c.service, c.node_id, c.date, c.slots)
     raise UndecodableRecord(f"unknown command {which!r}")

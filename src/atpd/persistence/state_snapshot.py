@@ -37,6 +37,7 @@ from atpd.core.ids import (
 )
 from atpd.core.limits import Limits
 from atpd.core.load_registry import LoadRegistry
+from atpd.core.network_parse import parse_network
 from atpd.core.nodes import Node
 from atpd.core.reservations import Reservation, ReservationStatus
 from atpd.core.rules import parse_rules
@@ -239,6 +240,13 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
         "loads": state.loads.to_json(),
         "principals": principals,
     }
+    # The network and carrier capacity: only once there are some (older readers, and states
+    # without them, see no new entries). Read back with `blobs.get`, so older snapshots load.
+    if state.network.text:
+        blobs["network"] = state.network.text.encode()
+        blobs["network_source"] = state.network.source.encode()
+    if len(state.carrier_capacity):
+        blobs["carrier_capacity"] = json.dumps(state.carrier_capacity.rows()).encode()
     return arrays, blobs
 
 
@@ -354,10 +362,30 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
     with _entry("loads"):
         if "loads" in blobs:
             state.loads = LoadRegistry.from_json(blobs["loads"])
+    with _entry("network"):
+        if blobs.get("network"):
+            source = blobs.get("network_source", b"<snapshot>").decode()
+            state.network = parse_network(blobs["network"].decode(), source)
+    with _entry("carrier_capacity"):
+        _load_capacity(state, blobs.get("carrier_capacity", b"[]"))
     with _entry("meta"):
         state.now_ms = int(meta["now_ms"])
         state.expired_total = int(meta["expired_total"])
     return state
+
+
+def _load_capacity(state: AtpState, blob: bytes) -> None:
+    capacity = state.carrier_capacity
+    for service_id, node_id, day, slots, held in json.loads(blob):
+        if not NAME_PATTERN.fullmatch(service_id) or not NODE_ID_PATTERN.fullmatch(node_id):
+            raise ValueError(f"capacity entry {service_id!r}/{node_id!r}: invalid service or node")
+        if not all(isinstance(x, int) and x >= 0 for x in (day, slots, held)):
+            raise ValueError(f"capacity entry {service_id}/{node_id}: bad day, slots or held")
+        if capacity.set(service_id, node_id, day, slots) is not None:
+            raise ValueError(f"capacity entry {service_id}/{node_id}/{day} is listed twice")
+        entry = capacity.get(service_id, node_id, day)
+        assert entry is not None
+        entry.held = held
 
 
 def _load_reservations(

@@ -78,6 +78,7 @@ NODES_OF: dict[str, NodesOf] = {
     "SupplyService/AddSupply": lambda r, _: ((r.node_id,), None),
     "SupplyService/ReceiveSupply": nodes_by_supply,
     "SupplyService/CancelSupply": nodes_by_supply,
+    "NetworkService/SetCarrierCapacity": lambda r, _: ((r.node_id,), None),
 }
 
 
@@ -99,10 +100,13 @@ def audit_summary(method: str, request: Any, response: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if request is None:
         pass
-    elif method == "RulesService/SetRules":
+    elif method == "RulesService/SetRules" or method == "NetworkService/SetNetwork":
         summary = {"source": request.source, "text_chars": len(request.text)}
         if response is not None:
             summary["version"] = response.version
+    elif method == "NetworkService/SetCarrierCapacity":
+        summary = {"service": request.service, "node_id": request.node_id}
+        summary.update(date=request.date, slots=request.slots)
     elif method == "InventoryService/UpsertNode":
         node = request.node
         summary = {"node_id": node.node_id, "geo_path": node.geo_path, "enabled": node.enabled}

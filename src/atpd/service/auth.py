@@ -78,6 +78,8 @@ _READS = (
     "ReservationService/GetReservation",
     "WatchService/Watch",
     "RulesService/GetRules",
+    "NetworkService/GetNetwork",
+    "NetworkService/GetCarrierCapacity",
 )
 _RESERVATION_WRITES = (
     "ReservationService/Reserve",
@@ -92,12 +94,15 @@ _LOADER_WRITES = (
     "SupplyService/AddSupply",
     "SupplyService/ReceiveSupply",
     "SupplyService/CancelSupply",
+    # A TMS feed sets carrier slots as a WMS feed sets counts.
+    "NetworkService/SetCarrierCapacity",
 )
 _ADMIN_ONLY = (
     "RulesService/SetRules",
     "InventoryService/UpsertNode",
     "AdminService/Snapshot",
     "AdminService/GetStatus",
+    "NetworkService/SetNetwork",
 )
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
 
@@ -122,7 +127,7 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
 
 DEFAULT_METHOD_ROLES: Mapping[str, frozenset[str]] = _default_method_roles()
 # Admin and loader actions: every call is audited, whatever its outcome.
-AUDITED_METHODS = frozenset(_LOADER_WRITES + _ADMIN_ONLY[:3])
+AUDITED_METHODS = frozenset(_LOADER_WRITES + _ADMIN_ONLY[:3] + ("NetworkService/SetNetwork",))
 # Methods that act on the whole network: refused to a principal limited to some nodes.
 GLOBAL_WRITES = frozenset(_ADMIN_ONLY)
 

@@ -24,6 +24,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from atpd.config import Config, ConfigError
 from atpd.core import bulk_kernels, kernels
 from atpd.core.commands import SetRules
+from atpd.core.network import NetworkError
 from atpd.core.results import InvalidCommand
 from atpd.core.rules import RulesError
 from atpd.core.state import AtpState
@@ -39,6 +40,8 @@ from atpd.service.durability import Durability, clean_staging, write_snapshot_no
 from atpd.service.engine import CommandLog, Engine
 from atpd.service.feeds import FeedServicer
 from atpd.service.gc_pauses import FreezeSurvivors
+from atpd.service.network_servicer import NetworkServicer
+from atpd.service.network_start import apply_network_at_start
 from atpd.service.principals import AuthConfigError, TokenTable, certificate_principals
 from atpd.service.servicers import (
     AdminServicer,
@@ -67,6 +70,8 @@ from atpd.v1 import (
     feeds_pb2_grpc,
     inventory_pb2,
     inventory_pb2_grpc,
+    network_pb2,
+    network_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
     rules_pb2,
@@ -88,6 +93,7 @@ SERVICE_NAMES = (
     supply_pb2.DESCRIPTOR.services_by_name["SupplyService"].full_name,
     watch_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
     feeds_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name,
+    network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 # Pings a client may send with no call in flight before the server answers GOAWAY (a client
@@ -276,6 +282,7 @@ def create_server(
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(engine), server)
     rules_pb2_grpc.add_RulesServiceServicer_to_server(RulesServicer(engine), server)
     supply_pb2_grpc.add_SupplyServiceServicer_to_server(SupplyServicer(engine), server)
+    network_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(engine), server)
     hub = WatchHub(
         lambda: engine.state,
         config.watch_buffer_events,
@@ -474,10 +481,11 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
             app.durability = durability
         # Before SERVING, so nobody reads or writes under rules about to be replaced.
         await apply_rules_at_start(engine, config, options)
+        await apply_network_at_start(engine, config, options)
 
     try:
         await start(app, prepare, before_serving)
-    except RulesError:
+    except (RulesError, NetworkError):
         await stop(app, grace_s=0)
         if durability is not None:
             await durability.close(final_snapshot=False)

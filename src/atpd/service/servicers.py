@@ -499,3 +499,8 @@ class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
             )
 
         return await self._guard("Snapshot", context, handle, write=True)
+
+
+# The shared guard (status mapping, readiness, metrics) for servicers in other modules
+# (service/network_servicer.py).
+ServicerBase = _Base

@@ -21,6 +21,8 @@ from atpd.core.commands import (
     Release,
     ReservationKind,
     Reserve,
+    SetCarrierCapacity,
+    SetNetwork,
     SetRules,
     SetStock,
     UpsertNode,
@@ -34,9 +36,17 @@ from atpd.core.ids import (
     TAG_PATTERN,
 )
 from atpd.core.limits import MAX_QUANTITY, Limits
+from atpd.core.network import UNLIMITED_SLOTS, parse_date
 from atpd.core.supply import SupplyKind
 from atpd.core.text import shown
-from atpd.v1 import availability_pb2, inventory_pb2, reservations_pb2, rules_pb2, supply_pb2
+from atpd.v1 import (
+    availability_pb2,
+    inventory_pb2,
+    network_pb2,
+    reservations_pb2,
+    rules_pb2,
+    supply_pb2,
+)
 
 __all__ = ["NAME_PATTERN", "RESERVATION_ID_PATTERN", "TAG_PATTERN", "InvalidArgument"]
 MAX_TAGS = 16
@@ -303,3 +313,53 @@ def receive_supply(request: supply_pb2.ReceiveSupplyRequest) -> ReceiveSupply:
 
 def cancel_supply(request: supply_pb2.CancelSupplyRequest) -> CancelSupply:
     return CancelSupply(supply_id(request.supply_id))
+
+
+# ----------------------------------------------------------------------------- network
+
+
+def set_network(request: network_pb2.SetNetworkRequest) -> SetNetwork:
+    if not request.text.strip():
+        raise InvalidArgument("text", "is empty: send the whole network")
+    if len(request.text.encode()) > MAX_RULES_BYTES:
+        raise InvalidArgument("text", f"is larger than {MAX_RULES_BYTES} bytes")
+    if len(request.source) > MAX_SOURCE_CHARS:
+        raise InvalidArgument("source", f"is longer than {MAX_SOURCE_CHARS} characters")
+    return SetNetwork(request.text, request.source or "<network>")
+
+
+def service_name(value: str, field: str = "service") -> str:
+    if not value:
+        raise InvalidArgument(field, "is empty: name a carrier service")
+    if not NAME_PATTERN.fullmatch(value):
+        raise InvalidArgument(field, f"{shown(value)} is not 1-32 of a-z 0-9 _ -")
+    return value
+
+
+def date(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is empty: give a date like 2026-12-24")
+    try:
+        parse_date(value)
+    except ValueError as error:
+        raise InvalidArgument(field, str(error)) from None
+    return value
+
+
+def set_carrier_capacity(request: network_pb2.SetCarrierCapacityRequest) -> SetCarrierCapacity:
+    if request.slots > UNLIMITED_SLOTS:
+        raise InvalidArgument("slots", f"{request.slots} is more than {UNLIMITED_SLOTS}")
+    return SetCarrierCapacity(
+        service_name(request.service),
+        node_id(request.node_id, "node_id"),
+        date(request.date, "date"),
+        request.slots,
+    )
+
+
+def carrier_capacity_query(
+    request: network_pb2.GetCarrierCapacityRequest,
+) -> tuple[str, str, str, str]:
+    first = date(request.from_date, "from_date")
+    last = date(request.to_date, "to_date") if request.to_date else first
+    return service_name(request.service), node_id(request.node_id, "node_id"), first, last
