@@ -71,6 +71,10 @@ class Config:
     load_idle_timeout_s: float = 30.0
     # Availability rules (TOML) applied at start when they differ from the recovered ones.
     rules_file: Path | None = None
+    # Option tokens (a promise's signed plan): the HMAC key file (32+ random bytes; none: a key
+    # drawn at each start, so tokens do not outlive a restart) and how long a token is valid.
+    option_token_key_file: Path | None = None
+    option_token_ttl_s: float = 600.0
     # The fulfilment network (TOML) applied at start when it differs from the recovered one.
     network_file: Path | None = None
     # TLS on the gRPC port (PEM files, re-read on SIGHUP or when they change). With

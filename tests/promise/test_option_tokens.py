@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atpd.core.plan import Plan, PlannedLine, Shipment
-from atpd.service.option_tokens import InvalidToken, OptionTokens, new_key
+from atpd.files import FileRefused
+from atpd.service.option_tokens import InvalidToken, OptionTokens, load_option_tokens, new_key
 
 NOW_MS = 1_764_000_000_000
 TTL_MS = 600_000
@@ -76,3 +78,17 @@ def test_malformed_tokens_are_refused_with_a_reason(token: str) -> None:
     """Garbage is InvalidToken naming option_token, never another exception."""
     with pytest.raises(InvalidToken, match="option_token"):
         OptionTokens(new_key(), TTL_MS).verify(token, NOW_MS)
+
+
+def test_a_key_file_makes_tokens_outlive_a_restart(tmp_path: Path) -> None:
+    """Two servers loading the same key file accept each other's tokens; without a key file
+    each start draws its own key; a short key file is refused naming it."""
+    key_file = tmp_path / "option.key"
+    key_file.write_bytes(new_key())
+    token = load_option_tokens(key_file, 600).issue(example(), NOW_MS, 1)
+    assert load_option_tokens(key_file, 600).verify(token, NOW_MS) == example()
+    with pytest.raises(InvalidToken):
+        load_option_tokens(None, 600).verify(token, NOW_MS)
+    key_file.write_bytes(b"short")
+    with pytest.raises(FileRefused, match="option_token_key_file"):
+        load_option_tokens(key_file, 600)

@@ -19,9 +19,11 @@ import hashlib
 import hmac
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 
 from atpd.core.plan import MAX_PLAN_LINES, MAX_PLAN_SHIPMENTS, Plan, PlannedLine, Shipment
+from atpd.files import FileRefused, read_regular_file
 
 TOKEN_VERSION = 1
 MAX_TOKEN_CHARS = 16_384
@@ -83,6 +85,24 @@ def plan_from_json(value: Any) -> Plan:
         raise
     except (TypeError, ValueError) as error:
         raise InvalidToken(f"plan: malformed ({type(error).__name__})") from None
+
+
+MAX_KEY_FILE_BYTES = 4096
+
+
+def load_option_tokens(key_file: Path | None, ttl_s: float) -> OptionTokens:
+    """The server's OptionTokens: the key from `key_file` (a regular file of at least
+    MIN_KEY_BYTES bytes, read as raw bytes), or a fresh random key when none is configured."""
+    if key_file is None:
+        key = new_key()
+    else:
+        key = read_regular_file(key_file, MAX_KEY_FILE_BYTES, "option_token_key_file")
+        if len(key) < MIN_KEY_BYTES:
+            raise FileRefused(
+                f"option_token_key_file {key_file}: {len(key)} bytes, at least {MIN_KEY_BYTES} "
+                "random bytes are needed (e.g. head -c 32 /dev/urandom > FILE)"
+            )
+    return OptionTokens(key, round(ttl_s * 1000))
 
 
 class OptionTokens:
