@@ -151,30 +151,6 @@ def hold_plan(state: StateFields, reservation: Reservation, plan: Plan, now_ms: 
         picks.hold(shipment.node_id, shipment.ship_day)
 
 
-def restore_plan_holds(state: StateFields, reservation: Reservation) -> None:
-    """Snapshot load: count an open reservation's slots and picks as held again (the
-    snapshot carries the capacity entries' `used`, the reservations carry the holds)."""
-    plan = reservation.plan
-    assert plan is not None and reservation.status.is_open
-    for shipment in plan.shipments:
-        if shipment.service:
-            entry = state.carrier_capacity.get(
-                shipment.service, shipment.node_id, shipment.ship_day
-            )
-            if entry is None:
-                service = state.network.service(shipment.service)
-                default = None if service is None else service.default_daily_slots
-                state.carrier_capacity.hold(
-                    shipment.service,
-                    shipment.node_id,
-                    shipment.ship_day,
-                    UNLIMITED_SLOTS if default is None else default,
-                )
-            else:
-                entry.held += 1
-        state.pick_capacity.hold(shipment.node_id, shipment.ship_day)
-
-
 def give_back_plan(state: StateFields, reservation: Reservation) -> None:
     """A reservation of a plan closed: its slots and picks are given back (released,
     expired) or spent (fulfilled)."""
