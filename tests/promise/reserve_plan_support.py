@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime
 
+from network.support import NETWORK, NOW_MS, networked_world
+
 from atpd.core.commands import Line, Reserve, SetCarrierCapacity, SetStock
 from atpd.core.network_compile import epoch_day
 from atpd.core.plan import Plan, PlannedLine, Shipment
 from atpd.core.plan_holds import plan_lines
 from atpd.core.results import ReserveResult
 from atpd.core.state import AtpState
-from network.support import NETWORK, NOW_MS, networked_world
 
 SHIP_DATE = "2026-12-01"
 SHIP_DAY = epoch_day(datetime.date.fromisoformat(SHIP_DATE))

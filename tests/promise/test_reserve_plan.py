@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from network.support import NOW_MS
 
 from atpd.core.checks import digest
 from atpd.core.commands import Fulfil, Release, ReservationKind, SetCarrierCapacity, Tick
@@ -15,7 +16,6 @@ from atpd.core.plan import Plan, PlannedLine, Shipment
 from atpd.core.results import AlreadyExists, ChangedResource, InvalidCommand, Outcome
 from atpd.persistence.codec import UndecodableRecord, decode_command, encode_command
 from atpd.persistence.state_snapshot import export_state, import_state
-from network.support import NOW_MS
 
 from .reserve_plan_support import (
     SHIP_DATE,
