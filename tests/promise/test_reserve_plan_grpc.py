@@ -4,6 +4,9 @@ that never over-books, and bad tokens refused with INVALID_ARGUMENT naming optio
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import grpc
@@ -191,3 +194,30 @@ def test_bad_tokens_refused(server: ServerThread) -> None:
     )
     assert refused(lambda: stub.Reserve(other_channel, timeout=30)).startswith("channel:")
     assert server.call(lambda: len(server.app.engine.state.reservations)) == 0
+
+
+def atpd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "atpd.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_reserve_option(server: ServerThread) -> None:
+    """`atpd reserve ID --option TOKEN` holds the option and prints its shipments; a second
+    reserve of the last slot prints what changed and exits 3; neither lines nor option: 2."""
+    token = token_for(server, two_shipment_plan())
+    target = ("--target", server.target)
+    for i in range(2):
+        assert reserve(Stub(server.channel()), f"pre-{i}", token).outcome == common_pb2.OUTCOME_OK
+    held = atpd("reserve", "cli-1", "--option", token, "--ttl", "10m", *target)
+    assert held.returncode == 0, held.stderr
+    assert held.stdout.startswith("outcome: OK\nreservation cli-1: HELD")
+    assert re.search(r"^WH-1\s+express\s+2026-12-01\s+slot$", held.stdout, re.MULTILINE)
+    late = atpd("reserve", "cli-2", "--option", token, *target)
+    assert late.returncode == 3, late.stderr
+    assert "PROMISE_CHANGED" in late.stdout and "changed: shipment 0 carrier_slot" in late.stdout
+    assert atpd("reserve", "cli-3", *target).returncode == 2
