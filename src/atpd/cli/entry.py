@@ -125,9 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment", help="customer segment, e.g. vip")
     p.set_defaults(func=cmd_availability)
 
-    p = client("reserve", "hold stock for a cart, an order or a POS sale (all or nothing)")
+    p = client(
+        "reserve",
+        "hold stock for a cart, an order or a POS sale (all or nothing), or a promised option",
+    )
     p.add_argument("reservation_id")
-    p.add_argument("lines", nargs="+", type=parse_line, metavar="SKU@NODE=QTY")
+    p.add_argument("lines", nargs="*", type=parse_line, metavar="SKU@NODE=QTY")
+    p.add_argument(
+        "--option",
+        metavar="TOKEN",
+        help="reserve a promised option (its token from `atpd promise`): stock, carrier slots "
+        "and pick capacity together; no lines needed",
+    )
     p.add_argument("--ttl", type=parse_duration_ms, default=15 * 60_000, help="hold time (15m)")
     p.add_argument("--pos", action="store_true", help="a POS sale: reserve and fulfil at once")
     p.add_argument("--channel", help="sales channel")

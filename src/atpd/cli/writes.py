@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -32,11 +33,21 @@ def print_reservation(reservation: Any) -> None:
         for x in reservation.lines
     ]
     print(table(("sku", "node", "qty", "fulfilled"), rows))
+    if reservation.shipments:
+        print(f"to {reservation.destination}, holding:")
+        shipment_rows = [
+            (s.node_id, s.service or "(pickup)", s.ship_date, "slot" if s.service else "-")
+            for s in reservation.shipments
+        ]
+        print(table(("node", "service", "ship date", "carrier slot"), shipment_rows))
 
 
 def cmd_reserve(args: argparse.Namespace) -> int:
     from atpd.v1 import common_pb2, reservations_pb2, reservations_pb2_grpc
 
+    if not args.lines and not args.option:
+        print("atpd reserve: give lines (SKU@NODE=QTY ...) or --option TOKEN", file=sys.stderr)
+        return 2
     stub = reservations_pb2_grpc.ReservationServiceStub(open_channel(args))
     kind = common_pb2.RESERVATION_KIND_POS_SALE if args.pos else common_pb2.RESERVATION_KIND_CART
     request = reservations_pb2.ReserveRequest(
@@ -48,6 +59,7 @@ def cmd_reserve(args: argparse.Namespace) -> int:
         kind=kind,
         channel=args.channel or "",
         segment=args.segment or "",
+        option_token=args.option or "",
     )
     response = call_or_exit(lambda: stub.Reserve(request, timeout=args.timeout))
     print(
@@ -59,6 +71,14 @@ def cmd_reserve(args: argparse.Namespace) -> int:
             for s in response.shortages
         ]
         print(table(("sku", "node", "requested", "available", "reason"), rows))
+    for change in response.changes:
+        resource = reservations_pb2.ChangedResource.Name(change.resource)
+        print(
+            f"changed: shipment {change.shipment} "
+            f"{resource.removeprefix('CHANGED_RESOURCE_').lower()}: {change.detail}"
+        )
+    if response.changes:
+        print("the option moved since the promise: ask for a promise again")
     if response.HasField("reservation"):
         print_reservation(response.reservation)
     return 0 if response.outcome == common_pb2.OUTCOME_OK else 3

@@ -6,6 +6,7 @@ import hashlib
 
 import numpy as np
 
+from atpd.core.plan_holds import plan_hold_problems
 from atpd.core.reservations import ReservationStatus
 from atpd.core.state_fields import StateFields
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED
@@ -30,6 +31,8 @@ def check_invariants(state: StateFields) -> None:
     held_count = sum(1 for r in state.reservations.values() if r.status is ReservationStatus.HELD)
     assert held_count == len(state.expiry), (held_count, len(state.expiry))
     problems = state.carrier_capacity.problems()
+    assert not problems, problems
+    problems = state.pick_capacity.problems() + plan_hold_problems(state)
     assert not problems, problems
 
 
@@ -74,6 +77,7 @@ def digest(state: StateFields) -> str:
                     # Closed holds have given every protected unit back: [[]] is None.
                     r.protected if r.protected and any(r.protected) else None,
                     r.maker,
+                    *(() if r.plan is None else (r.plan,)),
                 )
             ).encode()
         )
@@ -83,4 +87,7 @@ def digest(state: StateFields) -> str:
         h.update(b"network")
         h.update(repr((state.network.source, state.network.text)).encode())
         h.update(repr(state.carrier_capacity.rows()).encode())
+    if len(state.pick_capacity):
+        h.update(b"picks")
+        h.update(repr(state.pick_capacity.rows()).encode())
     return h.hexdigest()

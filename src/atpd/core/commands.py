@@ -15,6 +15,7 @@ from typing import Any
 
 from atpd.core.command_base import CommandOf
 from atpd.core.load_command import BulkLoad
+from atpd.core.plan import Plan
 from atpd.core.results import (
     CarrierCapacityResult,
     NetworkResult,
@@ -107,6 +108,9 @@ class Reserve(CommandOf[ReserveResult]):
     segment: str = ""
     # Who asks; None with authentication off (and in journals written before it existed).
     maker: Maker | None = None
+    # A promised option to reserve whole (core/plan_holds.py): `lines` are then the plan's
+    # lines, and its carrier slots and pick capacity are held with the stock.
+    plan: Plan | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,12 +112,16 @@ def slots_left(state: StateFields, service_id: str, node_id: str, day: int) -> i
     """Carrier slots still free for a service at an origin on a day (days since 1970-01-01):
     the TMS's slots less those held, else the service's default, else UNLIMITED_SLOTS."""
     entry = state.carrier_capacity.get(service_id, node_id, day)
-    if entry is not None:
+    if entry is not None and entry.explicit:
         return entry.left
     service = find_service(state, service_id)
-    if service.default_daily_slots is None:
-        return UNLIMITED_SLOTS
-    return service.default_daily_slots
+    default = (
+        UNLIMITED_SLOTS if service.default_daily_slots is None else service.default_daily_slots
+    )
+    if entry is None:
+        return default
+    # Only holds made this entry: the service's default of now applies, less what is taken.
+    return max(default - entry.held - entry.used, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,9 @@ def capacity_calendar(
         entry = state.carrier_capacity.get(service_id, node_id, day)
         if entry is None:
             rows.append(CapacityDay(date, default, 0, default, False))
+        elif not entry.explicit:
+            taken = entry.held + entry.used
+            rows.append(CapacityDay(date, default, taken, max(default - taken, 0), False))
         else:
             rows.append(CapacityDay(date, entry.slots, entry.held, entry.left, True))
     return rows

@@ -10,6 +10,13 @@ from atpd.core.caller_atp import caller_atp, caller_policy
 from atpd.core.change_capture import touch
 from atpd.core.commands import Confirm, Fulfil, Line, Release, ReservationKind, Reserve
 from atpd.core.limits import MAX_QUANTITY
+from atpd.core.plan_holds import (
+    check_plan_command,
+    give_back_plan,
+    hold_plan,
+    plan_changes,
+    stock_changes,
+)
 from atpd.core.protections import protection_index, take_protected
 from atpd.core.reservations import Reservation, ReservationStatus
 from atpd.core.reservations import fingerprint as reservation_fingerprint
@@ -28,16 +35,46 @@ from atpd.core.state_fields import StateFields, find_reservation, node_index
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
 
 
-def reserve(state: StateFields, command: Reserve, now_ms: int) -> ReserveResult:
+def reserve_plan(state: StateFields, command: Reserve, now_ms: int) -> ReserveResult:
+    """Reserve a promised option: its stock, carrier slots and pick capacity, all or nothing;
+    PROMISE_CHANGED (nothing held) if any of them moved since the promise."""
+    plan = command.plan
+    assert plan is not None
+    if command.reservation_id in state.reservations:
+        # Idempotent retry (or a clash): as Reserve.
+        return reserve(state, command, now_ms, plan_checked=True)
+    check_plan_command(command, plan)
+    changes = plan_changes(state, plan, now_ms)
+    if changes:
+        return ReserveResult(Outcome.PROMISE_CHANGED, changes=tuple(changes))
+    result = reserve(state, command, now_ms, plan_checked=True)
+    if result.outcome is Outcome.OK:
+        assert result.reservation is not None
+        hold_plan(state, result.reservation, plan, now_ms)
+        return result
+    # Short or disabled stock: nothing was held.
+    return ReserveResult(
+        Outcome.PROMISE_CHANGED,
+        shortages=result.shortages,
+        disabled_node_id=result.disabled_node_id,
+        changes=stock_changes(plan, result.shortages),
+    )
+
+
+def reserve(
+    state: StateFields, command: Reserve, now_ms: int, plan_checked: bool = False
+) -> ReserveResult:
     # The hot path of checkout: one pass to resolve ids, one to check, one to hold; error
     # messages are only formatted when there is an error.
+    if command.plan is not None and not plan_checked:
+        return reserve_plan(state, command, now_ms)
     lines = command.lines
     pos_sale = command.kind is ReservationKind.POS_SALE
     ttl_ms = 0 if pos_sale else command.ttl_ms
     existing = state.reservations.get(command.reservation_id)
     if existing is not None:
         asked = reservation_fingerprint(
-            command.kind, command.channel, command.segment, ttl_ms, lines
+            command.kind, command.channel, command.segment, ttl_ms, lines, command.plan
         )
         same_maker = existing.maker is command.maker or (
             existing.maker is not None and existing.maker.same_principal(command.maker)
@@ -339,6 +376,8 @@ def take_out(
 def close_reservation(state: StateFields, reservation: Reservation, at_ms: int) -> None:
     """Bookkeeping for a reservation that just reached a terminal status."""
     assert not reservation.status.is_open
+    if reservation.plan is not None:
+        give_back_plan(state, reservation)
     state.open_reservations -= 1
     assert state.open_reservations >= 0
     retention = state.retention

@@ -7,10 +7,16 @@ import enum
 from sortedcontainers import SortedList
 
 from atpd.core.commands import Line, Maker, ReservationKind
+from atpd.core.plan import Plan
 
 
 def fingerprint(
-    kind: ReservationKind, channel: str, segment: str, ttl_ms: int, lines: tuple[Line, ...]
+    kind: ReservationKind,
+    channel: str,
+    segment: str,
+    ttl_ms: int,
+    lines: tuple[Line, ...],
+    plan: Plan | None = None,
 ) -> tuple[object, ...]:
     """What makes two Reserve requests "the same" for idempotency (line order does not)."""
     return (
@@ -19,6 +25,7 @@ def fingerprint(
         segment,
         ttl_ms,
         tuple(sorted((line.sku, line.node_id, line.quantity) for line in lines)),
+        plan,
     )
 
 
@@ -48,6 +55,7 @@ class Reservation:
         "kind",
         "lines",
         "maker",
+        "plan",
         "protected",
         "reservation_id",
         "segment",
@@ -87,10 +95,15 @@ class Reservation:
         self.protected: list[list[tuple[str, int]]] | None = None
         # The principal that made it (None: made with authentication off); never changes.
         self.maker = maker
+        # A promised option (core/plan_holds.py): while the reservation is open it holds one
+        # carrier slot and one pick per shipment besides the stock; None for a plain one.
+        self.plan: Plan | None = None
 
     def fingerprint(self) -> tuple[object, ...]:
         """Computed only when an id is reused: most reservations are never compared."""
-        return fingerprint(self.kind, self.channel, self.segment, self.ttl_ms, self.lines)
+        return fingerprint(
+            self.kind, self.channel, self.segment, self.ttl_ms, self.lines, self.plan
+        )
 
     def __repr__(self) -> str:
         return f"Reservation({self.reservation_id!r}, {self.status.name}, held={self.held})"

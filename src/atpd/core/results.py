@@ -22,6 +22,7 @@ class Outcome(enum.IntEnum):
     INVALID_STATE = 6
     EXPIRED = 7
     EXCEEDS_HELD = 8
+    PROMISE_CHANGED = 9
 
 
 class CommandRejected(Exception):
@@ -64,6 +65,24 @@ class Shortage:
     reason: ShortageReason = ShortageReason.STOCK
 
 
+class ChangedResource(enum.IntEnum):
+    """What of a promised plan no longer holds (numbers match atpd.v1.ChangedResource)."""
+
+    STOCK = 1  # a line's caller ATP is below its quantity (see the shortages)
+    CARRIER_SLOT = 2  # the shipment's carrier service has no slot left on its ship day
+    PICK_CAPACITY = 3  # the shipment's node has no pick capacity left on its ship day
+    NETWORK = 4  # the service or the node's logistics are gone, or the ship day is past
+
+
+@dataclass(frozen=True, slots=True)
+class PlanChange:
+    """One thing that moved since a plan was promised."""
+
+    shipment: int  # index in the plan's shipments
+    resource: ChangedResource
+    detail: str  # for people: which resource, what is left
+
+
 @dataclass(frozen=True, slots=True)
 class PositionView:
     sku: str
@@ -97,6 +116,8 @@ class ReserveResult:
     shortages: tuple[Shortage, ...] = ()
     replayed: bool = False
     disabled_node_id: str = ""
+    # PROMISE_CHANGED: what moved since the plan was promised.
+    changes: tuple[PlanChange, ...] = ()
 
     @property
     def changed(self) -> bool:

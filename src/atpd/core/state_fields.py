@@ -19,6 +19,7 @@ from atpd.core.network import Network, empty_network
 from atpd.core.network_capacity import CarrierCapacity
 from atpd.core.network_compile import CompiledNetwork
 from atpd.core.nodes import Node
+from atpd.core.pick_capacity import PickCapacity
 from atpd.core.reservations import ExpiryIndex, Reservation
 from atpd.core.results import InvalidCommand, LimitExceeded, NotFound
 from atpd.core.rules import RuleSet, open_rules
@@ -86,6 +87,8 @@ class StateFields:
         self.network: Network = empty_network()
         self.network_cache: CompiledNetwork | None = None
         self.carrier_capacity = CarrierCapacity()
+        # Node pick capacity held by reservations of promised options (core/plan_holds.py).
+        self.pick_capacity = PickCapacity()
 
 
 def node_index(state: StateFields, node_id: str, field: str) -> int:

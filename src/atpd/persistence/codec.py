@@ -41,6 +41,7 @@ from atpd.core.load_command import BulkLoad, LoadMode
 from atpd.core.network import parse_date
 from atpd.core.supply import SupplyKind
 from atpd.core.text import shown
+from atpd.persistence.plan_codec import decode_plan, encode_plan, plan_problem
 from atpd.v1 import inventory_pb2, journal_pb2, reservations_pb2
 
 _SUPPLY_KINDS = frozenset(int(kind) for kind in SupplyKind)
@@ -93,6 +94,8 @@ def encode_command(command: Command) -> bytes:
                 principal.node_ids.extend(maker.node_ids)
                 principal.geo_prefixes.extend(maker.geo_prefixes)
                 principal.channels.extend(maker.channels)
+            if command.plan is not None:
+                encode_plan(command.plan, entry.reserve_plan)
         case Confirm():
             entry.confirm.reservation_id = command.reservation_id
         case Release():
@@ -260,6 +263,11 @@ def command_problem(command: Command) -> str | None:
                 or _names_problem(command.channel, command.segment)
                 or (None if command.ttl_ms >= 0 else f"ttl_ms {command.ttl_ms} is negative")
                 or maker_problem(command.maker)
+                or (
+                    None
+                    if command.plan is None
+                    else plan_problem(command.plan, command.lines, command.channel, command.segment)
+                )
             )
         case Confirm() | Release():
             return _id_problem(command.reservation_id, is_reservation_id, "reservation_id")
@@ -339,6 +347,7 @@ def _decode(payload: bytes) -> Command:
             r.channel,
             r.segment,
             _maker(entry.reserve_principal) if entry.HasField("reserve_principal") else None,
+            decode_plan(entry.reserve_plan) if entry.HasField("reserve_plan") else None,
         )
     if which == "confirm":
         return Confirm(entry.confirm.reservation_id)

@@ -46,6 +46,7 @@ from atpd.core.stock import FIELD_COUNT
 from atpd.core.supply import Supply, SupplyKind
 from atpd.core.text import shown
 from atpd.persistence.codec import maker_problem
+from atpd.persistence.plan_codec import load_picks, load_plans, plans_blob
 
 STATE_FORMAT = 1
 
@@ -247,6 +248,11 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
         blobs["network_source"] = state.network.source.encode()
     if len(state.carrier_capacity):
         blobs["carrier_capacity"] = json.dumps(state.carrier_capacity.rows()).encode()
+    # Reservations of promised options: their plans (the slots and picks they hold) and the
+    # pick capacity table; older snapshots have neither.
+    if len(state.pick_capacity):
+        blobs["reservation_plans"] = plans_blob(state)
+        blobs["pick_capacity"] = json.dumps(state.pick_capacity.rows()).encode()
     return arrays, blobs
 
 
@@ -368,6 +374,10 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
             state.network = parse_network(blobs["network"].decode(), source)
     with _entry("carrier_capacity"):
         _load_capacity(state, blobs.get("carrier_capacity", b"[]"))
+    with _entry("reservation_plans"):
+        load_plans(state, blobs.get("reservation_plans", b"{}"))
+    with _entry("pick_capacity"):
+        load_picks(state, blobs.get("pick_capacity", b"[]"))
     with _entry("meta"):
         state.now_ms = int(meta["now_ms"])
         state.expired_total = int(meta["expired_total"])
@@ -376,16 +386,24 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
 
 def _load_capacity(state: AtpState, blob: bytes) -> None:
     capacity = state.carrier_capacity
-    for service_id, node_id, day, slots, held in json.loads(blob):
+    # Rows (service, node, day, slots, held[, used, explicit]): older snapshots lack the last two.
+    for row in json.loads(blob):
+        if len(row) not in (5, 7):
+            raise ValueError(f"capacity entry {row!r}: expected 5 or 7 fields")
+        service_id, node_id, day, slots, held = row[:5]
+        used, explicit = row[5:] if len(row) == 7 else (0, True)
         if not NAME_PATTERN.fullmatch(service_id) or not NODE_ID_PATTERN.fullmatch(node_id):
             raise ValueError(f"capacity entry {service_id!r}/{node_id!r}: invalid service or node")
-        if not all(isinstance(x, int) and x >= 0 for x in (day, slots, held)):
+        if not all(isinstance(x, int) and x >= 0 for x in (day, slots, held, used)):
             raise ValueError(f"capacity entry {service_id}/{node_id}: bad day, slots or held")
-        if capacity.set(service_id, node_id, day, slots) is not None:
+        if not isinstance(explicit, bool):
+            raise ValueError(f"capacity entry {service_id}/{node_id}: bad explicit flag")
+        if capacity.get(service_id, node_id, day) is not None:
             raise ValueError(f"capacity entry {service_id}/{node_id}/{day} is listed twice")
+        capacity.set(service_id, node_id, day, slots)
         entry = capacity.get(service_id, node_id, day)
         assert entry is not None
-        entry.held = held
+        entry.held, entry.used, entry.explicit = held, used, explicit
 
 
 def _load_reservations(
@@ -430,6 +448,7 @@ def _load_reservations(
         r.fulfilled = [x[4] for x in rows]
         r.protected = None
         r.maker = makers[i]
+        r.plan = None
         state.reservations[reservation_id] = r
         if status in open_statuses:
             open_count += 1

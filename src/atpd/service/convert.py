@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from atpd.core.network_compile import EPOCH
 from atpd.core.nodes import Node
+from atpd.core.plan import Plan
 from atpd.core.reservations import Reservation
 from atpd.core.results import PositionView, ReserveResult
 from atpd.core.rules_compile import CompiledPolicy
@@ -63,6 +65,8 @@ def reservation_message(reservation: Reservation) -> reservations_pb2.Reservatio
         channel=reservation.channel,
         segment=reservation.segment,
     )
+    if reservation.plan is not None:
+        add_plan(message, reservation.plan)
     maker = reservation.maker
     if maker is not None:
         principal = message.principal
@@ -90,7 +94,25 @@ def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:
             available=shortage.available,
             reason=pb_enum(shortage.reason),
         )
+    for change in result.changes:
+        response.changes.add(
+            shipment=change.shipment, resource=pb_enum(change.resource), detail=change.detail
+        )
+    # best_option_token stays empty: the promise search is not wired into Reserve yet.
     return response
+
+
+def add_plan(message: reservations_pb2.Reservation, plan: Plan) -> None:
+    """The shipments of a reservation of a promised option: what it holds besides stock."""
+    message.destination = plan.destination
+    for shipment in plan.shipments:
+        added = message.shipments.add(
+            node_id=shipment.node_id,
+            service=shipment.service,
+            ship_date=EPOCH.fromordinal(EPOCH.toordinal() + shipment.ship_day).isoformat(),
+        )
+        for line in shipment.lines:
+            added.lines.add(sku=line.sku, node_id=shipment.node_id, quantity=line.quantity)
 
 
 def supply_message(supply: Supply, now_ms: int) -> supply_pb2.Supply:

@@ -21,6 +21,7 @@ from atpd.core.results import CommandRejected, TickResult
 from atpd.core.state import AtpState
 from atpd.core.stock import POSITION_BYTES
 from atpd.metrics import Metrics
+from atpd.service.option_tokens import OptionTokens
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ class Engine:
         self._core_timers: dict[str, Any] = {}
         self._outcome_counters: dict[tuple[str, Any], Any] = {}
         self.ready = False
+        # Signs and verifies promise option tokens (set by create_server).
+        self.option_tokens: OptionTokens | None = None
         # Set when the journal failed: why writes are refused until it is writable again.
         self.write_failure: str | None = None
         # Cleared from a write failure until the state is rebuilt from durable records: reads

@@ -42,6 +42,7 @@ from atpd.service.feeds import FeedServicer
 from atpd.service.gc_pauses import FreezeSurvivors
 from atpd.service.network_servicer import NetworkServicer
 from atpd.service.network_start import apply_network_at_start
+from atpd.service.option_tokens import load_option_tokens
 from atpd.service.principals import AuthConfigError, TokenTable, certificate_principals
 from atpd.service.servicers import (
     AdminServicer,
@@ -245,6 +246,9 @@ def create_server(
         Engine(state, journal, metrics, clock_ms)
         if clock_ms is not None
         else Engine(state, journal, metrics)
+    )
+    engine.option_tokens = load_option_tokens(
+        config.option_token_key_file, config.option_token_ttl_s
     )
     max_connections = connection_limit(config, fd_limit or raise_fd_limit())
     grpc_server = grpc.aio.server(

@@ -24,6 +24,7 @@ from atpd.service.access_lookup import EngineLookup
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine
 from atpd.service.errors import NotReady, abort, is_bug, status_of
+from atpd.service.option_reserve import check_plan_access, reserve_option, verified_plan
 from atpd.service.ownership import check_owner
 from atpd.service.principals import current_principal
 from atpd.service.watch import (
@@ -152,7 +153,14 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
         async def handle() -> reservations_pb2.ReserveResponse:
             principal = current_principal()
             maker = principal.maker if principal is not None else None
-            command = validation.reserve(request, self.limits, maker)
+            if request.option_token:
+                plan = verified_plan(
+                    self.engine.option_tokens, request.option_token, self.engine.now_ms()
+                )
+                check_plan_access(principal, plan, self._geo_path_of)
+                command = reserve_option(request, self.limits, plan, maker)
+            else:
+                command = validation.reserve(request, self.limits, maker)
             return convert.reserve_response(await self.engine.execute(command))
 
         return await self._guard("Reserve", context, handle, write=True)
