@@ -1,0 +1,282 @@
+"""The promise (issue 12): for a cart, a destination and a caller, the ranked ways atpd can
+fulfil it, each a `core.plan.Plan` the client may reserve.
+
+Pure: reads the state, network and rules, never changes them; `now_ms` is an argument.
+
+Home delivery, step by step (README "Promises"):
+
+1. The caller's ATP per line and node, exactly as GetAvailability computes it, and when each
+   line's quantity is there (stock now, else counted supply by ETA: `time_phased`).
+2. Origins: every (node, carrier service) where the node is one the caller may be shipped from
+   (visible to it, enabled, in the network, ships, of the sourcing rule's `ship_from_kinds`,
+   not excluded) and the service collects there and reaches the destination's zone.
+3. Per line and origin: ready instant (processing, cut-off, opening days), the first pickup
+   after it, the delivery range (carrier business days); the origin is out for the line when
+   the node has no carrier slot left on that ship day or no pick capacity at all.
+4. Cost (minor units) = base + per km x distance + per item x units; CO2 (grams) = the
+   service's factor per km for the order's weight class x distance.
+5. `core.sourcing.search` picks the best plans (best weighted, fastest, cheapest, greenest,
+   fewest shipments) under the caller's sourcing rules; distinct plans become options.
+
+Pickup at a store (`pickup_node_id`): see core/promise_pickup.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from atpd.core import sourcing
+from atpd.core.handlers_network import slots_left
+from atpd.core.plan import MAX_PLAN_LINES, Plan, PlannedLine, Shipment
+from atpd.core.promise_context import (
+    MINOR_UNITS_PER_UNIT,
+    NOT_AVAILABLE,
+    PromiseContext,
+    atp_matrix,
+    available_ms,
+    check_lines,
+    promise_context,
+)
+from atpd.core.promise_pickup import PickupOption, pickup_options
+from atpd.core.results import InvalidCommand
+from atpd.core.state_fields import StateFields
+
+# The most units one promise line may ask for.
+MAX_PROMISE_QUANTITY = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class PromisedShipment:
+    node_id: str
+    service_id: str
+    ship_day: int  # epoch day, origin's calendar
+    delivery_earliest_day: int
+    delivery_latest_day: int
+    lines: tuple[PlannedLine, ...]
+    cost_minor: int
+    co2_grams: int
+
+
+@dataclass(frozen=True, slots=True)
+class PromiseOption:
+    plan: Plan
+    shipments: tuple[PromisedShipment, ...]
+    delivery_earliest_day: int
+    delivery_latest_day: int
+    cost_minor: int
+    co2_grams: int
+    reasons: tuple[sourcing.Objective, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PromiseAnswer:
+    destination: str  # zone id, or "pickup:<store id>"
+    options: tuple[PromiseOption, ...]
+    pickup_options: tuple[PickupOption, ...]
+    no_option_reason: str  # why there is no option ("" when there are some)
+    exhaustive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Origins:
+    """The origins of one order: node and service index per origin, and the search arrays."""
+
+    node: list[int]
+    service: list[int]
+    problem: sourcing.SourcingProblem
+    # (line, origin) -> (ship day, earliest, latest delivery day)
+    dates: dict[tuple[int, int], tuple[int, int, int]]
+
+
+def zone_of(context: PromiseContext, country: str, postal_code: str) -> int:
+    if len(country) != 2 or not country.isalpha():
+        raise InvalidCommand(f"destination.country: {country!r} is not a 2-letter country code")
+    zone = context.network.resolve_destination(country, postal_code)
+    if zone < 0:
+        raise InvalidCommand(
+            f"destination: no zone of the network covers {country.upper()} {postal_code!r}"
+        )
+    return zone
+
+
+def promise(
+    state: StateFields,
+    lines: Sequence[tuple[str, int]],
+    now_ms: int,
+    country: str = "",
+    postal_code: str = "",
+    pickup_node_id: str = "",
+    channel: str = "",
+    segment: str = "",
+) -> PromiseAnswer:
+    """The options for delivering `lines` to (country, postal code), or for collecting them at
+    `pickup_node_id`. Raises InvalidCommand / NotFound / LimitExceeded naming the field, and
+    promise_context.NoNetwork when no network is configured."""
+    check_lines(
+        lines, min(state.limits.max_lines_per_reservation, MAX_PLAN_LINES), MAX_PROMISE_QUANTITY
+    )
+    if bool(country) == bool(pickup_node_id):
+        raise InvalidCommand(
+            "destination: give either a country (and postal code) or a pickup_node_id"
+        )
+    context = promise_context(state, channel, segment, now_ms)
+    skus = [sku for sku, _ in lines]
+    rows, atp = atp_matrix(context, skus)
+    unknown = [sku for sku, row in zip(skus, rows, strict=True) if row < 0]
+    if pickup_node_id:
+        destination = f"pickup:{pickup_node_id}"
+        if unknown:
+            return PromiseAnswer(destination, (), (), f"unknown SKU(s): {', '.join(unknown)}")
+        found, reason = pickup_options(context, lines, rows, atp, pickup_node_id)
+        return PromiseAnswer(destination, (), found, reason)
+    zone = zone_of(context, country, postal_code)
+    destination = context.network.zone_ids[zone]
+    if unknown:
+        return PromiseAnswer(destination, (), (), f"unknown SKU(s): {', '.join(unknown)}")
+    origins = build_origins(context, lines, rows, atp, zone)
+    if origins is None:
+        return PromiseAnswer(
+            destination, (), (), "no node the caller may be served from can deliver the order"
+        )
+    result = sourcing.search(origins.problem)
+    if result.infeasible is not None:
+        return PromiseAnswer(destination, (), (), result.infeasible.message, result.exhaustive)
+    options = tuple(
+        promise_option(context, lines, origins, destination, option) for option in result.options
+    )
+    return PromiseAnswer(destination, options, (), "", result.exhaustive)
+
+
+def build_origins(
+    context: PromiseContext,
+    lines: Sequence[tuple[str, int]],
+    rows: list[int],
+    atp: np.ndarray,
+    zone: int,
+) -> Origins | None:
+    network = context.network
+    state = context.state
+    line_count = len(lines)
+    units = sum(quantity for _, quantity in lines)
+    available = [available_ms(context, rows[i], atp[i], lines[i][1]) for i in range(line_count)]
+    reachable = (
+        context.ship_from
+        & np.any(np.stack(available) != NOT_AVAILABLE, axis=0)
+        & (network.pick_capacity_orders != 0)
+    )
+    node_list: list[int] = []
+    service_list: list[int] = []
+    shipment_cost: list[int] = []
+    cost_per_item: list[int] = []
+    shipment_co2: list[int] = []
+    columns: list[list[int]] = []
+    dates: dict[tuple[int, int], tuple[int, int, int]] = {}
+    services = network.network.services
+    for node in np.flatnonzero(reachable).tolist():
+        node_id = context.node_id(node)
+        distance = float(network.distance_km[node, zone])
+        for service in np.flatnonzero(
+            network.origin[:, node] & (network.transit_days[:, zone] >= 0)
+        ).tolist():
+            column: list[int] = []
+            origin = len(node_list)
+            for line in range(line_count):
+                when = int(available[line][node])
+                found = None if when == NOT_AVAILABLE else context.dates(node, service, zone, when)
+                if (
+                    found is None
+                    or slots_left(state, services[service].service_id, node_id, found[0]) < 1
+                ):
+                    column.append(-1)
+                    continue
+                dates[(line, origin)] = found
+                column.append(found[1])
+            if max(column) < 0:
+                continue
+            node_list.append(node)
+            service_list.append(service)
+            columns.append(column)
+            shipment_cost.append(
+                round(
+                    (network.cost_base[service] + network.cost_per_km[service] * distance)
+                    * MINOR_UNITS_PER_UNIT
+                )
+            )
+            cost_per_item.append(round(network.cost_per_item[service] * MINOR_UNITS_PER_UNIT))
+            weight_class = network.network.co2.weight_class(
+                units * float(network.item_weight_kg[service])
+            )
+            factor = (
+                float(network.co2_grams_per_km[service, weight_class])
+                if network.weight_class_upper_kg.size
+                else 0.0
+            )
+            shipment_co2.append(round(factor * distance))
+    if not node_list:
+        return None
+    nodes = np.array(node_list, np.int64)
+    delivery_day = np.array(columns, np.int64).T
+    available_units = np.maximum(atp[:, nodes], 0)
+    weights = context.sourcing.weights
+    problem = sourcing.SourcingProblem(
+        quantity=np.array([quantity for _, quantity in lines], np.int64),
+        available=np.where(delivery_day >= 0, available_units, 0),
+        delivery_day=delivery_day,
+        shipment_cost=np.array(shipment_cost, np.int64),
+        cost_per_item=np.array(cost_per_item, np.int64),
+        shipment_co2_grams=np.array(shipment_co2, np.int64),
+        co2_grams_per_item=np.zeros(len(node_list), np.int64),
+        allowed=np.ones(len(node_list), np.bool_),
+        penalty=context.penalty[nodes],
+        max_shipments=context.sourcing.max_shipments,
+        weights=sourcing.Weights(*weights),
+        cost_ceiling=context.sourcing.cost_ceiling,
+    )
+    return Origins(node_list, service_list, problem, dates)
+
+
+def promise_option(
+    context: PromiseContext,
+    lines: Sequence[tuple[str, int]],
+    origins: Origins,
+    destination: str,
+    option: sourcing.Option,
+) -> PromiseOption:
+    found = option.plan
+    shipments: list[PromisedShipment] = []
+    for shipment in found.shipments:
+        origin = shipment.origin
+        node = origins.node[origin]
+        per_line = [origins.dates[(line, origin)] for line in shipment.lines]
+        # The parcel leaves when its last line is there; delivery follows that ship day.
+        ship_day, earliest, latest = max(per_line)
+        shipments.append(
+            PromisedShipment(
+                node_id=context.node_id(node),
+                service_id=context.network.service_ids[origins.service[origin]],
+                ship_day=ship_day,
+                delivery_earliest_day=earliest,
+                delivery_latest_day=latest,
+                lines=tuple(PlannedLine(*lines[line]) for line in shipment.lines),
+                cost_minor=shipment.cost,
+                co2_grams=shipment.co2_grams,
+            )
+        )
+    plan = Plan(
+        tuple(Shipment(s.node_id, s.service_id, s.ship_day, s.lines) for s in shipments),
+        destination,
+        context.channel,
+        context.segment,
+    )
+    return PromiseOption(
+        plan=plan,
+        shipments=tuple(shipments),
+        delivery_earliest_day=max(s.delivery_earliest_day for s in shipments),
+        delivery_latest_day=max(s.delivery_latest_day for s in shipments),
+        cost_minor=found.cost,
+        co2_grams=found.co2_grams,
+        reasons=option.reasons,
+    )
