@@ -19,9 +19,15 @@ import numpy.typing as npt
 
 from atpd.core.calendar import local_day, pickup_ready_ms, ready_at_ms
 from atpd.core.plan import Plan, PlannedLine, Shipment
-from atpd.core.promise_context import NOT_AVAILABLE, PromiseContext, available_ms
+from atpd.core.promise_context import (
+    NOT_AVAILABLE,
+    PromiseContext,
+    atp_matrix,
+    available_ms,
+    promise_context,
+)
 from atpd.core.results import InvalidCommand
-from atpd.core.state_fields import node_index
+from atpd.core.state_fields import StateFields, node_index
 
 # Pickup options listed at most (the soonest ready first).
 MAX_PICKUP_OPTIONS = 5
@@ -139,7 +145,6 @@ class AssociateRow:
 
 def associate_view(
     context: PromiseContext,
-    sku: str,
     row: int,
     atp_row: npt.NDArray[np.int64],
     store_id: str,
@@ -147,7 +152,6 @@ def associate_view(
 ) -> list[AssociateRow]:
     """Every node with the SKU for the caller, with the lead time to the store and to a zone."""
     store = pickup_store(context, store_id, "store_id")
-    del sku
     available = available_ms(context, row, atp_row, 1)
     lead_of = {source: lead for source, lead in reversed(lanes_to(context, store))}
     lead_of[store] = 0
@@ -172,3 +176,32 @@ def associate_view(
         )
     found.sort(key=lambda r: (r.pickup_ready_ms < 0, r.pickup_ready_ms, r.node_id))
     return found
+
+
+def associate(
+    state: StateFields,
+    sku: str,
+    store_id: str,
+    now_ms: int,
+    channel: str = "",
+    segment: str = "",
+    country: str = "",
+    postal_code: str = "",
+) -> tuple[str, list[AssociateRow]]:
+    """The associate view of `sku` from `store_id` for a caller: (zone id or "", rows)."""
+    if not sku:
+        raise InvalidCommand("sku: empty")
+    context = promise_context(state, channel, segment, now_ms)
+    zone = -1
+    if country:
+        if len(country) != 2 or not country.isalpha():
+            raise InvalidCommand(f"country: {country!r} is not a 2-letter country code")
+        zone = context.network.resolve_destination(country, postal_code)
+        if zone < 0:
+            raise InvalidCommand(f"destination: no zone covers {country.upper()} {postal_code!r}")
+    rows, atp = atp_matrix(context, [sku])
+    if rows[0] < 0:
+        pickup_store(context, store_id, "store_id")
+        return ("" if zone < 0 else context.network.zone_ids[zone]), []
+    found = associate_view(context, rows[0], atp[0], store_id, zone)
+    return ("" if zone < 0 else context.network.zone_ids[zone]), found
