@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from atpd.core import sourcing
+from atpd.core import calendar_kernels, sourcing, sourcing_kernels, time_phased
 from atpd.core.handlers_network import slots_left
 from atpd.core.plan import MAX_PLAN_LINES, Plan, PlannedLine, Shipment
 from atpd.core.promise_context import (
@@ -280,3 +280,10 @@ def promise_option(
         co2_grams=found.co2_grams,
         reasons=option.reasons,
     )
+
+
+def warm_up() -> None:
+    """Compile (or load from cache) the kernels promises use, before the first request."""
+    sourcing_kernels.warm_up()
+    time_phased.warm_up()
+    calendar_kernels.warm_up()

@@ -21,6 +21,7 @@ from atpd.core.results import CommandRejected, TickResult
 from atpd.core.state import AtpState
 from atpd.core.stock import POSITION_BYTES
 from atpd.metrics import Metrics
+from atpd.service.option_tokens import OptionTokens
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class Engine:
         self.on_resync: Callable[[str], None] | None = None
         # The background resize of the stock table in progress, if any.
         self._resize_task: asyncio.Task[None] | None = None
+        # Signs and verifies promise option tokens (set by create_server).
+        self.option_tokens: OptionTokens | None = None
 
     def now_ms(self) -> int:
         """Wall-clock time, never earlier than the last time the core saw (clock steps back)."""
