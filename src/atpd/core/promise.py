@@ -40,7 +40,7 @@ from atpd.core.promise_context import (
     check_lines,
     promise_context,
 )
-from atpd.core.promise_pickup import PickupOption, pickup_options
+from atpd.core.promise_pickup import PickupOption, pickup_options, pickup_store
 from atpd.core.results import InvalidCommand
 from atpd.core.state_fields import StateFields
 
@@ -128,6 +128,7 @@ def promise(
     unknown = [sku for sku, row in zip(skus, rows, strict=True) if row < 0]
     if pickup_node_id:
         destination = f"pickup:{pickup_node_id}"
+        pickup_store(context, pickup_node_id, "pickup_node_id")  # bad stores refused first
         if unknown:
             return PromiseAnswer(destination, (), (), f"unknown SKU(s): {', '.join(unknown)}")
         found, reason = pickup_options(context, lines, rows, atp, pickup_node_id)
