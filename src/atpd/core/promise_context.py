@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from atpd.core import time_phased
+from atpd.core import calendar_kernels, time_phased
 from atpd.core.calendar import (
     CarrierSchedule,
     NodeCalendar,
@@ -50,6 +50,48 @@ class Calendars:
 
 
 calendar_cache: dict[int, Calendars] = {}
+
+
+@dataclass(slots=True)
+class DayTables:
+    """The day tables of calendar_kernels for one network, node list and day: every node's
+    row (a placeholder calendar where the network has none) and carrier tables per (service,
+    zone), compiled on first use."""
+
+    network: Network
+    node_count: int
+    first_day: int
+    nodes: calendar_kernels.NodeDayTable
+    carriers: dict[tuple[int, int], calendar_kernels.CarrierDayTable] = field(default_factory=dict)
+
+
+table_cache: dict[int, DayTables] = {}
+# A node the network does not list gets this row (it is never an origin).
+PLACEHOLDER_CALENDAR = NodeCalendar("UTC", 0, 0, frozenset(range(7)))
+
+
+def day_tables(calendars: Calendars, node_count: int, now_ms: int) -> DayTables:
+    """The tables valid for the day of now_ms (rebuilt once a day and on network changes)."""
+    first_day = calendar_kernels.table_first_day(now_ms)
+    cached = table_cache.get(id(calendars.network))
+    if (
+        cached is not None
+        and cached.network is calendars.network
+        and cached.node_count == node_count
+        and cached.first_day == first_day
+    ):
+        return cached
+    rows = [calendars.nodes.get(node, PLACEHOLDER_CALENDAR) for node in range(node_count)]
+    tables = DayTables(
+        calendars.network,
+        node_count,
+        first_day,
+        calendar_kernels.compile_node_days(rows, first_day),
+    )
+    if len(table_cache) >= CALENDAR_CACHE_SIZE:
+        table_cache.clear()
+    table_cache[id(calendars.network)] = tables
+    return tables
 
 
 def calendars_of(state: StateFields, compiled: CompiledNetwork) -> Calendars:
@@ -92,6 +134,29 @@ class PromiseContext:
     dates_memo: dict[tuple[int, int, int], tuple[int, int, int] | None] = field(
         default_factory=dict
     )
+    # Goods on hand now: every node's dates per (service, zone) in one kernel pass each.
+    tables: DayTables | None = None
+    ready_now: npt.NDArray[np.int64] | None = None
+    dates_now: dict[tuple[int, int], npt.NDArray[np.int32]] = field(default_factory=dict)
+
+    def dates_on_hand(self, service: int, zone: int) -> npt.NDArray[np.int32]:
+        """[node, 3]: ship, earliest and latest delivery day of goods on hand now (-1 where
+        the day table does not reach: the scalar functions answer those)."""
+        found = self.dates_now.get((service, zone))
+        if found is not None:
+            return found
+        if self.tables is None or self.ready_now is None:
+            self.tables = day_tables(self.calendars, len(self.state.nodes), self.now_ms)
+            self.ready_now = calendar_kernels.ready_many(self.tables.nodes, self.now_ms)
+        carrier = self.tables.carriers.get((service, zone))
+        if carrier is None:
+            carrier = calendar_kernels.compile_carrier_days(
+                self.carrier(service, zone), self.tables.first_day
+            )
+            self.tables.carriers[(service, zone)] = carrier
+        found = calendar_kernels.dates_many(self.tables.nodes, carrier, self.ready_now)
+        self.dates_now[(service, zone)] = found
+        return found
 
     def node_id(self, node: int) -> str:
         return self.state.nodes[node].node_id
@@ -109,6 +174,10 @@ class PromiseContext:
     ) -> tuple[int, int, int] | None:
         """(ship day, earliest, latest delivery day) of goods available at `node` at
         `available_ms`, shipped with `service` to `zone`; None past the calendar horizon."""
+        if available_ms <= self.now_ms and node in self.calendars.nodes:
+            ship_day, earliest, latest = self.dates_on_hand(service, zone)[node].tolist()
+            if ship_day >= 0 and latest >= 0:
+                return ship_day, earliest, latest
         key = (node, service, available_ms)
         if key in self.dates_memo:
             return self.dates_memo[key]
