@@ -29,17 +29,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from atpd.core import calendar_kernels, sourcing, sourcing_kernels, time_phased
-from atpd.core.handlers_network import slots_left
 from atpd.core.plan import MAX_PLAN_LINES, Plan, PlannedLine, Shipment
 from atpd.core.promise_context import (
-    MINOR_UNITS_PER_UNIT,
-    NOT_AVAILABLE,
     PromiseContext,
     atp_matrix,
     available_ms,
     check_lines,
     promise_context,
 )
+from atpd.core.promise_origins import Origins, build_origins
 from atpd.core.promise_pickup import PickupOption, pickup_options, pickup_store
 from atpd.core.results import InvalidCommand
 from atpd.core.state_fields import StateFields
@@ -78,17 +76,6 @@ class PromiseAnswer:
     pickup_options: tuple[PickupOption, ...]
     no_option_reason: str  # why there is no option ("" when there are some)
     exhaustive: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Origins:
-    """The origins of one order: node and service index per origin, and the search arrays."""
-
-    node: list[int]
-    service: list[int]
-    problem: sourcing.SourcingProblem
-    # (line, origin) -> (ship day, earliest, latest delivery day)
-    dates: dict[tuple[int, int], tuple[int, int, int]]
 
 
 def zone_of(context: PromiseContext, country: str, postal_code: str) -> int:
@@ -137,7 +124,10 @@ def promise(
     destination = context.network.zone_ids[zone]
     if unknown:
         return PromiseAnswer(destination, (), (), f"unknown SKU(s): {', '.join(unknown)}")
-    origins = build_origins(context, lines, rows, atp, zone)
+    available = np.stack(
+        [available_ms(context, rows[i], atp[i], lines[i][1]) for i in range(len(lines))]
+    )
+    origins = build_origins(context, lines, atp, available, zone)
     if origins is None:
         return PromiseAnswer(
             destination, (), (), "no node the caller may be served from can deliver the order"
@@ -149,94 +139,6 @@ def promise(
         promise_option(context, lines, origins, destination, option) for option in result.options
     )
     return PromiseAnswer(destination, options, (), "", result.exhaustive)
-
-
-def build_origins(
-    context: PromiseContext,
-    lines: Sequence[tuple[str, int]],
-    rows: list[int],
-    atp: np.ndarray,
-    zone: int,
-) -> Origins | None:
-    network = context.network
-    state = context.state
-    line_count = len(lines)
-    units = sum(quantity for _, quantity in lines)
-    available = [available_ms(context, rows[i], atp[i], lines[i][1]) for i in range(line_count)]
-    reachable = (
-        context.ship_from
-        & np.any(np.stack(available) != NOT_AVAILABLE, axis=0)
-        & (network.pick_capacity_orders != 0)
-    )
-    node_list: list[int] = []
-    service_list: list[int] = []
-    shipment_cost: list[int] = []
-    cost_per_item: list[int] = []
-    shipment_co2: list[int] = []
-    columns: list[list[int]] = []
-    dates: dict[tuple[int, int], tuple[int, int, int]] = {}
-    services = network.network.services
-    for node in np.flatnonzero(reachable).tolist():
-        node_id = context.node_id(node)
-        distance = float(network.distance_km[node, zone])
-        for service in np.flatnonzero(
-            network.origin[:, node] & (network.transit_days[:, zone] >= 0)
-        ).tolist():
-            column: list[int] = []
-            origin = len(node_list)
-            for line in range(line_count):
-                when = int(available[line][node])
-                found = None if when == NOT_AVAILABLE else context.dates(node, service, zone, when)
-                if (
-                    found is None
-                    or slots_left(state, services[service].service_id, node_id, found[0]) < 1
-                ):
-                    column.append(-1)
-                    continue
-                dates[(line, origin)] = found
-                column.append(found[1])
-            if max(column) < 0:
-                continue
-            node_list.append(node)
-            service_list.append(service)
-            columns.append(column)
-            shipment_cost.append(
-                round(
-                    (network.cost_base[service] + network.cost_per_km[service] * distance)
-                    * MINOR_UNITS_PER_UNIT
-                )
-            )
-            cost_per_item.append(round(network.cost_per_item[service] * MINOR_UNITS_PER_UNIT))
-            weight_class = network.network.co2.weight_class(
-                units * float(network.item_weight_kg[service])
-            )
-            factor = (
-                float(network.co2_grams_per_km[service, weight_class])
-                if network.weight_class_upper_kg.size
-                else 0.0
-            )
-            shipment_co2.append(round(factor * distance))
-    if not node_list:
-        return None
-    nodes = np.array(node_list, np.int64)
-    delivery_day = np.array(columns, np.int64).T
-    available_units = np.maximum(atp[:, nodes], 0)
-    weights = context.sourcing.weights
-    problem = sourcing.SourcingProblem(
-        quantity=np.array([quantity for _, quantity in lines], np.int64),
-        available=np.where(delivery_day >= 0, available_units, 0),
-        delivery_day=delivery_day,
-        shipment_cost=np.array(shipment_cost, np.int64),
-        cost_per_item=np.array(cost_per_item, np.int64),
-        shipment_co2_grams=np.array(shipment_co2, np.int64),
-        co2_grams_per_item=np.zeros(len(node_list), np.int64),
-        allowed=np.ones(len(node_list), np.bool_),
-        penalty=context.penalty[nodes],
-        max_shipments=context.sourcing.max_shipments,
-        weights=sourcing.Weights(*weights),
-        cost_ceiling=context.sourcing.cost_ceiling,
-    )
-    return Origins(node_list, service_list, problem, dates)
 
 
 def promise_option(
@@ -251,7 +153,7 @@ def promise_option(
     for shipment in found.shipments:
         origin = shipment.origin
         node = origins.node[origin]
-        per_line = [origins.dates[(line, origin)] for line in shipment.lines]
+        per_line = [origins.dates(line, origin) for line in shipment.lines]
         # The parcel leaves when its last line is there; delivery follows that ship day.
         ship_day, earliest, latest = max(per_line)
         shipments.append(
