@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from network.support import NOW_MS
 
-from atpd.core.commands import SetNetwork, SetRules
+from atpd.core.commands import NodeKind, SetNetwork, SetRules
 from atpd.core.promise import promise
 from atpd.core.promise_pickup import associate
-from atpd.core.rules import NodeKind
 from atpd.core.state import AtpState
 from atpd.demo.dataset import load_demo
 
