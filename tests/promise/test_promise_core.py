@@ -292,3 +292,15 @@ def test_bad_sourcing_rules_refused(sourcing: str, message: str) -> None:
     text = f"{RULES}[segments.bad]\nsourcing = {{ {sourcing} }}\n"
     with pytest.raises(RulesError, match=f"segments.bad.{message}"):
         parse_rules(text)
+
+
+def test_line_over_max_per_line_has_no_option() -> None:
+    """A line over the caller's max_per_line (which Reserve refuses) answers no option and
+    says so, for delivery and pickup."""
+    capped = RULES.replace("[channels.web]\n", "[channels.web]\nmax_per_line = 2\n")
+    state = world({("BAG-1", "WH-1"): 5, ("BAG-1", "ST-PAR"): 5}, capped)
+    answer = promise(state, [("BAG-1", 3)], NOW_MS, "FR", "75008")
+    assert not answer.options and "max_per_line (2): BAG-1 x3" in answer.no_option_reason
+    pickup = promise(state, [("BAG-1", 3)], NOW_MS, pickup_node_id="ST-PAR")
+    assert not pickup.pickup_options and "max_per_line" in pickup.no_option_reason
+    assert promise(state, [("BAG-1", 2)], NOW_MS, "FR", "75008").options

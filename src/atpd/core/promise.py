@@ -89,6 +89,14 @@ def zone_of(context: PromiseContext, country: str, postal_code: str) -> int:
     return zone
 
 
+def refusal(unknown: list[str], over_cap: list[str], cap: int) -> str:
+    """Why a cart has no option before any search: unknown SKUs, lines over the caller's
+    max_per_line (Reserve would refuse them as LINE_CAP)."""
+    if unknown:
+        return f"unknown SKU(s): {', '.join(unknown)}"
+    return f"over the caller's max_per_line ({cap}): {', '.join(over_cap)}"
+
+
 def promise(
     state: StateFields,
     lines: Sequence[tuple[str, int]],
@@ -113,17 +121,19 @@ def promise(
     skus = [sku for sku, _ in lines]
     rows, atp = atp_matrix(context, skus)
     unknown = [sku for sku, row in zip(skus, rows, strict=True) if row < 0]
+    cap = context.policy.policy.max_per_line if context.policy is not None else 0
+    over_cap = [f"{sku} x{quantity}" for sku, quantity in lines if cap and quantity > cap]
     if pickup_node_id:
         destination = f"pickup:{pickup_node_id}"
         pickup_store(context, pickup_node_id, "pickup_node_id")  # bad stores refused first
-        if unknown:
-            return PromiseAnswer(destination, (), (), f"unknown SKU(s): {', '.join(unknown)}")
+        if unknown or over_cap:
+            return PromiseAnswer(destination, (), (), refusal(unknown, over_cap, cap))
         found, reason = pickup_options(context, lines, rows, atp, pickup_node_id)
         return PromiseAnswer(destination, (), found, reason)
     zone = zone_of(context, country, postal_code)
     destination = context.network.zone_ids[zone]
-    if unknown:
-        return PromiseAnswer(destination, (), (), f"unknown SKU(s): {', '.join(unknown)}")
+    if unknown or over_cap:
+        return PromiseAnswer(destination, (), (), refusal(unknown, over_cap, cap))
     available = np.stack(
         [available_ms(context, rows[i], atp[i], lines[i][1]) for i in range(len(lines))]
     )
