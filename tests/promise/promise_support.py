@@ -25,6 +25,8 @@ ship_from_kinds = ["WAREHOUSE"]
 sourcing = { max_shipments = 3, ship_from_kinds = ["WAREHOUSE", "STORE"] }
 [segments.nostore]
 sourcing = { pickup_transfers = false }
+[segments.nowarehouse]
+sourcing = { exclude = ["WH-1"] }
 """
 
 

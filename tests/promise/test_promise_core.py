@@ -304,3 +304,13 @@ def test_line_over_max_per_line_has_no_option() -> None:
     pickup = promise(state, [("BAG-1", 3)], NOW_MS, pickup_node_id="ST-PAR")
     assert not pickup.pickup_options and "max_per_line" in pickup.no_option_reason
     assert promise(state, [("BAG-1", 2)], NOW_MS, "FR", "75008").options
+
+
+def test_excluded_node_sends_no_transfer_for_pickup() -> None:
+    """A node the caller's sourcing excludes is no transfer source for a pickup either."""
+    state = world({("BAG-1", "WH-1"): 5})
+    assert promise(state, [("BAG-1", 1)], NOW_MS, pickup_node_id="ST-PAR").pickup_options
+    excluded = promise(
+        state, [("BAG-1", 1)], NOW_MS, pickup_node_id="ST-PAR", segment="nowarehouse"
+    )
+    assert not excluded.pickup_options

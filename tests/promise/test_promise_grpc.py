@@ -91,6 +91,7 @@ def test_vip_gets_a_split_order(stub: Stub) -> None:
     cart = (("BAG-1", 2), ("SHOE-1", 1))
     standard = stub.Promise(request(*cart), timeout=30)
     assert not standard.options and standard.no_option_reason
+    assert (standard.channel, standard.segment) == ("web", "standard")
     vip = stub.Promise(request(*cart, segment="vip"), timeout=30)
     assert vip.options and vip.options[0].shipment_count == 2
 

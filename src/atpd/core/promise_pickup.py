@@ -90,6 +90,11 @@ def pickup_options(
         [available_ms(context, rows[i], atp[i], lines[i][1]) for i in range(len(lines))]
     )
     has_all = np.all(available != NOT_AVAILABLE, axis=0) & context.visible
+    has_all &= context.network.pick_capacity_orders != 0  # a node that picks nothing
+    for node_id in context.sourcing.exclude:
+        excluded = context.state.node_ids.get(node_id)
+        if excluded >= 0 and excluded != store:
+            has_all[excluded] = False  # excluded nodes send no transfer either
     sources = [(store, 0)] if has_all[store] else []
     if context.sourcing.pickup_transfers:
         sources += [

@@ -80,10 +80,10 @@ class PromiseServicer(ServicerBase, promise_pb2_grpc.PromiseServiceServicer):
             option_token=self.token(option.plan, now_ms),
         )
 
-    def answer_message(self, answer: PromiseAnswer, now_ms: int) -> promise_pb2.PromiseResponse:
-        first = answer.options[0].plan if answer.options else None
-        if first is None and answer.pickup_options:
-            first = answer.pickup_options[0].plan
+    def answer_message(
+        self, answer: PromiseAnswer, now_ms: int, channel: str, segment: str
+    ) -> promise_pb2.PromiseResponse:
+        policy = self.engine.state.policy(channel, segment)
         return promise_pb2.PromiseResponse(
             destination=answer.destination,
             options=[self.option_message(option, now_ms) for option in answer.options],
@@ -92,8 +92,8 @@ class PromiseServicer(ServicerBase, promise_pb2_grpc.PromiseServiceServicer):
             ],
             no_option_reason=answer.no_option_reason,
             exhaustive=answer.exhaustive,
-            channel=first.channel if first else "",
-            segment=first.segment if first else "",
+            channel=policy.channel if policy is not None else "",
+            segment=policy.segment if policy is not None else "",
         )
 
     async def Promise(
@@ -119,7 +119,7 @@ class PromiseServicer(ServicerBase, promise_pb2_grpc.PromiseServiceServicer):
                 channel=request.channel,
                 segment=request.segment,
             )
-            return self.answer_message(answer, now_ms)
+            return self.answer_message(answer, now_ms, request.channel, request.segment)
 
         return await self._guard("Promise", context, handle, write=False)
 
