@@ -19,6 +19,7 @@ from atpd.v1 import (
     feeds_pb2,
     inventory_pb2,
     network_pb2,
+    promise_pb2,
     reservations_pb2,
     rules_pb2,
     supply_pb2,
@@ -37,6 +38,7 @@ API_SERVICES = (
     "atpd.v1.WatchService",
     "atpd.v1.FeedService",
     "atpd.v1.NetworkService",
+    "atpd.v1.PromiseService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -118,6 +120,7 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
             watch_pb2,
             feeds_pb2,
             network_pb2,
+            promise_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
     }

@@ -9,6 +9,7 @@ atpd token create NAME --role ROLE [--nodes N] --tokens-file FILE ;  token list 
 Every client command also takes --target, --timeout, --token (ATPD_TOKEN), --ca, --tls,
 --cert and --key (cli/client.py).
 atpd network apply FILE | show ;  atpd carrier capacity SERVICE NODE DATE SLOTS | show SERVICE NODE
+atpd promise SKU=2,SKU2=1 --to FR:75008 | --pickup STORE | --from-store STORE [--segment vip]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from atpd import __version__
 from atpd.cli.client import CLIENT_EXIT_CODES, add_client_options
 from atpd.cli.load_export import add_feed_commands
 from atpd.cli.network import add_network_commands
+from atpd.cli.promise import add_promise_command
 from atpd.cli.reads import cmd_availability, cmd_nodes, cmd_status, cmd_watch
 from atpd.cli.rules_supply import cmd_rules, cmd_supply
 from atpd.cli.serve import cmd_serve, cmd_verify_journal, cmd_verify_snapshot
@@ -219,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_feed_commands(client)
     add_token_commands(sub, parse_duration_ms)
     add_network_commands(sub)
+    add_promise_command(sub)
     return parser
 
 

@@ -33,6 +33,12 @@ import numpy as np
 
 from atpd.core.commands import NodeKind
 from atpd.core.nodes import Node
+from atpd.core.rules_sourcing import (
+    DEFAULT_SOURCING,
+    Sourcing,
+    SourcingRulesError,
+    merge_sourcing,
+)
 from atpd.core.supply import SupplyKind
 from atpd.core.text import listed, shown
 
@@ -55,7 +61,7 @@ MAX_RULES_SEGMENTS = 64
 MAX_RULES_POLICIES = 1024  # channels x segments, each compiled against every node
 # 100 years: longer horizons mean "any future ETA" anyway and hours * HOUR_MS stays in int64.
 MAX_HORIZON_HOURS = 100 * 366 * 24
-POLICY_KEYS = ("nodes", "safety", "buffer", "max_per_line", "supply")
+POLICY_KEYS = ("nodes", "safety", "buffer", "max_per_line", "supply", "sourcing")
 SELECTOR_KEYS = ("kinds", "geo", "tags", "include", "exclude")
 
 
@@ -95,6 +101,7 @@ class Policy:
     max_per_line: int = 0  # 0: no cap
     supply_kinds: frozenset[SupplyKind] = frozenset()
     supply_horizon_ms: int | None = None  # None: any future ETA
+    sourcing: Sourcing = DEFAULT_SOURCING
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +287,13 @@ def _merge_policy(base: Policy, table: Any, where: str, known: Known) -> Policy:
             values["supply_horizon_ms"] = int(hours * HOUR_MS)
         else:
             values["supply_horizon_ms"] = None
+    if "sourcing" in table:
+        try:
+            values["sourcing"] = merge_sourcing(
+                base.sourcing, table["sourcing"], f"{where}.sourcing", known.node
+            )
+        except SourcingRulesError as error:
+            raise RulesError(str(error)) from None
     return Policy(**{**{f: getattr(base, f) for f in Policy.__slots__}, **values})
 
 

@@ -80,6 +80,9 @@ _READS = (
     "RulesService/GetRules",
     "NetworkService/GetNetwork",
     "NetworkService/GetCarrierCapacity",
+    "PromiseService/Promise",
+    "PromiseService/PromiseBatch",
+    "PromiseService/AssociateView",
 )
 _RESERVATION_WRITES = (
     "ReservationService/Reserve",

@@ -111,8 +111,6 @@ class Engine:
         self._core_timers: dict[str, Any] = {}
         self._outcome_counters: dict[tuple[str, Any], Any] = {}
         self.ready = False
-        # Signs and verifies promise option tokens (set by create_server).
-        self.option_tokens: OptionTokens | None = None
         # Set when the journal failed: why writes are refused until it is writable again.
         self.write_failure: str | None = None
         # Cleared from a write failure until the state is rebuilt from durable records: reads
@@ -131,6 +129,8 @@ class Engine:
         self.on_resync: Callable[[str], None] | None = None
         # The background resize of the stock table in progress, if any.
         self._resize_task: asyncio.Task[None] | None = None
+        # Signs and verifies promise option tokens (set by create_server).
+        self.option_tokens: OptionTokens | None = None
 
     def now_ms(self) -> int:
         """Wall-clock time, never earlier than the last time the core saw (clock steps back)."""

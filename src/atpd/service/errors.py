@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from atpd.core.promise_context import NoNetwork
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
 from atpd.core.text import MAX_MESSAGE_BYTES, bounded
 from atpd.service.engine import InternalFailure, WritesUnavailable
@@ -56,6 +57,7 @@ class StateReplaced(Exception):
 STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidCommand, grpc.StatusCode.INVALID_ARGUMENT),
+    (NoNetwork, grpc.StatusCode.FAILED_PRECONDITION),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),

@@ -25,6 +25,7 @@ from atpd.config import Config, ConfigError
 from atpd.core import bulk_kernels, kernels
 from atpd.core.commands import SetRules
 from atpd.core.network import NetworkError
+from atpd.core.promise import warm_up as warm_promise_kernels
 from atpd.core.results import InvalidCommand
 from atpd.core.rules import RulesError
 from atpd.core.state import AtpState
@@ -44,6 +45,7 @@ from atpd.service.network_servicer import NetworkServicer
 from atpd.service.network_start import apply_network_at_start
 from atpd.service.option_tokens import load_option_tokens
 from atpd.service.principals import AuthConfigError, TokenTable, certificate_principals
+from atpd.service.promise_servicer import PromiseServicer
 from atpd.service.servicers import (
     AdminServicer,
     AvailabilityServicer,
@@ -73,6 +75,8 @@ from atpd.v1 import (
     inventory_pb2_grpc,
     network_pb2,
     network_pb2_grpc,
+    promise_pb2,
+    promise_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
     rules_pb2,
@@ -95,6 +99,7 @@ SERVICE_NAMES = (
     watch_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
     feeds_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name,
     network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
+    promise_pb2.DESCRIPTOR.services_by_name["PromiseService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 # Pings a client may send with no call in flight before the server answers GOAWAY (a client
@@ -287,6 +292,7 @@ def create_server(
     rules_pb2_grpc.add_RulesServiceServicer_to_server(RulesServicer(engine), server)
     supply_pb2_grpc.add_SupplyServiceServicer_to_server(SupplyServicer(engine), server)
     network_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(engine), server)
+    promise_pb2_grpc.add_PromiseServiceServicer_to_server(PromiseServicer(engine), server)
     hub = WatchHub(
         lambda: engine.state,
         config.watch_buffer_events,
@@ -349,6 +355,7 @@ async def start(
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, kernels.warm_up)
     await loop.run_in_executor(None, bulk_kernels.warm_up)
+    await loop.run_in_executor(None, warm_promise_kernels)
     if prepare is not None:
         # Nothing else writes before `ready`, so preparing off the loop is safe; reads may see
         # a partly loaded state while health says NOT_SERVING.
