@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from atpd.core.commands import SetNetwork
 from atpd.core.handlers_network import CapacityDay, capacity_calendar, compiled_network
 from atpd.core.network import NetworkError
 from atpd.core.network_parse import read_network_document
-from atpd.core.results import InvalidCommand
 from atpd.service import convert, validation
 from atpd.service.servicers import ServicerBase
 from atpd.v1 import network_pb2, network_pb2_grpc
@@ -28,14 +26,9 @@ class NetworkServicer(ServicerBase, network_pb2_grpc.NetworkServiceServicer):
     ) -> network_pb2.SetNetworkResponse:
         async def handle() -> network_pb2.SetNetworkResponse:
             command = validation.set_network(request)
-            # The TOML parse is the costly part (up to 1 MiB): in a worker thread, so the loop
-            # keeps answering; the writer then only interprets the document.
-            try:
-                document = await asyncio.to_thread(
-                    read_network_document, command.text, command.source
-                )
-            except NetworkError as error:
-                raise InvalidCommand(f"network: {error}") from None
+            document = await self.document_off_loop(
+                read_network_document, command.text, command.source, NetworkError, "network"
+            )
             result = await self.engine.execute(SetNetwork(command.text, command.source, document))
             return network_pb2.SetNetworkResponse(
                 outcome=convert.pb_enum(result.outcome),

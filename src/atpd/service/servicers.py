@@ -63,6 +63,21 @@ class _Base:
         self._latency: dict[str, Any] = {}
         self._calls: dict[tuple[str, grpc.StatusCode], Any] = {}
 
+    async def document_off_loop(
+        self,
+        read: Callable[[str, str], dict[str, Any]],
+        text: str,
+        source: str,
+        errors: type[Exception],
+        what: str,
+    ) -> dict[str, Any]:
+        """Parse TOML text (rules, a network: the costly part, up to its 1 MiB bound) in a worker
+        thread so the loop keeps answering; the writer then only interprets the document."""
+        try:
+            return await asyncio.to_thread(read, text, source)
+        except errors as error:
+            raise InvalidCommand(f"{what}: {error}") from None
+
     async def _guard(
         self,
         method: str,
@@ -289,14 +304,9 @@ class RulesServicer(_Base, rules_pb2_grpc.RulesServiceServicer):
     ) -> rules_pb2.SetRulesResponse:
         async def handle() -> rules_pb2.SetRulesResponse:
             command = validation.set_rules(request)
-            # Parsing the TOML is the costly part (up to the 1 MiB bound): done in a worker
-            # thread so that the loop keeps answering; the writer then only interprets it.
-            try:
-                document = await asyncio.to_thread(
-                    read_rules_document, command.text, command.source
-                )
-            except RulesError as error:
-                raise InvalidCommand(f"rules: {error}") from None
+            document = await self.document_off_loop(
+                read_rules_document, command.text, command.source, RulesError, "rules"
+            )
             result = await self.engine.execute(SetRules(command.text, command.source, document))
             return rules_pb2.SetRulesResponse(
                 outcome=convert.pb_enum(result.outcome),
