@@ -173,3 +173,15 @@ def call_or_exit(fn: Callable[[], Any]) -> Any:
         if code is grpc.StatusCode.PERMISSION_DENIED:
             raise SystemExit(EXIT_PERMISSION_DENIED) from None
         raise SystemExit(EXIT_RPC_FAILED) from None
+
+
+def read_text_or_exit(path: Path, what: str) -> str:
+    """A TOML file named on the command line (rules, network): a regular file within the 1 MiB
+    bound, or the reason on stderr and exit status 1."""
+    from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, read_regular_text
+
+    try:
+        return read_regular_text(path, MAX_RULES_FILE_BYTES, what)
+    except FileRefused as error:
+        print(f"atpd: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

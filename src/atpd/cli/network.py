@@ -5,12 +5,11 @@ SERVICE NODE`."""
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from atpd.cli.client import add_client_options, call_or_exit, open_channel
+from atpd.cli.client import add_client_options, call_or_exit, open_channel, read_text_or_exit
 from atpd.cli.output import table
 
 UNLIMITED_SLOTS = 1_000_000_000  # core.network.UNLIMITED_SLOTS, as the API reports it
@@ -21,13 +20,7 @@ def cmd_network(args: argparse.Namespace) -> int:
 
     stub = network_pb2_grpc.NetworkServiceStub(open_channel(args))
     if args.action == "apply":
-        from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, read_regular_text
-
-        try:
-            text = read_regular_text(args.file, MAX_RULES_FILE_BYTES, "network file")
-        except FileRefused as error:
-            print(f"atpd: {error}", file=sys.stderr)
-            return 1
+        text = read_text_or_exit(args.file, "network file")
         request = network_pb2.SetNetworkRequest(text=text, source=str(args.file))
         response = call_or_exit(lambda: stub.SetNetwork(request, timeout=args.timeout))
         print(f"network {response.version} in force (was {response.previous_version or 'none'})")

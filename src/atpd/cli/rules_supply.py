@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from atpd.cli.client import call_or_exit, open_channel
+from atpd.cli.client import call_or_exit, open_channel, read_text_or_exit
 from atpd.cli.output import outcome_name, table
 
 
@@ -16,13 +15,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
     stub = rules_pb2_grpc.RulesServiceStub(open_channel(args))
     if args.action == "apply":
-        from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, read_regular_text
-
-        try:
-            text = read_regular_text(args.file, MAX_RULES_FILE_BYTES, "rules file")
-        except FileRefused as error:
-            print(f"atpd: {error}", file=sys.stderr)
-            return 1
+        text = read_text_or_exit(args.file, "rules file")
         request = rules_pb2.SetRulesRequest(text=text, source=str(args.file))
         response = call_or_exit(lambda: stub.SetRules(request, timeout=args.timeout))
         print(f"rules {response.version} in force (was {response.previous_version or 'none'})")
