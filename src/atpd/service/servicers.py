@@ -30,6 +30,7 @@ from atpd.service.option_reserve import check_plan_access, reserve_option, verif
 from atpd.service.ownership import check_owner
 from atpd.service.principals import current_principal
 from atpd.service.promise_messages import option_message
+from atpd.service.sourced_reserve import is_sourced, sourced_command
 from atpd.service.watch import (
     StreamStalled,
     Subscriber,
@@ -156,7 +157,21 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
         async def handle() -> reservations_pb2.ReserveResponse:
             principal = current_principal()
             maker = principal.maker if principal is not None else None
-            if request.option_token:
+            if is_sourced(request):
+                sourced = sourced_command(
+                    self.engine.state,
+                    request,
+                    self.limits,
+                    self.engine.catch_up(),
+                    principal,
+                    self._geo_path_of,
+                )
+                if isinstance(sourced, str):
+                    return reservations_pb2.ReserveResponse(
+                        outcome=common_pb2.OUTCOME_INSUFFICIENT_STOCK, no_option_reason=sourced
+                    )
+                command = sourced
+            elif request.option_token:
                 plan = verified_plan(
                     self.engine.option_tokens, request.option_token, self.engine.now_ms()
                 )
