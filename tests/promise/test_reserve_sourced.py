@@ -12,10 +12,14 @@ from network.support import NOW_MS
 from service.harness import ServerThread
 
 from atpd.core.commands import SetStock
-from atpd.service.sourced_reserve import is_sourced
+from atpd.service.access_lookup import NODES_OF
+from atpd.service.ownership import PermissionDenied
+from atpd.service.principals import Principal, Scope
+from atpd.service.sourced_reserve import is_sourced, sourced_command
 from atpd.service.validation import InvalidArgument
 from atpd.v1 import common_pb2, promise_pb2, reservations_pb2
 
+from .reserve_plan_support import plan_world
 from .test_reserve_plan_grpc import TTL_MS, Stub, atpd, start
 
 PARIS = promise_pb2.Destination(country="FR", postal_code="75008")
@@ -146,3 +150,19 @@ def test_cli_reserve_sourced(server: ServerThread) -> None:
     none = atpd("reserve", "cli-n", "NOPE=1", "--to", "FR:75008", *target)
     assert none.returncode == 3, none.stderr
     assert "no option: unknown SKU" in none.stdout
+
+
+def test_scoped_principal_may_hold_only_a_sourced_plan_in_its_scope() -> None:
+    """The access gate sees no node in node-less lines; the sourced plan's nodes are checked:
+    a principal scoped to WH-1 may not hold a pickup sourced at ST-PAR, one scoped to it may."""
+    state = plan_world()
+    message = request("scoped", {"A": 1}, pickup_node_id="ST-PAR")
+    assert NODES_OF["ReservationService/Reserve"](message, None) == ((), "")  # type: ignore[arg-type]
+    geo = {"WH-1": ("EU", "FR", "Lyon"), "ST-PAR": ("EU", "FR", "Paris")}.get
+    lyon = Principal("wh", "checkout", "token", Scope(frozenset({"WH-1"}), ()))
+    with pytest.raises(PermissionDenied, match="node 'ST-PAR'"):
+        sourced_command(state, message, state.limits, NOW_MS, lyon, geo)
+    paris = Principal("till", "checkout", "token", Scope(frozenset({"ST-PAR"}), ()))
+    command = sourced_command(state, message, state.limits, NOW_MS, paris, geo)
+    assert not isinstance(command, str) and command.plan is not None
+    assert command.plan.destination == "pickup:ST-PAR"
