@@ -2,7 +2,7 @@
 
 atpd serve [--config FILE] [--demo] [--port N] ...
 atpd availability SKU... [--geo EU/FR] [--nodes]    readable tables
-atpd reserve ID SKU@NODE=QTY... [--ttl 15m]
+atpd reserve ID SKU@NODE=QTY... [--ttl 15m] ;  atpd reserve ID SKU=QTY... --to FR:75008
 atpd confirm | release | get ID ;  atpd fulfil ID [SKU@NODE=QTY...]
 atpd nodes [--geo PREFIX] ;  atpd status
 atpd token create NAME --role ROLE [--nodes N] --tokens-file FILE ;  token list | revoke NAME
@@ -25,7 +25,7 @@ from atpd import __version__
 from atpd.cli.client import CLIENT_EXIT_CODES, add_client_options
 from atpd.cli.load_export import add_feed_commands
 from atpd.cli.network import add_network_commands
-from atpd.cli.promise import add_promise_command
+from atpd.cli.promise import add_promise_command, destination
 from atpd.cli.reads import cmd_availability, cmd_nodes, cmd_status, cmd_watch
 from atpd.cli.rules_supply import cmd_rules, cmd_supply
 from atpd.cli.serve import cmd_serve, cmd_verify_journal, cmd_verify_snapshot
@@ -35,6 +35,8 @@ from atpd.cli.writes import cmd_lifecycle, cmd_reserve, cmd_snapshot
 DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
 DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 LINE = re.compile(r"^([^@=\s]+)@([^@=\s]+)=(\d+)$")
+# A reserve line may leave out @NODE: the server then sources it (--to or --pickup).
+RESERVE_LINE = re.compile(r"^([^@=\s]+)(?:@([^@=\s]+))?=(\d+)$")
 
 
 def parse_duration_ms(text: str) -> int:
@@ -49,6 +51,13 @@ def parse_line(text: str) -> tuple[str, str, int]:
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a line like SKU@NODE=QTY")
     return match.group(1), match.group(2), int(match.group(3))
+
+
+def parse_reserve_line(text: str) -> tuple[str, str, int]:
+    match = RESERVE_LINE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a line like SKU@NODE=QTY or SKU=QTY")
+    return match.group(1), match.group(2) or "", int(match.group(3))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
         "hold stock for a cart, an order or a POS sale (all or nothing), or a promised option",
     )
     p.add_argument("reservation_id")
-    p.add_argument("lines", nargs="*", type=parse_line, metavar="SKU@NODE=QTY")
+    p.add_argument(
+        "lines",
+        nargs="*",
+        type=parse_reserve_line,
+        metavar="SKU@NODE=QTY",
+        help="a line at a node; SKU=QTY (no node) lets the server source it for --to/--pickup",
+    )
+    sourced = p.add_mutually_exclusive_group()
+    sourced.add_argument(
+        "--to",
+        type=destination,
+        metavar="CC:POSTAL",
+        help="deliver node-less lines here (e.g. FR:75008): the server holds its best option",
+    )
+    sourced.add_argument("--pickup", metavar="STORE", help="collect node-less lines at this store")
     p.add_argument(
         "--option",
         metavar="TOKEN",

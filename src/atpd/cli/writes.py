@@ -43,10 +43,14 @@ def print_reservation(reservation: Any) -> None:
 
 
 def cmd_reserve(args: argparse.Namespace) -> int:
-    from atpd.v1 import common_pb2, reservations_pb2, reservations_pb2_grpc
+    from atpd.v1 import common_pb2, promise_pb2, reservations_pb2, reservations_pb2_grpc
 
     if not args.lines and not args.option:
-        print("atpd reserve: give lines (SKU@NODE=QTY ...) or --option TOKEN", file=sys.stderr)
+        print(
+            "atpd reserve: give lines (SKU@NODE=QTY ..., or SKU=QTY ... with --to or --pickup) "
+            "or --option TOKEN",
+            file=sys.stderr,
+        )
         return 2
     stub = reservations_pb2_grpc.ReservationServiceStub(open_channel(args))
     kind = common_pb2.RESERVATION_KIND_POS_SALE if args.pos else common_pb2.RESERVATION_KIND_CART
@@ -60,7 +64,13 @@ def cmd_reserve(args: argparse.Namespace) -> int:
         channel=args.channel or "",
         segment=args.segment or "",
         option_token=args.option or "",
+        pickup_node_id=args.pickup or "",
     )
+    if args.to is not None:
+        country, postal_code = args.to
+        request.destination.CopyFrom(
+            promise_pb2.Destination(country=country, postal_code=postal_code)
+        )
     response = call_or_exit(lambda: stub.Reserve(request, timeout=args.timeout))
     print(
         f"outcome: {outcome_name(response.outcome)}" + (" (replayed)" if response.replayed else "")
@@ -79,6 +89,10 @@ def cmd_reserve(args: argparse.Namespace) -> int:
         )
     if response.changes:
         print("the option moved since the promise: ask for a promise again")
+    if response.best_option_token:
+        print(f"best option now (reserve it with --option): {response.best_option_token}")
+    if response.no_option_reason:
+        print(f"no option: {response.no_option_reason}")
     if response.HasField("reservation"):
         print_reservation(response.reservation)
     return 0 if response.outcome == common_pb2.OUTCOME_OK else 3

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from atpd.core.rules import NodeSelector
 
+MINUTES_PER_DAY = 24 * 60
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_WEEKDAYS = (0, 1, 2, 3, 4, 5, 6)
 # Slots of a (service, node, date) with no capacity set and no `default_daily_slots`: carrier
@@ -57,6 +59,10 @@ class NodeLogistics:
     open_weekdays: tuple[int, ...]
     closed_dates: tuple[datetime.date, ...]  # sorted, local dates
     pick_capacity_orders: int  # orders picked per working day; UNLIMITED_PICKS: no limit
+    # Opening hours (`opening = "10:00-19:00"`, local): work, and pickups at a store, happen
+    # only inside them; the whole day without the key.
+    open_minutes: int = 0
+    close_minutes: int = MINUTES_PER_DAY
 
 
 @dataclass(frozen=True, slots=True)

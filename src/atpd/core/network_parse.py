@@ -2,7 +2,8 @@
 
     version = "2026-12-01.1"
     [node_defaults]   time_zone, processing_hours, cutoff, open_days, closed_dates,
-                      pick_capacity_orders (each node may override any of them)
+                      pick_capacity_orders, opening = "10:00-19:00" (local opening hours;
+                      the cut-off defaults to closing time) (each node may override any)
     [nodes.NODE-ID]   latitude, longitude (+ the keys of node_defaults)
     [zones.NAME]      country, postal_prefixes, latitude, longitude
     [services.NAME]   name, mode, origin (a node selector), transit_days {zone = days},
@@ -29,6 +30,7 @@ from typing import Any
 
 from atpd.core.commands import NodeKind
 from atpd.core.network import (
+    MINUTES_PER_DAY,
     UNLIMITED_PICKS,
     WEEKDAYS,
     CarrierService,
@@ -71,6 +73,7 @@ NODE_KEYS = (
     "open_days",
     "closed_dates",
     "pick_capacity_orders",
+    "opening",
 )
 DEFAULT_KEYS = NODE_KEYS[2:]
 SERVICE_KEYS = (
@@ -187,6 +190,31 @@ def _time_minutes(value: Any, where: str) -> int:
     return int(match.group(1)) * 60 + int(match.group(2))
 
 
+def clock(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _opening(value: Any, where: str) -> tuple[int, int]:
+    """ "10:00-19:00" -> (600, 1140): local opening and closing minutes; "24:00" closes at
+    midnight."""
+    text = _expect(value, str, where)
+    opening, _, closing = text.partition("-")
+    problem = f"{where}: {shown(text)} is not opening hours like 10:00-19:00"
+    if TIME.fullmatch(opening.strip()) is None:
+        raise NetworkError(problem)
+    open_minutes = _time_minutes(opening.strip(), where)
+    closing = closing.strip()
+    if closing == "24:00":
+        close_minutes = MINUTES_PER_DAY
+    elif TIME.fullmatch(closing) is not None:
+        close_minutes = _time_minutes(closing, where)
+    else:
+        raise NetworkError(problem)
+    if close_minutes <= open_minutes:
+        raise NetworkError(f"{where}: {shown(text)} closes before it opens")
+    return open_minutes, close_minutes
+
+
 def _weekdays(value: Any, where: str) -> tuple[int, ...]:
     days = set()
     for index, name in enumerate(_strings(value, where, 7)):
@@ -269,6 +297,18 @@ def _node(node_id: str, table: Any, defaults: dict[str, Any], where: str) -> Nod
     if "time_zone" not in values:
         raise NetworkError(f"{where}.time_zone: missing (here or in node_defaults)")
     pick = values.get("pick_capacity_orders")
+    open_minutes, close_minutes = 0, MINUTES_PER_DAY
+    if "opening" in values:
+        open_minutes, close_minutes = _opening(values["opening"], at("opening"))
+    # Without a cut-off, orders are taken until closing time.
+    cutoff = _time_minutes(values["cutoff"], at("cutoff")) if "cutoff" in values else None
+    if cutoff is None:
+        cutoff = min(23 * 60 + 59, close_minutes)
+    if not open_minutes <= cutoff <= close_minutes:
+        raise NetworkError(
+            f"{at('cutoff')}: {clock(cutoff)} is outside the opening hours "
+            f"{clock(open_minutes)}-{clock(close_minutes)} ({at('opening')})"
+        )
     return NodeLogistics(
         node_id,
         _number(values.get("latitude"), f"{where}.latitude", -90.0, 90.0),
@@ -283,12 +323,14 @@ def _node(node_id: str, table: Any, defaults: dict[str, Any], where: str) -> Nod
             )
             * 60
         ),
-        _time_minutes(values.get("cutoff", "23:59"), at("cutoff")),
+        cutoff,
         _weekdays(values.get("open_days", list(WEEKDAYS)), at("open_days")),
         _dates(values.get("closed_dates", []), at("closed_dates")),
         UNLIMITED_PICKS
         if pick is None
         else _integer(pick, at("pick_capacity_orders"), 0, MAX_SLOTS),
+        open_minutes,
+        close_minutes,
     )
 
 

@@ -106,14 +106,16 @@ def promise(
     pickup_node_id: str = "",
     channel: str = "",
     segment: str = "",
+    zone_id: str = "",
 ) -> PromiseAnswer:
-    """The options for delivering `lines` to (country, postal code), or for collecting them at
-    `pickup_node_id`. Raises InvalidCommand / NotFound / LimitExceeded naming the field, and
-    promise_context.NoNetwork when no network is configured."""
+    """The options for delivering `lines` to (country, postal code) or to the zone named
+    `zone_id` (a plan's destination), or for collecting them at `pickup_node_id`. Raises
+    InvalidCommand / NotFound / LimitExceeded naming the field, and promise_context.NoNetwork
+    when no network is configured."""
     check_lines(
         lines, min(state.limits.max_lines_per_reservation, MAX_PLAN_LINES), MAX_PROMISE_QUANTITY
     )
-    if bool(country) == bool(pickup_node_id):
+    if bool(country) + bool(pickup_node_id) + bool(zone_id) != 1:
         raise InvalidCommand(
             "destination: give either a country (and postal code) or a pickup_node_id"
         )
@@ -130,7 +132,11 @@ def promise(
             return PromiseAnswer(destination, (), (), refusal(unknown, over_cap, cap))
         found, reason = pickup_options(context, lines, rows, atp, pickup_node_id)
         return PromiseAnswer(destination, (), found, reason)
-    zone = zone_of(context, country, postal_code)
+    zone = (
+        context.network.zone_index(zone_id) if zone_id else zone_of(context, country, postal_code)
+    )
+    if zone < 0:
+        raise InvalidCommand(f"destination: no zone {zone_id!r} in the network")
     destination = context.network.zone_ids[zone]
     if unknown or over_cap:
         return PromiseAnswer(destination, (), (), refusal(unknown, over_cap, cap))

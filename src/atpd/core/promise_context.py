@@ -110,6 +110,8 @@ def calendars_of(state: StateFields, compiled: CompiledNetwork) -> Calendars:
             logistics.processing_minutes,
             frozenset(logistics.open_weekdays),
             frozenset(logistics.closed_dates),
+            logistics.open_minutes,
+            logistics.close_minutes,
         )
     if len(calendar_cache) >= CALENDAR_CACHE_SIZE:
         calendar_cache.clear()

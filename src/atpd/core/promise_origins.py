@@ -21,6 +21,7 @@ from atpd.core import sourcing
 from atpd.core.handlers_network import slots_left
 from atpd.core.network import UNLIMITED_PICKS, UNLIMITED_SLOTS
 from atpd.core.promise_context import MINOR_UNITS_PER_UNIT, NOT_AVAILABLE, PromiseContext
+from atpd.core.rules_catalogue import percent_ceiling
 
 Ints = npt.NDArray[np.int64]
 
@@ -155,6 +156,10 @@ def build_origins(
         factor = np.zeros(node.shape[0])
     shipment_co2 = np.rint(factor * distance).astype(np.int64)
     weights = context.sourcing.weights
+    ceiling = context.sourcing.cost_ceiling
+    percent = context.sourcing.cost_ceiling_percent
+    if percent is not None:
+        ceiling = percent_ceiling(context.state.rules.catalogue, lines, percent)
     problem = sourcing.SourcingProblem(
         quantity=np.array([quantity for _, quantity in lines], np.int64),
         available=np.where(delivery_day >= 0, np.maximum(atp[:, node], 0), 0),
@@ -167,7 +172,7 @@ def build_origins(
         penalty=context.penalty[node],
         max_shipments=context.sourcing.max_shipments,
         weights=sourcing.Weights(*weights),
-        cost_ceiling=context.sourcing.cost_ceiling,
+        cost_ceiling=ceiling,
     )
     return Origins(
         node.tolist(),

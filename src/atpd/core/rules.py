@@ -33,6 +33,7 @@ import numpy as np
 
 from atpd.core.commands import NodeKind
 from atpd.core.nodes import Node
+from atpd.core.rules_catalogue import Catalogue, CatalogueError, parse_catalogue
 from atpd.core.rules_sourcing import (
     DEFAULT_SOURCING,
     Sourcing,
@@ -130,6 +131,7 @@ class RuleSet:
     segments: tuple[str, ...]
     policies: Mapping[tuple[str, str], Policy]
     protections: tuple[Protection, ...]
+    catalogue: Catalogue = ()  # unit values by SKU prefix (core/rules_catalogue.py)
 
     def resolve(self, channel: str, segment: str) -> tuple[str, str]:
         """The (channel, segment) a request means; raises KeyError naming what is unknown."""
@@ -446,7 +448,7 @@ def parse_rules(
 def _parse(document: dict[str, Any], text: str, known: Known) -> RuleSet:
     _check_keys(
         document,
-        ("version", "defaults", "policy", "channels", "segments", "protections"),
+        ("version", "defaults", "policy", "channels", "segments", "protections", "catalogue"),
         "top level",
     )
     version = _expect(document.get("version"), str, "version")
@@ -512,6 +514,10 @@ def _parse(document: dict[str, Any], text: str, known: Known) -> RuleSet:
     protections = tuple(
         _protection(t, i, names, known, channels, segments) for i, t in enumerate(raw_protections)
     )
+    try:
+        catalogue = parse_catalogue(document.get("catalogue", {}))
+    except CatalogueError as error:
+        raise RulesError(str(error)) from None
     return RuleSet(
         version,
         text,
@@ -521,4 +527,5 @@ def _parse(document: dict[str, Any], text: str, known: Known) -> RuleSet:
         tuple(sorted(segments)),
         policies,
         protections,
+        catalogue,
     )

@@ -35,6 +35,7 @@ WEIGHT_KEYS = ("speed_per_day", "cost", "co2_per_gram", "per_shipment")
 MAX_SOURCING_SHIPMENTS = 16
 MAX_SOURCING_WEIGHT = 1e9
 MAX_SOURCING_COST_CEILING = 10**12  # minor currency units
+MAX_SOURCING_COST_PERCENT = 1000  # percent of the order value
 MAX_SOURCING_NODES = 10_000  # excluded or penalised node ids per policy
 
 
@@ -58,6 +59,9 @@ class Sourcing:
     penalties: tuple[tuple[str, float], ...] = ()
     cost_ceiling: int | None = None
     pickup_transfers: bool = True
+    # cost_ceiling = "15%": at most this percent of the order value (the rule file's
+    # catalogue values the SKUs); exclusive with an absolute cost_ceiling.
+    cost_ceiling_percent: float | None = None
 
 
 def number(value: Any, where: str, high: float) -> float:
@@ -71,6 +75,21 @@ def number(value: Any, where: str, high: float) -> float:
 def whole(value: Any, where: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise SourcingRulesError(f"{where}: expected an integer in {low}..{high}, got {value!r}")
+    return value
+
+
+def percent(text: str, where: str) -> float:
+    """ "15%" -> 15.0: a percentage of the order value in 0..MAX_SOURCING_COST_PERCENT."""
+    number_text = text.strip().removesuffix("%")
+    try:
+        value = float(number_text) if text.strip().endswith("%") else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= MAX_SOURCING_COST_PERCENT):
+        raise SourcingRulesError(
+            f"{where}: {text!r} is neither minor units (an integer) nor a percentage of the "
+            f'order value in 0..{MAX_SOURCING_COST_PERCENT}% (e.g. "15%")'
+        )
     return value
 
 
@@ -148,9 +167,16 @@ def merge_sourcing(
             for node_id, penalty in penalties.items()
         )
     if "cost_ceiling" in table:
-        values["cost_ceiling"] = whole(
-            table["cost_ceiling"], f"{where}.cost_ceiling", 0, MAX_SOURCING_COST_CEILING
-        )
+        # An override replaces the inherited ceiling, whichever form either has.
+        ceiling = table["cost_ceiling"]
+        if isinstance(ceiling, str):
+            values["cost_ceiling"] = None
+            values["cost_ceiling_percent"] = percent(ceiling, f"{where}.cost_ceiling")
+        else:
+            values["cost_ceiling_percent"] = None
+            values["cost_ceiling"] = whole(
+                ceiling, f"{where}.cost_ceiling", 0, MAX_SOURCING_COST_CEILING
+            )
     if "pickup_transfers" in table:
         transfers = table["pickup_transfers"]
         if not isinstance(transfers, bool):

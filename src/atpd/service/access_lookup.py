@@ -66,7 +66,8 @@ def nodes_by_supply(request: Any, lookup: StateLookup) -> tuple[tuple[str, ...],
 
 NODES_OF: dict[str, NodesOf] = {
     "ReservationService/Reserve": lambda r, _: (
-        tuple(line.node_id for line in r.lines),
+        # Node-less lines are sourced by the server, which checks the plan's nodes itself.
+        tuple(line.node_id for line in r.lines if line.node_id),
         r.channel,
     ),
     "ReservationService/Confirm": nodes_by_reservation,

@@ -98,7 +98,6 @@ def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:
         response.changes.add(
             shipment=change.shipment, resource=pb_enum(change.resource), detail=change.detail
         )
-    # best_option_token stays empty: the promise search is not wired into Reserve yet.
     return response
 
 

@@ -9,26 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from atpd.core.calendar import date_of, to_local
+from atpd.core.calendar import to_local
 from atpd.core.promise import PromiseAnswer, PromiseOption, promise
 from atpd.core.promise_listing import earliest_deliveries
 from atpd.core.promise_pickup import PickupOption, associate
 from atpd.core.results import InvalidCommand
-from atpd.core.sourcing import Objective
+from atpd.service.promise_messages import iso_date, option_message
 from atpd.service.servicers import ServicerBase
 from atpd.v1 import promise_pb2, promise_pb2_grpc
-
-REASONS = {
-    Objective.BEST: promise_pb2.BEST,
-    Objective.FASTEST: promise_pb2.FASTEST,
-    Objective.CHEAPEST: promise_pb2.CHEAPEST,
-    Objective.GREENEST: promise_pb2.GREENEST,
-    Objective.FEWEST_SHIPMENTS: promise_pb2.FEWEST_SHIPMENTS,
-}
-
-
-def iso_date(epoch_day: int) -> str:
-    return date_of(epoch_day).isoformat() if epoch_day >= 0 else ""
 
 
 def lines_of(request: promise_pb2.PromiseRequest) -> list[tuple[str, int]]:
@@ -43,31 +31,7 @@ class PromiseServicer(ServicerBase, promise_pb2_grpc.PromiseServiceServicer):
         return tokens.issue(plan, now_ms, self.engine.journal.last_sequence)
 
     def option_message(self, option: PromiseOption, now_ms: int) -> promise_pb2.PromiseOption:
-        return promise_pb2.PromiseOption(
-            shipments=[
-                promise_pb2.PromiseShipment(
-                    node_id=shipment.node_id,
-                    service=shipment.service_id,
-                    ship_date=iso_date(shipment.ship_day),
-                    delivery_earliest_date=iso_date(shipment.delivery_earliest_day),
-                    delivery_latest_date=iso_date(shipment.delivery_latest_day),
-                    lines=[
-                        promise_pb2.PromiseShipmentLine(sku=line.sku, quantity=line.quantity)
-                        for line in shipment.lines
-                    ],
-                    cost_minor=shipment.cost_minor,
-                    co2_grams=shipment.co2_grams,
-                )
-                for shipment in option.shipments
-            ],
-            delivery_earliest_date=iso_date(option.delivery_earliest_day),
-            delivery_latest_date=iso_date(option.delivery_latest_day),
-            cost_minor=option.cost_minor,
-            co2_grams=option.co2_grams,
-            shipment_count=len(option.shipments),
-            reasons=[REASONS[reason] for reason in option.reasons],
-            option_token=self.token(option.plan, now_ms),
-        )
+        return option_message(option, self.token(option.plan, now_ms))
 
     def pickup_message(self, option: PickupOption, now_ms: int) -> promise_pb2.PickupOption:
         tz = self.engine.state.network.node_by_id[option.store_id].time_zone

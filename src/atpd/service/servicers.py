@@ -17,7 +17,9 @@ import grpc
 from atpd import __version__
 from atpd.core.command_base import CommandOf
 from atpd.core.commands import Confirm, Fulfil, Release, SetRules
-from atpd.core.results import InvalidCommand, ReservationResult, SupplyResult
+from atpd.core.plan import Plan
+from atpd.core.promise_best import best_instead
+from atpd.core.results import InvalidCommand, Outcome, ReservationResult, SupplyResult
 from atpd.core.rules import RulesError, read_rules_document
 from atpd.service import convert, validation, wire
 from atpd.service.access_lookup import EngineLookup
@@ -27,6 +29,8 @@ from atpd.service.errors import NotReady, abort, is_bug, status_of
 from atpd.service.option_reserve import check_plan_access, reserve_option, verified_plan
 from atpd.service.ownership import check_owner
 from atpd.service.principals import current_principal
+from atpd.service.promise_messages import option_message
+from atpd.service.sourced_reserve import is_sourced, sourced_command
 from atpd.service.watch import (
     StreamStalled,
     Subscriber,
@@ -168,7 +172,21 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
         async def handle() -> reservations_pb2.ReserveResponse:
             principal = current_principal()
             maker = principal.maker if principal is not None else None
-            if request.option_token:
+            if is_sourced(request):
+                sourced = sourced_command(
+                    self.engine.state,
+                    request,
+                    self.limits,
+                    self.engine.catch_up(),
+                    principal,
+                    self._geo_path_of,
+                )
+                if isinstance(sourced, str):
+                    return reservations_pb2.ReserveResponse(
+                        outcome=common_pb2.OUTCOME_INSUFFICIENT_STOCK, no_option_reason=sourced
+                    )
+                command = sourced
+            elif request.option_token:
                 plan = verified_plan(
                     self.engine.option_tokens, request.option_token, self.engine.now_ms()
                 )
@@ -176,9 +194,30 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
                 command = reserve_option(request, self.limits, plan, maker)
             else:
                 command = validation.reserve(request, self.limits, maker)
-            return convert.reserve_response(await self.engine.execute(command))
+            result = await self.engine.execute(command)
+            response = convert.reserve_response(result)
+            if result.outcome is Outcome.PROMISE_CHANGED and command.plan is not None:
+                # A read of the state after the writer answered: the client reserves the
+                # offered option later, and the writer re-checks it then.
+                self.offer_best(response, command.plan)
+            return response
 
         return await self._guard("Reserve", context, handle, write=True)
+
+    def offer_best(self, response: reservations_pb2.ReserveResponse, plan: Plan) -> None:
+        """Fill best_option_token (and best_option) with the best option now for the plan's
+        cart, destination and caller; left empty when there is none."""
+        tokens = self.engine.option_tokens
+        if tokens is None:
+            return
+        now_ms = self.engine.catch_up()
+        best = best_instead(self.engine.state, plan, now_ms)
+        if best.plan is None:
+            return
+        token = tokens.issue(best.plan, now_ms, self.engine.journal.last_sequence)
+        response.best_option_token = token
+        if best.option is not None:
+            response.best_option.CopyFrom(option_message(best.option, token))
 
     async def _lifecycle(
         self, method: str, command: Callable[[], Confirm | Release | Fulfil], context: Any
