@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from atpd.core import sourcing_kernels
-from atpd.core.sourcing import SourcingProblem, Weights, search
+from atpd.core.sourcing import SourcingProblem, Weights, run_kernel, search
 from bench.registry import Context, Figure, Target, benchmark
 from bench.suites.core import BATCH, measure_calls
 from bench.timing import summary_us, timer_overhead_ns, trial_p50s_us
@@ -94,22 +94,7 @@ def sourcing_search(ctx: Context) -> Figure:
     # Supporting figures: building (validating) the problem, the kernel alone, and the whole
     # 300-node x 6-service network as 1,800 origins.
     def kernel(problem: SourcingProblem) -> object:
-        return sourcing_kernels.search_plans(
-            problem.quantity,
-            problem.available,
-            problem.delivery_day,
-            problem.shipment_cost,
-            problem.cost_per_item,
-            problem.shipment_co2_grams,
-            problem.co2_grams_per_item,
-            problem.allowed,
-            problem.penalty,
-            problem.weights.array,
-            MAX_SHIPMENTS,
-            sourcing_kernels.NO_COST_CEILING,
-            CANDIDATES_PER_LINE,
-            200_000,
-        )
+        return run_kernel(problem, None, CANDIDATES_PER_LINE, 200_000)
 
     kernel_means, _ = measure_calls(kernel, problems, BATCH, max(1, rounds // 4), 0.0)
 
