@@ -10,7 +10,7 @@ import pytest
 from network.support import NOW_MS
 
 from atpd.core.checks import digest
-from atpd.core.commands import Fulfil, Release, ReservationKind, SetCarrierCapacity, Tick
+from atpd.core.commands import Fulfil, Line, Release, ReservationKind, SetCarrierCapacity, Tick
 from atpd.core.handlers_network import capacity_calendar, slots_left
 from atpd.core.plan import Plan, PlannedLine, Shipment
 from atpd.core.results import AlreadyExists, ChangedResource, InvalidCommand, Outcome
@@ -200,3 +200,26 @@ def test_plan_holds_through_snapshot() -> None:
     loaded.apply(Release("r1"), NOW_MS + 2)
     state.apply(Release("r1"), NOW_MS + 2)
     assert digest(loaded) == digest(state)
+
+
+@pytest.mark.parametrize("end", ["release", "expire"])
+def test_a_shipment_that_left_keeps_its_slot_spent_when_the_rest_ends(end: str) -> None:
+    """Fulfilling one shipment of a plan, then releasing (or letting expire) the rest, spends
+    the shipped parcel's carrier slot and pick and gives back only the others: a second plan
+    cannot book the slot the first parcel already used."""
+    state = plan_world(slots=1)
+    plan = two_shipment_plan(2)
+    assert reserve_plan(state, "r1", plan).outcome is Outcome.OK
+    shipped = plan.shipments[0]
+    lines = tuple(Line(line.sku, shipped.node_id, line.quantity) for line in shipped.lines)
+    assert state.apply(Fulfil("r1", lines), NOW_MS + 1_000).outcome is Outcome.OK
+    if end == "release":
+        state.apply(Release("r1"), NOW_MS + 2_000)
+    else:
+        state.apply(Tick(), NOW_MS + TTL_MS + 1)
+    assert not state.reservations["r1"].status.is_open
+    entry = state.carrier_capacity.get(shipped.service, shipped.node_id, shipped.ship_day)
+    assert entry is not None and (entry.held, entry.used) == (0, 1)
+    assert slots_left(state, shipped.service, shipped.node_id, shipped.ship_day) == 0
+    assert (shipped.node_id, shipped.ship_day, 0, 1) in state.pick_capacity.rows()
+    state.check_invariants()

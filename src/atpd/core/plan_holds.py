@@ -16,7 +16,7 @@ from atpd.core.commands import Line, ReservationKind, Reserve
 from atpd.core.handlers_network import DAY_MS, PAST_DAYS_KEPT, slots_left
 from atpd.core.network import UNLIMITED_PICKS, UNLIMITED_SLOTS
 from atpd.core.plan import Plan
-from atpd.core.reservations import Reservation, ReservationStatus
+from atpd.core.reservations import Reservation
 from atpd.core.results import (
     ChangedResource,
     InvalidCommand,
@@ -152,12 +152,18 @@ def hold_plan(state: StateFields, reservation: Reservation, plan: Plan, now_ms: 
 
 
 def give_back_plan(state: StateFields, reservation: Reservation) -> None:
-    """A reservation of a plan closed: its slots and picks are given back (released,
-    expired) or spent (fulfilled)."""
+    """A reservation of a plan closed: each shipment's slot and pick are spent if any of its
+    lines left (the carrier collected that parcel, even when the rest was later released or
+    expired), and given back otherwise. The reservation's lines are the plan's, shipment by
+    shipment (plan_lines), so shipment i owns a contiguous run of them."""
     plan = reservation.plan
     assert plan is not None and not reservation.status.is_open
-    used = reservation.status is ReservationStatus.FULFILLED
+    assert len(reservation.fulfilled) == sum(len(s.lines) for s in plan.shipments)
+    first = 0
     for shipment in plan.shipments:
+        last = first + len(shipment.lines)
+        used = any(reservation.fulfilled[first:last])
+        first = last
         if shipment.service:
             state.carrier_capacity.give_back(
                 shipment.service, shipment.node_id, shipment.ship_day, used
