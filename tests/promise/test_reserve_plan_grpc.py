@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -221,3 +222,35 @@ def test_cli_reserve_option(server: ServerThread) -> None:
     assert late.returncode == 3, late.stderr
     assert "PROMISE_CHANGED" in late.stdout and "changed: shipment 0 carrier_slot" in late.stdout
     assert atpd("reserve", "cli-3", *target).returncode == 2
+
+
+def test_a_retry_after_the_token_expired_answers_the_stored_reservation(
+    server: ServerThread,
+) -> None:
+    """A client that lost the answer and retries the same request after its token's lifetime
+    (but within the hold) gets the stored reservation, not "expired": it must never be led to
+    hold the same cart twice. A new id with the expired token is still refused."""
+    stub = Stub(server.channel())
+    token = token_for(server, two_shipment_plan(1))
+    assert reserve(stub, "r1", token).outcome == common_pb2.OUTCOME_OK
+    clock = server.clock_ms
+    assert isinstance(clock, FakeClock)
+    tokens = server.app.engine.option_tokens
+    assert tokens is not None
+    clock.advance(tokens.ttl_ms + 1_000)
+    again = reserve(stub, "r1", token)
+    assert again.outcome == common_pb2.OUTCOME_OK and again.replayed
+    assert "ask for a promise again" in refused(lambda: reserve(stub, "r2", token))
+    server.check_invariants()
+
+
+def test_an_unknown_kind_with_a_token_is_invalid_argument(server: ServerThread) -> None:
+    """kind out of range with an option token is INVALID_ARGUMENT naming kind, never INTERNAL."""
+    stub = Stub(server.channel())
+    request = reservations_pb2.ReserveRequest(
+        reservation_id="r1",
+        option_token=token_for(server, two_shipment_plan(1)),
+        ttl_ms=TTL_MS,
+        kind=cast(Any, 99),  # proto3 enums are open: an out-of-range value reaches the server
+    )
+    assert refused(lambda: stub.Reserve(request, timeout=30)).startswith("kind:")

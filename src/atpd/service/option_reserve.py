@@ -17,11 +17,16 @@ from atpd.service.validation import InvalidArgument
 from atpd.v1 import reservations_pb2
 
 
-def verified_plan(tokens: OptionTokens | None, token: str, now_ms: int) -> Plan:
+def verified_plan(
+    tokens: OptionTokens | None, token: str, now_ms: int, *, retry: bool = False
+) -> Plan:
+    """The plan of a token this server signed. A `retry` (the reservation id already exists)
+    accepts an expired token: the stored reservation answers it if the plan is the same, so a
+    client retrying after a lost answer is never refused a hold it already has."""
     if tokens is None:
         raise InvalidArgument("option_token", "this server issues no option tokens")
     try:
-        return tokens.verify(token, now_ms)
+        return tokens.verify(token, now_ms, check_expiry=not retry)
     except InvalidToken as error:
         problem = str(error).removeprefix("option_token: ")
         raise InvalidArgument("option_token", problem) from None
@@ -55,7 +60,10 @@ def reserve_option(
 ) -> Reserve:
     """The Reserve command of a verified plan; the request's lines, channel and segment must
     be empty or the option's."""
-    kind = ReservationKind(request.kind or ReservationKind.CART)
+    try:
+        kind = ReservationKind(request.kind or ReservationKind.CART)
+    except ValueError:
+        raise InvalidArgument("kind", f"unknown reservation kind {request.kind}") from None
     if kind is ReservationKind.POS_SALE:
         raise InvalidArgument("kind", "a POS sale cannot reserve a promised option")
     lines = plan_lines(plan)

@@ -188,7 +188,10 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
                 command = sourced
             elif request.option_token:
                 plan = verified_plan(
-                    self.engine.option_tokens, request.option_token, self.engine.now_ms()
+                    self.engine.option_tokens,
+                    request.option_token,
+                    self.engine.now_ms(),
+                    retry=request.reservation_id in self.engine.state.reservations,
                 )
                 check_plan_access(principal, plan, self._geo_path_of)
                 command = reserve_option(request, self.limits, plan, maker)
