@@ -23,6 +23,7 @@ from atpd.core.calendar import (
 from atpd.core.commands import AddSupply, Line, Release, Reserve, SetCarrierCapacity
 from atpd.core.handlers_network import compiled_network
 from atpd.core.network_compile import epoch_day
+from atpd.core.plan import Plan
 from atpd.core.promise import promise
 from atpd.core.promise_context import NoNetwork
 from atpd.core.promise_listing import earliest_deliveries
@@ -345,3 +346,35 @@ def test_a_reserved_option_takes_its_slot_out_of_later_promises() -> None:
     assert not offered()
     state.apply(Release("cart-1"), NOW_MS)
     assert offered()
+
+
+def test_a_plan_whose_ship_day_can_no_longer_be_met_is_promise_changed() -> None:
+    """A plan promised just before the node's cut-off, reserved just after it, would promise a
+    pickup that has already left: the writer answers PROMISE_CHANGED and holds nothing."""
+    state = world({("A", "WH-1"): 50})
+
+    def best(now_ms: int) -> Plan | None:
+        answer = promise(state, [("A", 1)], now_ms, "FR", "75008")
+        return answer.options[0].plan if answer.options else None
+
+    minute_ms = 60_000
+    previous = best(NOW_MS)
+    for step in range(1, 24 * 60):
+        now_ms = NOW_MS + step * minute_ms
+        current = best(now_ms)
+        if (
+            previous is not None
+            and current is not None
+            and current.shipments[0].ship_day != previous.shipments[0].ship_day
+        ):
+            break
+        previous = current
+    else:
+        raise AssertionError("the ship day never moved within a day")
+    assert previous is not None
+    digest_before = state.digest()
+    lines = tuple(Line(sku, node, quantity) for sku, node, quantity in previous.lines())
+    command = Reserve("late", lines, 600_000, channel=previous.channel, segment=previous.segment)
+    result = state.apply(dataclasses.replace(command, plan=previous), now_ms)
+    assert result.outcome is Outcome.PROMISE_CHANGED
+    assert state.digest() == digest_before

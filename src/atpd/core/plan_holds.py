@@ -12,9 +12,10 @@ is the number of open reservations' shipments on it.
 
 from __future__ import annotations
 
+from atpd.core.calendar import CarrierSchedule, NoDateWithinHorizon, NodeCalendar, ship_epoch_day
 from atpd.core.commands import Line, ReservationKind, Reserve
 from atpd.core.handlers_network import DAY_MS, PAST_DAYS_KEPT, slots_left
-from atpd.core.network import UNLIMITED_PICKS, UNLIMITED_SLOTS
+from atpd.core.network import UNLIMITED_PICKS, UNLIMITED_SLOTS, CarrierService, NodeLogistics
 from atpd.core.plan import Plan
 from atpd.core.reservations import Reservation
 from atpd.core.results import (
@@ -24,6 +25,8 @@ from atpd.core.results import (
     Shortage,
 )
 from atpd.core.state_fields import StateFields
+
+MINUTE_MS = 60_000
 
 
 def plan_lines(plan: Plan) -> tuple[Line, ...]:
@@ -54,6 +57,48 @@ def check_plan_command(command: Reserve, plan: Plan) -> None:
             seen.add(position)
 
 
+def earliest_ship_day(logistics: NodeLogistics, service: CarrierService, now_ms: int) -> int | None:
+    """The first epoch day a parcel ordered at `now_ms` can leave `logistics`' node with
+    `service` (its processing time, cut-off, calendar and the carrier's pickup days), as the
+    promise computed it; None when none is within the calendar's horizon. A plan whose ship
+    day is earlier can no longer be met."""
+    node = NodeCalendar(
+        logistics.time_zone,
+        logistics.cutoff_minutes,
+        logistics.processing_minutes,
+        frozenset(logistics.open_weekdays),
+        frozenset(logistics.closed_dates),
+        logistics.open_minutes,
+        logistics.close_minutes,
+    )
+    carrier = CarrierSchedule(frozenset(service.pickup_weekdays), service.pickup_cutoff_minutes, 0)
+    try:
+        return ship_epoch_day(node, carrier, now_ms)
+    except NoDateWithinHorizon:
+        return None
+
+
+# (network object id, node id, service id, minute) -> earliest ship day. Exact per minute:
+# cut-offs, processing times and zone offsets are whole minutes, so the answer cannot change
+# within one. Pure (a function of its key), so replay is unaffected; cleared when full.
+EARLIEST_CACHE_SIZE = 4096
+earliest_cache: dict[tuple[int, str, str, int], int | None] = {}
+earliest_cache_network: list[object] = [None]
+
+
+def cached_earliest_ship_day(
+    network: object, logistics: NodeLogistics, service: CarrierService, now_ms: int
+) -> int | None:
+    if earliest_cache_network[0] is not network or len(earliest_cache) >= EARLIEST_CACHE_SIZE:
+        earliest_cache.clear()
+        earliest_cache_network[0] = network
+    key = (id(network), logistics.node_id, service.service_id, now_ms // MINUTE_MS)
+    if key in earliest_cache:
+        return earliest_cache[key]
+    found = earliest_cache[key] = earliest_ship_day(logistics, service, now_ms)
+    return found
+
+
 def plan_changes(state: StateFields, plan: Plan, now_ms: int) -> list[PlanChange]:
     """What of the plan's carrier slots and pick capacity is no longer there (empty: all is)."""
     changes: list[PlanChange] = []
@@ -75,12 +120,27 @@ def plan_changes(state: StateFields, plan: Plan, now_ms: int) -> list[PlanChange
             )
             continue
         if shipment.service:
-            if network.service(shipment.service) is None:
+            service = network.service(shipment.service)
+            if service is None:
                 changes.append(
                     PlanChange(
                         index,
                         ChangedResource.NETWORK,
                         f"carrier service {shipment.service!r} is not in the network",
+                    )
+                )
+                continue
+            earliest = cached_earliest_ship_day(network, logistics, service, now_ms)
+            if earliest is None or day < earliest:
+                when = (
+                    "no pickup day is left" if earliest is None else f"the earliest is {earliest}"
+                )
+                changes.append(
+                    PlanChange(
+                        index,
+                        ChangedResource.NETWORK,
+                        f"ship day {day} can no longer be met by {shipment.service!r} at "
+                        f"{node_id!r} (cut-off or processing time passed): {when}",
                     )
                 )
                 continue
