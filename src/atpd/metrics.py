@@ -102,19 +102,51 @@ class Metrics:
             app = _bearer_protected(app, token_sha256)
         if serving is not None:
             app = _with_health(app, serving)
-        server = make_server(host, port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
+        server = make_server(host, port, app, MetricsHTTPServer, handler_class=_QuietHandler)
         thread = threading.Thread(target=server.serve_forever, name="atpd-metrics", daemon=True)
         thread.start()
         self.http_server = server
         return int(server.server_port)
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+# The listener is reachable without a token until a request arrives: bound what an idle or slow
+# client can hold (a thread and a file descriptor each) so it cannot exhaust the process.
+MAX_METRICS_CONNECTIONS = 32
+METRICS_READ_TIMEOUT_S = 5.0
+
+
+class MetricsHTTPServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most MAX_METRICS_CONNECTIONS at once: a connection beyond
+    that is closed at once (a scraper or probe retries)."""
+
     daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_METRICS_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log line per scrape on stderr."""
+    """No access log line per scrape on stderr; a client that sends nothing for
+    METRICS_READ_TIMEOUT_S is disconnected."""
+
+    timeout = METRICS_READ_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -9,6 +9,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from persistence.server_support import daemon, free_port
 
+from atpd import metrics as metrics_module
 from atpd.config import (
     Config,
     ConfigError,
@@ -460,3 +462,31 @@ def test_healthz_answers_while_the_grpc_port_is_flooded(tmp_path: Path) -> None:
         finally:
             for connection in sockets:
                 connection.close()
+
+
+@pytest.mark.core
+def test_idle_metrics_connections_are_bounded_and_timed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Connections to the metrics listener that send nothing hold at most
+    MAX_METRICS_CONNECTIONS threads (the rest are closed at once) and are dropped after the
+    read timeout, after which /healthz answers again."""
+    monkeypatch.setattr(metrics_module, "MAX_METRICS_CONNECTIONS", 4)
+    monkeypatch.setattr(metrics_module._QuietHandler, "timeout", 0.5)
+    metrics = Metrics()
+    port = metrics.serve_http("127.0.0.1", 0, serving=lambda: True)
+    baseline = threading.active_count()
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
+    try:
+        time.sleep(0.2)
+        assert threading.active_count() - baseline <= 4
+        closed = sum(_closed_by_server(connection, 0.2) for connection in sockets)
+        assert closed >= 8
+        time.sleep(1.0)  # the idle ones pass the read timeout
+        assert _get(f"http://127.0.0.1:{port}/healthz") == (200, "SERVING\n")
+    finally:
+        for connection in sockets:
+            connection.close()
+        assert metrics.http_server is not None
+        metrics.http_server.shutdown()
+        metrics.http_server.server_close()
