@@ -17,7 +17,6 @@ import ipaddress
 import logging
 import os
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -51,24 +50,34 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _memory_file(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding `data` (never on a disk): its fd."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return fd
+
+
 def _check_pair(cert_pem: bytes, key_pem: bytes, cert_file: Path, key_file: Path) -> None:
-    """Refuse a certificate that is not PEM or a key that does not match it (ssl checks both;
-    it reads files only, so the bytes we will serve go through a private temporary copy)."""
+    """Refuse a certificate that is not PEM or a key that does not match it. ssl checks both
+    but reads files only, so the bytes we will serve go through anonymous in-memory files
+    (memfd): the private key is never copied to a disk."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with tempfile.TemporaryDirectory(prefix="atpd-tls-") as directory:
-        cert_copy = Path(directory) / "cert.pem"
-        key_copy = Path(directory) / "key.pem"
-        cert_copy.write_bytes(cert_pem)
-        key_fd = os.open(key_copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(key_fd, "wb") as file:
-            file.write(key_pem)
+    cert_fd = _memory_file("atpd-cert", cert_pem)
+    try:
+        key_fd = _memory_file("atpd-key", key_pem)
         try:
-            context.load_cert_chain(cert_copy, key_copy)
+            context.load_cert_chain(f"/proc/self/fd/{cert_fd}", f"/proc/self/fd/{key_fd}")
         except ssl.SSLError as error:
             raise TlsError(
                 f"{cert_file} / {key_file}: not a PEM certificate chain and its private key, "
                 f"or the key does not match the certificate ({error.reason or error})"
             ) from None
+        finally:
+            os.close(key_fd)
+    finally:
+        os.close(cert_fd)
 
 
 def _check_ca(ca_pem: bytes, ca_file: Path) -> None:
