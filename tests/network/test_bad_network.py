@@ -63,8 +63,8 @@ CASES = [
     ('mode = "air"', 'mode = "boat"', "services.express.mode: 'boat' is not one of"),
     (
         'include = ["ST-NYC"]',
-        'include = ["ST-XXX"]',
-        "services.express.origin.include[0]: unknown node 'ST-XXX'",
+        'include = ["ST-NONE"]',
+        "services.express.origin.include[0]: unknown node 'ST-NONE'",
     ),
     (
         'origin = { geo = ["EU/FR/Paris", "EU/GB/London"] }',
