@@ -90,4 +90,7 @@ def digest(state: StateFields) -> str:
     if len(state.pick_capacity):
         h.update(b"picks")
         h.update(repr(state.pick_capacity.rows()).encode())
+    if state.store:
+        h.update(b"store")
+        h.update(state.store.to_json())
     return h.hexdigest()

@@ -49,6 +49,14 @@ class Limits:
     # far ahead a date may be. Entries of past dates are dropped as time passes.
     max_capacity_entries: int = 1_000_000
     max_capacity_days_ahead: int = 400
+    # Store operations (StoreService): receipt ids remembered for idempotent retries (the
+    # oldest forgotten first), discrepancy records kept for ListDiscrepancies (the oldest
+    # dropped first), sales per RecordOfflineSales call, and how far a till's clock may run
+    # ahead of the server's (a till time later than that is refused, not recorded).
+    max_retained_receipts: int = 1_000_000
+    max_retained_discrepancies: int = 100_000
+    max_offline_sales_per_call: int = 1_000
+    max_till_clock_skew_ms: int = 5 * 60 * 1000
 
     def __post_init__(self) -> None:
         assert 0 < self.min_ttl_ms <= self.max_ttl_ms
@@ -61,3 +69,7 @@ class Limits:
         assert self.max_capacity_days_ahead >= 1, "max_capacity_days_ahead: must be >= 1"
         assert self.initial_node_capacity >= 1, "initial_node_capacity: must be >= 1"
         assert self.initial_sku_capacity >= 1, "initial_sku_capacity: must be >= 1"
+        assert self.max_retained_receipts >= 1, "max_retained_receipts: must be >= 1"
+        assert self.max_retained_discrepancies >= 1, "max_retained_discrepancies: must be >= 1"
+        assert self.max_offline_sales_per_call >= 1, "max_offline_sales_per_call: must be >= 1"
+        assert self.max_till_clock_skew_ms >= 0, "max_till_clock_skew_ms: must be >= 0"

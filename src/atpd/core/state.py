@@ -40,6 +40,13 @@ from atpd.core.commands import (
     Tick,
     UpsertNode,
 )
+from atpd.core.commands_store import (
+    Exchange,
+    RecordOfflineSales,
+    RecordReturn,
+    RecordSale,
+    ReleaseInspection,
+)
 from atpd.core.handlers_network import set_carrier_capacity, set_network
 from atpd.core.handlers_reservations import (
     close_reservation,
@@ -51,6 +58,13 @@ from atpd.core.handlers_reservations import (
 )
 from atpd.core.handlers_rules import set_rules
 from atpd.core.handlers_stock import adjust_stock, set_stock, upsert_node
+from atpd.core.handlers_store import (
+    exchange,
+    record_offline_sales,
+    record_return,
+    record_sale,
+    release_inspection,
+)
 from atpd.core.handlers_supply import add_supply, cancel_supply, receive_supply
 from atpd.core.limits import Limits
 from atpd.core.load_command import BulkLoad
@@ -85,6 +99,11 @@ class AtpState(StateFields):
             BulkLoad: apply_bulk_load,
             SetNetwork: set_network,
             SetCarrierCapacity: set_carrier_capacity,
+            RecordSale: record_sale,
+            RecordOfflineSales: record_offline_sales,
+            RecordReturn: record_return,
+            Exchange: exchange,
+            ReleaseInspection: release_inspection,
         }
 
     # ------------------------------------------------------------------ commands

@@ -25,6 +25,7 @@ from atpd.core.results import InvalidCommand, LimitExceeded, NotFound
 from atpd.core.rules import RuleSet, open_rules
 from atpd.core.rules_compile import CompiledRules
 from atpd.core.stock import StockTable
+from atpd.core.store_book import StoreBook
 from atpd.core.supply import Supply, SupplyBook
 
 
@@ -89,6 +90,8 @@ class StateFields:
         self.carrier_capacity = CarrierCapacity()
         # Node pick capacity held by reservations of promised options (core/plan_holds.py).
         self.pick_capacity = PickCapacity()
+        # Store operations: receipt ids, discrepancies, units to inspect (core/store_book.py).
+        self.store = StoreBook()
 
 
 def node_index(state: StateFields, node_id: str, field: str) -> int:

@@ -34,6 +34,13 @@ from atpd.core.commands import (
     Tick,
     UpsertNode,
 )
+from atpd.core.commands_store import (
+    Exchange,
+    RecordOfflineSales,
+    RecordReturn,
+    RecordSale,
+    ReleaseInspection,
+)
 from atpd.core.geo import parse_geo_path
 from atpd.core.ids import is_load_id, is_name, is_node_id, is_reservation_id, is_sku_id, is_tag
 from atpd.core.limits import MAX_QUANTITY
@@ -42,6 +49,13 @@ from atpd.core.network import parse_date
 from atpd.core.supply import SupplyKind
 from atpd.core.text import shown
 from atpd.persistence.plan_codec import decode_plan, encode_plan, plan_problem
+from atpd.persistence.store_codec import (
+    STORE_ENTRIES,
+    StoreRecordError,
+    decode_store,
+    encode_store,
+    store_problem,
+)
 from atpd.v1 import inventory_pb2, journal_pb2, reservations_pb2
 
 _SUPPLY_KINDS = frozenset(int(kind) for kind in SupplyKind)
@@ -175,6 +189,10 @@ def encode_command(command: Command) -> bytes:
             capacity.node_id = command.node_id
             capacity.date = command.date
             capacity.slots = command.slots
+        case (
+            RecordSale() | RecordOfflineSales() | RecordReturn() | Exchange() | ReleaseInspection()
+        ):
+            encode_store(command, entry)
         case _:
             raise AssertionError(f"no encoding for {command!r}")
     return entry.SerializeToString()
@@ -327,6 +345,10 @@ def command_problem(command: Command) -> str | None:
                 or _date_problem(command.date)
                 or _quantity_problem(command.slots, "slots", 0)
             )
+        case (
+            RecordSale() | RecordOfflineSales() | RecordReturn() | Exchange() | ReleaseInspection()
+        ):
+            return store_problem(command)
     raise AssertionError(f"no check for {command!r}")
 
 
@@ -399,4 +421,9 @@ def _decode(payload: bytes) -> Command:
     if which == "set_carrier_capacity":
         c = entry.set_carrier_capacity
         return SetCarrierCapacity(c.service, c.node_id, c.date, c.slots)
+    if which in STORE_ENTRIES:
+        try:
+            return decode_store(entry, which)
+        except StoreRecordError as error:
+            raise UndecodableRecord(str(error)) from error
     raise UndecodableRecord(f"unknown command {which!r}")

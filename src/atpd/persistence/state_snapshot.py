@@ -43,6 +43,7 @@ from atpd.core.reservations import Reservation, ReservationStatus
 from atpd.core.rules import parse_rules
 from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_COUNT
+from atpd.core.store_book import StoreBook
 from atpd.core.supply import Supply, SupplyKind
 from atpd.core.text import shown
 from atpd.persistence.codec import maker_problem
@@ -253,6 +254,8 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
     if len(state.pick_capacity):
         blobs["reservation_plans"] = plans_blob(state)
         blobs["pick_capacity"] = json.dumps(state.pick_capacity.rows()).encode()
+    if state.store:
+        blobs["store"] = state.store.to_json()
     return arrays, blobs
 
 
@@ -378,6 +381,9 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
         load_plans(state, blobs.get("reservation_plans", b"{}"))
     with _entry("pick_capacity"):
         load_picks(state, blobs.get("pick_capacity", b"[]"))
+    with _entry("store"):
+        if "store" in blobs:
+            state.store = StoreBook.from_json(blobs["store"])
     with _entry("meta"):
         state.now_ms = int(meta["now_ms"])
         state.expired_total = int(meta["expired_total"])
