@@ -20,6 +20,7 @@ from atpd.core.results import AlreadyExists, InvalidCommand, NotFound, Outcome
 from atpd.core.state import AtpState
 from atpd.persistence.codec import decode_command, encode_command
 from atpd.persistence.state_snapshot import export_state, import_state
+
 from .support import make_state, put_stock, reserve, set_node_enabled
 
 NOW_MS = 1_000_000
@@ -105,7 +106,7 @@ def test_bad_sales_are_refused_before_any_change() -> None:
         state.apply(RecordSale("r-1", "nowhere", (SaleLine("bag", 1),), True), NOW_MS)
     with pytest.raises(InvalidCommand, match=r"lines\[1\].sku"):
         state.apply(sale("r-1", ("bag", 1), ("bag", 2), force=True), NOW_MS)
-    with pytest.raises(InvalidCommand, match="sold_at_ms.*max_till_clock_skew_ms"):
+    with pytest.raises(InvalidCommand, match=r"sold_at_ms.*max_till_clock_skew_ms"):
         state.apply(sale("r-1", ("bag", 1), force=True, at_ms=NOW_MS + 3_600_000), NOW_MS)
     assert state.digest() == digest
 
@@ -203,7 +204,7 @@ def test_return_to_shelf_or_inspection_and_release() -> None:
     assert on_hand(state, "bag") == 3
     assert on_hand(state, "scarf") == 0
     assert state.store.inspection == {("scarf", "paris"): 3}
-    with pytest.raises(InvalidCommand, match="quantity: 4 units .* 3 are waiting"):
+    with pytest.raises(InvalidCommand, match=r"quantity: 4 units .* 3 are waiting"):
         state.apply(ReleaseInspection("rel-1", "scarf", "paris", 4, True), NOW_MS)
     state.apply(ReleaseInspection("rel-1", "scarf", "paris", 2, True), NOW_MS)
     assert state.apply(ReleaseInspection("rel-1", "scarf", "paris", 2, True), NOW_MS).replayed
