@@ -70,6 +70,7 @@ def _create(args: argparse.Namespace) -> int:
         geo_prefixes=_listed(args.geo),
         channels=_listed(args.channels),
         expires_ms=now_ms + args.expires if args.expires is not None else None,
+        default_channel=args.default_channel or "",
     )
     print(
         f"token {entry.name!r} created in {args.tokens_file}: role {entry.role}, scope "
@@ -143,6 +144,12 @@ def add_token_commands(sub: Any, parse_duration_ms: Callable[[str], int]) -> Non
         action="append",
         metavar="CHANNEL[,CHANNEL]",
         help="the only sales channels it may reserve for (default: any)",
+    )
+    p.add_argument(
+        "--default-channel",
+        metavar="CHANNEL",
+        help="the channel of its calls that name none (a till's own channel; default: the "
+        "rules' default)",
     )
     p.add_argument(
         "--expires",

@@ -80,6 +80,15 @@ NODES_OF: dict[str, NodesOf] = {
     "SupplyService/ReceiveSupply": nodes_by_supply,
     "SupplyService/CancelSupply": nodes_by_supply,
     "NetworkService/SetCarrierCapacity": lambda r, _: ((r.node_id,), None),
+    # Till calls: the store named, and the channel (empty: the token's default channel).
+    "StoreService/RecordSale": lambda r, _: ((r.node_id,), r.channel),
+    "StoreService/RecordOfflineSales": lambda r, _: (
+        tuple(sale.node_id for sale in r.sales),
+        None,
+    ),
+    "StoreService/RecordReturn": lambda r, _: ((r.node_id,), None),
+    "StoreService/Exchange": lambda r, _: ((r.node_id,), r.channel),
+    "StoreService/ReleaseInspection": lambda r, _: ((r.node_id,), None),
 }
 
 

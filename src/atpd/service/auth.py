@@ -83,6 +83,8 @@ _READS = (
     "PromiseService/Promise",
     "PromiseService/PromiseBatch",
     "PromiseService/AssociateView",
+    "StoreService/ListDiscrepancies",
+    "StoreService/ListInspection",
 )
 _RESERVATION_WRITES = (
     "ReservationService/Reserve",
@@ -107,6 +109,14 @@ _ADMIN_ONLY = (
     "AdminService/GetStatus",
     "NetworkService/SetNetwork",
 )
+# Till operations: a store terminal's (pos, within its node scope) and admin's.
+_TILL_WRITES = (
+    "StoreService/RecordSale",
+    "StoreService/RecordOfflineSales",
+    "StoreService/RecordReturn",
+    "StoreService/Exchange",
+    "StoreService/ReleaseInspection",
+)
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
 
 
@@ -124,6 +134,7 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
     allow(_RESERVATION_WRITES, "checkout", "pos", "admin")
     allow(_LOADER_WRITES, "loader", "admin")
     allow(("InventoryService/AdjustStock",), "pos")
+    allow(_TILL_WRITES, "pos", "admin")
     allow(_ADMIN_ONLY, "admin")
     return {method: frozenset(roles) for method, roles in table.items()}
 
@@ -294,6 +305,8 @@ class AccessControl:
         if request is None or not hasattr(request, "DESCRIPTOR"):
             return  # undecodable: the transport answers INVALID_ARGUMENT
         node_ids, channel = policy.nodes_of(request, self.lookup)
+        if channel == "" and principal.default_channel:
+            channel = principal.default_channel  # what the servicer will use
         if scope is not None:
             self.check_nodes(policy, principal, node_ids)
         if (

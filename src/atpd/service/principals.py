@@ -58,6 +58,8 @@ class Principal:
     scope: Scope | None = None
     channels: frozenset[str] | None = None  # None: any channel
     expires_at_ms: int | None = None
+    # The channel of a Reserve or till call that names none (tokens file `default_channel`).
+    default_channel: str = ""
     # What a reservation made by this principal records (None for the anonymous principal of
     # authentication off). Built once here, so Reserve only passes a reference along.
     maker: Maker | None = field(init=False, default=None, compare=False, repr=False)
@@ -103,6 +105,7 @@ def principal_of_entry(entry: TokenEntry) -> Principal:
         scope_of(entry.nodes, entry.geo_prefixes),
         frozenset(entry.channels) if entry.channels else None,
         entry.expires_ms,
+        entry.default_channel,
     )
 
 

@@ -55,6 +55,7 @@ from atpd.service.servicers import (
     SupplyServicer,
     WatchServicer,
 )
+from atpd.service.store_servicer import StoreServicer
 from atpd.service.tls import CertificateReloader, TlsError, is_loopback
 from atpd.service.tokens import TokenFileError
 from atpd.service.transport import (
@@ -81,6 +82,8 @@ from atpd.v1 import (
     reservations_pb2_grpc,
     rules_pb2,
     rules_pb2_grpc,
+    store_pb2,
+    store_pb2_grpc,
     supply_pb2,
     supply_pb2_grpc,
     watch_pb2,
@@ -100,6 +103,7 @@ SERVICE_NAMES = (
     feeds_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name,
     network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
     promise_pb2.DESCRIPTOR.services_by_name["PromiseService"].full_name,
+    store_pb2.DESCRIPTOR.services_by_name["StoreService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 # Pings a client may send with no call in flight before the server answers GOAWAY (a client
@@ -304,6 +308,7 @@ def create_server(
     engine.on_changes = hub.publish
     engine.on_resync = hub.resync_all
     watch_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(engine, hub), server)
+    store_pb2_grpc.add_StoreServiceServicer_to_server(StoreServicer(engine, hub), server)
     feeds = FeedServicer(engine, config.load_idle_timeout_s, config.stream_stall_timeout_s)
     feeds_pb2_grpc.add_FeedServiceServicer_to_server(feeds, server)
     admin = AdminServicer(engine)

@@ -172,6 +172,10 @@ class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceService
         async def handle() -> reservations_pb2.ReserveResponse:
             principal = current_principal()
             maker = principal.maker if principal is not None else None
+            # The token's default channel for a call naming none (an option carries its own).
+            default = principal.default_channel if principal is not None else ""
+            if default and not request.channel and not request.option_token:
+                request.channel = default
             if is_sourced(request):
                 sourced = sourced_command(
                     self.engine.state,

@@ -17,6 +17,7 @@ name is never reused and an auditor can see when access ended):
     nodes = ["ST-PAR-01"]          # optional node scope: node ids ...
     geo_prefixes = ["EU/FR/Paris"]  # ... and/or geo prefixes (whole segments)
     channels = ["store"]           # optional: the only channels Reserve may name
+    default_channel = "store"      # optional: the channel of a call that names none
     expires_ms = 1767225600000     # optional, epoch milliseconds
     created_ms = 1735689600000
     revoked_ms = 1736000000000     # set by revoke
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from atpd.core.ids import NAME_PATTERN as CHANNEL_PATTERN
 from atpd.files import FileRefused, read_regular_text
 
 ROLES = ("reader", "checkout", "pos", "loader", "admin")
@@ -54,6 +56,7 @@ MAX_SCOPE_ENTRIES = 1_000
 MAX_FIELD_CHARS = 128
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
 ENTRY_KEYS = frozenset(
     {
         "name",
@@ -61,6 +64,7 @@ ENTRY_KEYS = frozenset(
         "nodes",
         "geo_prefixes",
         "channels",
+        "default_channel",
         "expires_ms",
         "created_ms",
         "revoked_ms",
@@ -82,6 +86,9 @@ class TokenEntry:
     geo_prefixes: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
     expires_ms: int | None = None
+    # The channel used when a Reserve or a till call (StoreService) names none: a terminal's
+    # own channel, so tills need not send it. Empty: the rules' default.
+    default_channel: str = ""
     created_ms: int | None = None
     revoked_ms: int | None = None
 
@@ -97,6 +104,8 @@ class TokenEntry:
             values: tuple[str, ...] = getattr(self, key)
             if values:
                 lines.append(f"{key} = {json.dumps(list(values), ensure_ascii=False)}")
+        if self.default_channel:
+            lines.append(f"default_channel = {json.dumps(self.default_channel)}")
         for key in ("expires_ms", "created_ms", "revoked_ms"):
             value = getattr(self, key)
             if value is not None:
@@ -191,16 +200,34 @@ def entry_from_table(table: Any, where: str) -> TokenEntry:
             expires_ms=_epoch_ms(table.get("expires_ms"), f"{where}.expires_ms"),
             created_ms=_epoch_ms(table.get("created_ms"), f"{where}.created_ms"),
             revoked_ms=_epoch_ms(table.get("revoked_ms"), f"{where}.revoked_ms"),
+            default_channel=check_default_channel(
+                table.get("default_channel"), f"{where}.default_channel"
+            ),
         ),
         where,
     )
 
 
+def check_default_channel(value: Any, where: str) -> str:
+    """A channel name (1-32 lowercase letters, digits, _ -), or nothing."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not CHANNEL_PATTERN.fullmatch(value):
+        raise TokenFileError(f"{where}: {value!r} is not 1-32 lowercase letters, digits, _ -")
+    return value
+
+
 def check_scope(entry: TokenEntry, where: str = "token") -> TokenEntry:
-    """A pos token is a store terminal's: it must name its nodes or geo prefixes."""
+    """A pos token is a store terminal's: it must name its nodes or geo prefixes. Its default
+    channel must be one it may use."""
     if entry.role in SCOPED_ROLES and not entry.scoped:
         raise TokenFileError(
             f"{where}: role {entry.role!r} needs a node scope (nodes or geo_prefixes)"
+        )
+    if entry.default_channel and entry.channels and entry.default_channel not in entry.channels:
+        raise TokenFileError(
+            f"{where}: default_channel {entry.default_channel!r} is not one of its channels "
+            f"({', '.join(entry.channels)})"
         )
     return entry
 
@@ -291,6 +318,7 @@ def create_token(
     geo_prefixes: Sequence[str] = (),
     channels: Sequence[str] = (),
     expires_ms: int | None = None,
+    default_channel: str = "",
 ) -> tuple[str, TokenEntry]:
     """Add a token to the file (created if missing) and answer its secret, which is stored
     nowhere: the caller shows it once. A name already in the file (even revoked) is refused."""
@@ -306,6 +334,7 @@ def create_token(
         channels=_texts(list(channels), "channels"),
         expires_ms=_epoch_ms(expires_ms, "expires_ms"),
         created_ms=_epoch_ms(now_ms, "created_ms"),
+        default_channel=check_default_channel(default_channel, "default_channel"),
     )
     check_scope(entry, name)
     if expires_ms is not None and expires_ms <= now_ms:

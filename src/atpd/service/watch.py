@@ -24,7 +24,8 @@ import numpy.typing as npt
 
 from atpd.core.results import InvalidCommand, LimitExceeded
 from atpd.core.state import AtpState
-from atpd.v1 import watch_pb2
+from atpd.core.store_book import Discrepancy
+from atpd.v1 import store_pb2, watch_pb2
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class ChangeRecord:
     before: list[int]
     after: list[int]
     time_ms: int
+    # A forced sale's discrepancy at this position (a DISCREPANCY event, for every caller).
+    discrepancy: Discrepancy | None = None
 
 
 @dataclass(eq=False)
@@ -76,6 +79,8 @@ class Subscriber:
         """This subscriber's event for a change (None: out of scope or no ATP change)."""
         if not self.in_scope(record, sku_names):
             return None
+        if record.discrepancy is not None:
+            return discrepancy_event(record, record.discrepancy, epoch)
         try:
             index = record.callers.index(self.caller)
         except ValueError:
@@ -105,6 +110,32 @@ def make_event(
         time_ms=record.time_ms,
         epoch=epoch,
     )
+
+
+def discrepancy_event(record: ChangeRecord, found: Discrepancy, epoch: int) -> watch_pb2.WatchEvent:
+    event = watch_pb2.WatchEvent(
+        sequence=record.sequence,
+        kind=KIND.WATCH_EVENT_KIND_DISCREPANCY,
+        sku=found.sku,
+        node_id=found.node_id,
+        time_ms=record.time_ms,
+        epoch=epoch,
+    )
+    discrepancy_message(found, event.discrepancy)
+    return event
+
+
+def discrepancy_message(found: Discrepancy, message: store_pb2.Discrepancy) -> None:
+    message.sequence = found.sequence
+    message.receipt_id = found.receipt_id
+    message.sku = found.sku
+    message.node_id = found.node_id
+    message.expected = found.expected
+    message.sold = found.sold
+    message.missing = found.missing
+    message.sold_at_ms = found.sold_at_ms
+    message.recorded_at_ms = found.recorded_at_ms
+    message.terminal_id = found.terminal_id
 
 
 class StreamStalled(Exception):
@@ -321,6 +352,31 @@ class WatchHub:
                     if event is None:
                         event = make_event(record, kind, old, new, epoch, sku_names, node_names)
                         built[(index, kind)] = event
+                    try:
+                        subscriber.queue.put_nowait(event)
+                    except asyncio.QueueFull:
+                        cut.append((subscriber, record.sequence))
+                        subscriber.overflowed = True
+        for subscriber, sequence in cut:
+            self._cut_off(subscriber, sequence)
+
+    def publish_discrepancies(self, found: Sequence[Discrepancy], now_ms: int) -> None:
+        """DISCREPANCY events of a forced sale, numbered in the same sequence as changes."""
+        state = self.state
+        cut: list[tuple[Subscriber, int]] = []
+        for discrepancy in found:
+            row = state.skus.get(discrepancy.sku)
+            node = state.node_ids.get(discrepancy.node_id)
+            assert row >= 0 and node >= 0, discrepancy
+            self.sequence += 1
+            record = ChangeRecord(self.sequence, row, node, (), [], [], now_ms, discrepancy)
+            self.buffer.append(record)
+            event = discrepancy_event(record, discrepancy, self.epoch)
+            sku_names = state.skus.names
+            for group in (self.by_sku.get(discrepancy.sku, ()), self.unfiltered):
+                for subscriber in group:
+                    if subscriber.overflowed or not subscriber.in_scope(record, sku_names):
+                        continue
                     try:
                         subscriber.queue.put_nowait(event)
                     except asyncio.QueueFull:
