@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from atpd.core.ids import ID_PATTERN, NODE_ID_PATTERN
+from atpd.core.ids import ADD_NODE_HINT, ID_PATTERN, NODE_ID_PATTERN
 from atpd.core.limits import MAX_QUANTITY
 from atpd.core.text import shown
 
@@ -178,7 +178,7 @@ def _validate(
             if not NODE_ID_PATTERN.fullmatch(node):
                 errors.append(f"node_id: {shown(node)} is not 1-64 letters, digits and . _ -")
             elif node not in known_nodes:
-                errors.append(f"node_id: unknown node {node!r} (create it first: UpsertNode)")
+                errors.append(f"node_id: unknown node {node!r}: {ADD_NODE_HINT}")
             elif allowed_nodes is not None and node not in allowed_nodes:
                 errors.append(f"node_id: {node!r} is not one of --nodes")
             else:

@@ -9,10 +9,14 @@ and replays to the same record.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from atpd.core.command_base import CommandOf
 from atpd.core.results import Outcome, Shortage
 from atpd.core.store_book import Discrepancy
+
+if TYPE_CHECKING:  # annotations only: commands.py imports this module for its Command union
+    from atpd.core.commands import AddSupply, UpsertNode
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,4 +121,42 @@ class ReleaseInspection(CommandOf[StoreResult]):
     restock: bool  # False: written off
 
 
-StoreCommand = RecordSale | RecordOfflineSales | RecordReturn | Exchange | ReleaseInspection
+@dataclass(frozen=True, slots=True)
+class CatalogueLoadResult:
+    outcome: Outcome
+    rows: int
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    replayed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome is Outcome.OK and not self.replayed
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLoad(CommandOf[CatalogueLoadResult]):
+    """A file of nodes, applied whole (each row as an UpsertNode) or not at all."""
+
+    load_id: str
+    nodes: tuple[UpsertNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SupplyLoad(CommandOf[CatalogueLoadResult]):
+    """A file of incoming supply, applied whole (each row as an AddSupply) or not at all."""
+
+    load_id: str
+    rows: tuple[AddSupply, ...]
+
+
+StoreCommand = (
+    RecordSale
+    | RecordOfflineSales
+    | RecordReturn
+    | Exchange
+    | ReleaseInspection
+    | NodeLoad
+    | SupplyLoad
+)

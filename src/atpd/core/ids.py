@@ -21,6 +21,8 @@ LOAD_ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 # Channel, segment and rule names (the rules file's vocabulary).
 NAME_PATTERN = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
 TAG_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")
+# What an error about an unknown node id tells the operator to do (loads, supply, tills).
+ADD_NODE_HINT = "add it first: `atpd node add`, or `atpd load nodes.csv --kind nodes`"
 
 
 def is_sku_id(value: str) -> bool:

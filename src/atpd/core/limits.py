@@ -57,6 +57,10 @@ class Limits:
     max_retained_discrepancies: int = 100_000
     max_offline_sales_per_call: int = 1_000
     max_till_clock_skew_ms: int = 5 * 60 * 1000
+    # Rows of one nodes or supply load (StoreService.LoadNodes / LoadSupply): one journaled
+    # record holds them all, and the request must fit max_receive_message_bytes (a supply row
+    # takes about 80 bytes: 40,000 rows are about 3.2 MB of the default 4 MiB).
+    max_catalogue_load_rows: int = 40_000
 
     def __post_init__(self) -> None:
         assert 0 < self.min_ttl_ms <= self.max_ttl_ms
@@ -73,3 +77,4 @@ class Limits:
         assert self.max_retained_discrepancies >= 1, "max_retained_discrepancies: must be >= 1"
         assert self.max_offline_sales_per_call >= 1, "max_offline_sales_per_call: must be >= 1"
         assert self.max_till_clock_skew_ms >= 0, "max_till_clock_skew_ms: must be >= 0"
+        assert self.max_catalogue_load_rows >= 1, "max_catalogue_load_rows: must be >= 1"

@@ -42,11 +42,14 @@ from atpd.core.commands import (
 )
 from atpd.core.commands_store import (
     Exchange,
+    NodeLoad,
     RecordOfflineSales,
     RecordReturn,
     RecordSale,
     ReleaseInspection,
+    SupplyLoad,
 )
+from atpd.core.handlers_catalogue import node_load, supply_load
 from atpd.core.handlers_network import set_carrier_capacity, set_network
 from atpd.core.handlers_reservations import (
     close_reservation,
@@ -104,6 +107,8 @@ class AtpState(StateFields):
             RecordReturn: record_return,
             Exchange: exchange,
             ReleaseInspection: release_inspection,
+            NodeLoad: node_load,
+            SupplyLoad: supply_load,
         }
 
     # ------------------------------------------------------------------ commands

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from atpd.core.ids import is_node_id, is_reservation_id, is_sku_id
+from atpd.core.ids import is_load_id, is_node_id, is_reservation_id, is_sku_id
 from atpd.core.limits import MAX_QUANTITY
 
 # Kinds of recorded ids (one namespace: a return may not reuse a sale's receipt id).
@@ -61,6 +61,22 @@ class Receipt:
     recorded_at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class LoadRecord:
+    """An applied nodes or supply load: what a retry of its id answers."""
+
+    kind: str  # LOAD_NODES or LOAD_SUPPLY
+    fingerprint: str
+    rows: int
+    created: int
+    updated: int
+    unchanged: int
+
+
+LOAD_NODES = "nodes"
+LOAD_SUPPLY = "supply"
+
+
 def fingerprint(command: object) -> str:
     """A stable digest of a command's content (the same in every process, unlike `hash`)."""
     return hashlib.blake2b(repr(command).encode(), digest_size=12).hexdigest()
@@ -74,9 +90,18 @@ class StoreBook:
         self.discrepancy_sequence = 0
         # Units to inspect per (sku, node_id): returned, not sellable until released.
         self.inspection: dict[tuple[str, str], int] = {}
+        # Applied nodes and supply loads by (kind, load id), oldest first.
+        self.loads: dict[tuple[str, str], LoadRecord] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.receipts or self.discrepancies or self.inspection)
+        return bool(self.receipts or self.discrepancies or self.inspection or self.loads)
+
+    def remember_load(self, load_id: str, record: LoadRecord, max_loads: int) -> None:
+        key = (record.kind, load_id)
+        assert key not in self.loads, key
+        while len(self.loads) >= max_loads:
+            del self.loads[next(iter(self.loads))]
+        self.loads[key] = record
 
     @property
     def forgotten_discrepancies(self) -> int:
@@ -137,7 +162,7 @@ class StoreBook:
 
     def to_json(self) -> bytes:
         """Everything, in a canonical order (the digest hashes it, snapshots store it)."""
-        document = {
+        document: dict[str, Any] = {
             "receipts": [
                 [receipt_id, r.kind, r.fingerprint, r.recorded_at_ms]
                 for receipt_id, r in self.receipts.items()
@@ -148,6 +173,11 @@ class StoreBook:
                 [sku, node, units] for (sku, node), units in sorted(self.inspection.items())
             ],
         }
+        if self.loads:  # only once there are some: digests of states without them stay
+            document["loads"] = [
+                [load_id, r.kind, r.fingerprint, r.rows, r.created, r.updated, r.unchanged]
+                for (_, load_id), r in self.loads.items()
+            ]
         return json.dumps(document, separators=(",", ":")).encode()
 
     @classmethod
@@ -183,4 +213,10 @@ class StoreBook:
             if not (isinstance(units, int) and 0 < units <= MAX_QUANTITY):
                 raise ValueError(f"inspection {sku}@{node_id}: bad quantity {units!r}")
             book.inspection[(sku, node_id)] = units
+        for load_id, kind, digest, *counts in document.get("loads", []):
+            if not is_load_id(load_id) or kind not in (LOAD_NODES, LOAD_SUPPLY):
+                raise ValueError(f"load {load_id!r}: bad id or kind {kind!r}")
+            if len(counts) != 4 or not all(isinstance(x, int) and x >= 0 for x in counts):
+                raise ValueError(f"load {load_id!r}: bad counts {counts!r}")
+            book.loads[(kind, load_id)] = LoadRecord(kind, str(digest), *counts)
         return book

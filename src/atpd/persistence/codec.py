@@ -10,8 +10,7 @@ after the limit is lowered.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Sequence
 
 from atpd.core.commands import (
     AddSupply,
@@ -22,7 +21,6 @@ from atpd.core.commands import (
     Fulfil,
     Line,
     Maker,
-    NodeKind,
     ReceiveSupply,
     Release,
     ReservationKind,
@@ -36,10 +34,12 @@ from atpd.core.commands import (
 )
 from atpd.core.commands_store import (
     Exchange,
+    NodeLoad,
     RecordOfflineSales,
     RecordReturn,
     RecordSale,
     ReleaseInspection,
+    SupplyLoad,
 )
 from atpd.core.geo import parse_geo_path
 from atpd.core.ids import is_load_id, is_name, is_node_id, is_reservation_id, is_sku_id, is_tag
@@ -54,7 +54,11 @@ from atpd.persistence.store_codec import (
     StoreRecordError,
     decode_store,
     encode_store,
+    fill_node,
+    fill_supply,
+    node_of,
     store_problem,
+    supply_of,
 )
 from atpd.v1 import inventory_pb2, journal_pb2, reservations_pb2
 
@@ -142,27 +146,14 @@ def encode_command(command: Command) -> bytes:
                 )
             )
         case UpsertNode():
-            node = entry.upsert_node.node
-            node.node_id = command.node_id
-            node.kind = int(command.kind)  # type: ignore[assignment]
-            node.geo_path = "/".join(command.geo_path)
-            node.ships = command.ships
-            node.pickup = command.pickup
-            node.enabled = command.enabled
-            node.tags.extend(command.tags)
+            fill_node(entry.upsert_node.node, command)
         case Tick():
             entry.tick.SetInParent()
         case SetRules():
             entry.set_rules.text = command.text
             entry.set_rules.source = command.source
         case AddSupply():
-            add = entry.add_supply
-            add.supply_id = command.supply_id
-            add.sku = command.sku
-            add.node_id = command.node_id
-            add.quantity = command.quantity
-            add.eta_ms = command.eta_ms
-            add.kind = command.kind  # type: ignore[assignment]
+            fill_supply(entry.add_supply, command)
         case ReceiveSupply():
             entry.receive_supply.supply_id = command.supply_id
             if command.quantity is not None:
@@ -190,7 +181,13 @@ def encode_command(command: Command) -> bytes:
             capacity.date = command.date
             capacity.slots = command.slots
         case (
-            RecordSale() | RecordOfflineSales() | RecordReturn() | Exchange() | ReleaseInspection()
+            RecordSale()
+            | RecordOfflineSales()
+            | RecordReturn()
+            | Exchange()
+            | ReleaseInspection()
+            | NodeLoad()
+            | SupplyLoad()
         ):
             encode_store(command, entry)
         case _:
@@ -349,6 +346,15 @@ def command_problem(command: Command) -> str | None:
             RecordSale() | RecordOfflineSales() | RecordReturn() | Exchange() | ReleaseInspection()
         ):
             return store_problem(command)
+        case NodeLoad() | SupplyLoad():
+            rows: Sequence[Command] = (
+                command.nodes if isinstance(command, NodeLoad) else command.rows
+            )
+            for i, row in enumerate(rows):
+                problem = command_problem(row)
+                if problem is not None:
+                    return f"rows[{i}]: {problem}"
+            return _id_problem(command.load_id, is_load_id, "load_id")
     raise AssertionError(f"no check for {command!r}")
 
 
@@ -386,25 +392,13 @@ def _decode(payload: bytes) -> Command:
         a = entry.adjust_stock
         return AdjustStock(a.sku, a.node_id, a.delta, a.reason)
     if which == "upsert_node":
-        n = entry.upsert_node.node
-        return UpsertNode(
-            n.node_id,
-            NodeKind(n.kind),
-            tuple(n.geo_path.split("/")),
-            n.ships,
-            n.pickup,
-            n.enabled,
-            tuple(n.tags),
-        )
+        return node_of(entry.upsert_node.node)
     if which == "tick":
         return Tick()
     if which == "set_rules":
         return SetRules(entry.set_rules.text, entry.set_rules.source)
     if which == "add_supply":
-        a2 = entry.add_supply
-        # An unknown kind stays a plain int for command_problem to name (the record is refused).
-        kind = SupplyKind(a2.kind) if a2.kind in _SUPPLY_KINDS else cast(SupplyKind, a2.kind)
-        return AddSupply(a2.supply_id, a2.sku, a2.node_id, a2.quantity, a2.eta_ms, kind)
+        return supply_of(entry.add_supply)
     if which == "receive_supply":
         r2 = entry.receive_supply
         return ReceiveSupply(r2.supply_id, r2.quantity if r2.HasField("quantity") else None)

@@ -89,6 +89,7 @@ NODES_OF: dict[str, NodesOf] = {
     "StoreService/RecordReturn": lambda r, _: ((r.node_id,), None),
     "StoreService/Exchange": lambda r, _: ((r.node_id,), r.channel),
     "StoreService/ReleaseInspection": lambda r, _: ((r.node_id,), None),
+    "StoreService/LoadSupply": lambda r, _: (tuple(row.node_id for row in r.rows), None),
 }
 
 
@@ -133,6 +134,9 @@ def audit_summary(method: str, request: Any, response: Any) -> dict[str, Any]:
         summary = {"supply_id": request.supply_id}
         if method.endswith("ReceiveSupply") and request.HasField("quantity"):
             summary["quantity"] = request.quantity
+    elif method in ("StoreService/LoadNodes", "StoreService/LoadSupply"):
+        rows = request.nodes if method.endswith("LoadNodes") else request.rows
+        summary = {"load_id": request.load_id, "rows": len(rows)}
     if method == "FeedService/BulkLoad" and response is not None:
         summary = {"load_id": response.load_id, "mode": int(response.mode), "rows": response.rows}
         summary["chunks"] = response.chunks

@@ -101,6 +101,8 @@ _LOADER_WRITES = (
     "SupplyService/CancelSupply",
     # A TMS feed sets carrier slots as a WMS feed sets counts.
     "NetworkService/SetCarrierCapacity",
+    # A supply file is AddSupply in bulk.
+    "StoreService/LoadSupply",
 )
 _ADMIN_ONLY = (
     "RulesService/SetRules",
@@ -108,6 +110,8 @@ _ADMIN_ONLY = (
     "AdminService/Snapshot",
     "AdminService/GetStatus",
     "NetworkService/SetNetwork",
+    # A nodes file is UpsertNode in bulk.
+    "StoreService/LoadNodes",
 )
 # Till operations: a store terminal's (pos, within its node scope) and admin's.
 _TILL_WRITES = (
@@ -141,7 +145,9 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
 
 DEFAULT_METHOD_ROLES: Mapping[str, frozenset[str]] = _default_method_roles()
 # Admin and loader actions: every call is audited, whatever its outcome.
-AUDITED_METHODS = frozenset(_LOADER_WRITES + _ADMIN_ONLY[:3] + ("NetworkService/SetNetwork",))
+AUDITED_METHODS = frozenset(
+    _LOADER_WRITES + _ADMIN_ONLY[:3] + ("NetworkService/SetNetwork", "StoreService/LoadNodes")
+)
 # Methods that act on the whole network: refused to a principal limited to some nodes.
 GLOBAL_WRITES = frozenset(_ADMIN_ONLY)
 

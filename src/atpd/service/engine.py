@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from atpd.core.command_base import CommandOf, Result
 from atpd.core.commands import Command, SetRules, Tick, UpsertNode
+from atpd.core.commands_store import NodeLoad
 from atpd.core.load_command import BulkLoad
 from atpd.core.results import CommandRejected, TickResult
 from atpd.core.state import AtpState
@@ -181,7 +182,9 @@ class Engine:
             # Every CommandOf subclass is one of the members of the Command union.
             self._append(cast(Command, command), now)
             # A bulk load moves up to millions of positions at once: one resync, not events.
-            if self.on_resync is not None and isinstance(command, SetRules | UpsertNode | BulkLoad):
+            if self.on_resync is not None and isinstance(
+                command, SetRules | UpsertNode | BulkLoad | NodeLoad
+            ):
                 self.on_resync(f"{type(command).__name__} changed what every caller may see")
         elif state.time_moved:
             self._append(Tick(), now)

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from atpd.core import bulk_kernels
 from atpd.core.bulk import find_duplicate
-from atpd.core.ids import ID_PATTERN, LOAD_ID_PATTERN
+from atpd.core.ids import ADD_NODE_HINT, ID_PATTERN, LOAD_ID_PATTERN
 from atpd.core.limits import MAX_QUANTITY, Limits
 from atpd.core.load_command import LoadColumns, LoadMode
 from atpd.core.results import NotFound
@@ -71,7 +71,7 @@ def load_header(header: feeds_pb2.BulkLoadHeader, state: AtpState, limits: Limit
         field = f"header.node_ids[{i}]"
         validation.node_id(node_id, field)
         if state.node_ids.get(node_id) < 0:
-            raise NotFound(f"{field}: unknown node {node_id!r}")
+            raise NotFound(f"{field}: unknown node {node_id!r}: {ADD_NODE_HINT}")
         if node_id in seen:
             raise InvalidArgument(field, f"{node_id!r} is named twice")
         seen.add(node_id)
@@ -217,7 +217,7 @@ class LoadAssembler:
                 field = self._field(where, index, entry, column)
                 if code < 0:
                     validation.node_id(names[entry], field)
-                    raise NotFound(f"{field}: unknown node {shown(names[entry])}")
+                    raise NotFound(f"{field}: unknown node {shown(names[entry])}: {ADD_NODE_HINT}")
                 raise InvalidArgument(
                     field,
                     f"{shown(names[entry])} is not one of the header's node_ids (a FULL load "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from atpd.core.commands_store import SaleResult
+from atpd.core.commands_store import CatalogueLoadResult, SaleResult
 from atpd.core.results import Outcome, Shortage
 from atpd.core.store_book import Discrepancy
 from atpd.service import store_validation as checks
@@ -40,6 +40,18 @@ def add_shortages(shortages: Sequence[Shortage], target: Any) -> None:
             available=shortage.available,
             reason=int(shortage.reason),
         )
+
+
+def load_response(load_id: str, result: CatalogueLoadResult) -> store_pb2.CatalogueLoadResponse:
+    return store_pb2.CatalogueLoadResponse(
+        outcome=int(result.outcome),  # type: ignore[arg-type]
+        replayed=result.replayed,
+        load_id=load_id,
+        rows=result.rows,
+        created=result.created,
+        updated=result.updated,
+        unchanged=result.unchanged,
+    )
 
 
 class StoreServicer(ServicerBase, store_pb2_grpc.StoreServiceServicer):
@@ -150,6 +162,24 @@ class StoreServicer(ServicerBase, store_pb2_grpc.StoreServiceServicer):
             return response
 
         return await self._guard("ListDiscrepancies", context, handle, write=False)
+
+    async def LoadNodes(
+        self, request: store_pb2.LoadNodesRequest, context: Any
+    ) -> store_pb2.CatalogueLoadResponse:
+        async def handle() -> store_pb2.CatalogueLoadResponse:
+            command = checks.node_load(request, self.limits)
+            return load_response(command.load_id, await self.engine.execute(command))
+
+        return await self._guard("LoadNodes", context, handle, write=True)
+
+    async def LoadSupply(
+        self, request: store_pb2.LoadSupplyRequest, context: Any
+    ) -> store_pb2.CatalogueLoadResponse:
+        async def handle() -> store_pb2.CatalogueLoadResponse:
+            command = checks.supply_load(request, self.limits)
+            return load_response(command.load_id, await self.engine.execute(command))
+
+        return await self._guard("LoadSupply", context, handle, write=True)
 
     async def ListInspection(
         self, request: store_pb2.ListInspectionRequest, context: Any

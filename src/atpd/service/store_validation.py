@@ -7,14 +7,19 @@ from collections.abc import Sequence
 
 from atpd.core.commands_store import (
     Exchange,
+    NodeLoad,
     RecordOfflineSales,
     RecordReturn,
     RecordSale,
     ReleaseInspection,
     ReturnLine,
     SaleLine,
+    SupplyLoad,
 )
+from atpd.core.ids import LOAD_ID_PATTERN
 from atpd.core.limits import Limits
+from atpd.core.text import shown
+from atpd.service import validation
 from atpd.service.validation import (
     InvalidArgument,
     name,
@@ -23,7 +28,7 @@ from atpd.service.validation import (
     reservation_id,
     sku_id,
 )
-from atpd.v1 import store_pb2
+from atpd.v1 import inventory_pb2, store_pb2
 
 MAX_LIST_LIMIT = 10_000
 DEFAULT_LIST_LIMIT = 1_000
@@ -170,6 +175,57 @@ def release_inspection(request: store_pb2.ReleaseInspectionRequest) -> ReleaseIn
         quantity(request.quantity, "quantity"),
         request.outcome == store_pb2.INSPECTION_OUTCOME_RESTOCK,
     )
+
+
+def load_id(value: str) -> str:
+    if not value:
+        raise InvalidArgument("load_id", "is empty")
+    if not LOAD_ID_PATTERN.fullmatch(value):
+        raise InvalidArgument(
+            "load_id", f"{shown(value)} is not 1-128 characters of letters, digits and . _ -"
+        )
+    return value
+
+
+def _rows(count: int, limits: Limits) -> None:
+    if count == 0:
+        raise InvalidArgument("rows", "is empty: a load needs at least one row")
+    if count > limits.max_catalogue_load_rows:
+        raise InvalidArgument(
+            "rows",
+            f"has {count} rows, max_catalogue_load_rows is {limits.max_catalogue_load_rows}: "
+            "split the file",
+        )
+
+
+def _row_field(error: InvalidArgument, prefix: str) -> InvalidArgument:
+    """The same problem, its field named inside the load (rows[3].node.kind)."""
+    problem = str(error).removeprefix(f"{error.field}: ")
+    return InvalidArgument(f"{prefix}.{error.field}", problem)
+
+
+def node_load(request: store_pb2.LoadNodesRequest, limits: Limits) -> NodeLoad:
+    identifier = load_id(request.load_id)
+    _rows(len(request.nodes), limits)
+    nodes = []
+    for i, node in enumerate(request.nodes):
+        try:
+            nodes.append(validation.upsert_node(inventory_pb2.UpsertNodeRequest(node=node), limits))
+        except InvalidArgument as error:
+            raise _row_field(error, f"rows[{i}]") from None
+    return NodeLoad(identifier, tuple(nodes))
+
+
+def supply_load(request: store_pb2.LoadSupplyRequest, limits: Limits) -> SupplyLoad:
+    identifier = load_id(request.load_id)
+    _rows(len(request.rows), limits)
+    rows = []
+    for i, row in enumerate(request.rows):
+        try:
+            rows.append(validation.add_supply(row))
+        except InvalidArgument as error:
+            raise _row_field(error, f"rows[{i}]") from None
+    return SupplyLoad(identifier, tuple(rows))
 
 
 def list_limit(value: int) -> int:
