@@ -11,16 +11,19 @@ import pytest
 from persistence.server_support import DurableEngine, FakeClock, recovered_state
 
 from atpd.config import Config
-from atpd.core.commands import Command, NodeKind, SetStock, UpsertNode
+from atpd.core.commands import AddSupply, Command, NodeKind, SetStock, UpsertNode
 from atpd.core.commands_store import (
     Exchange,
+    NodeLoad,
     RecordOfflineSales,
     RecordReturn,
     RecordSale,
     ReleaseInspection,
     ReturnLine,
     SaleLine,
+    SupplyLoad,
 )
+from atpd.core.supply import SupplyKind
 
 NOW_MS = 1_700_000_000_000
 
@@ -46,6 +49,14 @@ def history() -> list[tuple[int, Command]]:
         ),
         (1_000, Exchange("x-1", "ST-1", (ReturnLine("bag", 1),), (SaleLine("belt", 1),), True)),
         (1_000, ReleaseInspection("rel-1", "scarf", "ST-1", 2, True)),
+        (1_000, NodeLoad("nodes-1", (UpsertNode("ST-2", NodeKind.OUTLET, ("EU", "IT")),))),
+        (
+            1_000,
+            SupplyLoad(
+                "supply-1",
+                (AddSupply("PO-1", "bag", "ST-2", 4, NOW_MS + 86_400_000, SupplyKind.TRANSFER),),
+            ),
+        ),
     ]
 
 
@@ -69,4 +80,5 @@ def test_store_records_survive_restart(tmp_path: Path, final_snapshot: bool) -> 
     recovered.check_invariants()
     assert recovered.store.inspection == {("scarf", "ST-1"): 1}
     assert [d.receipt_id for d in recovered.store.discrepancies] == ["r-1", "q-1", "x-1"]
+    assert len(recovered.store.loads) == 2 and len(recovered.supply.by_id) == 1
     assert recovered.digest() == live

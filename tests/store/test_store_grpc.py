@@ -8,11 +8,22 @@ import pytest
 from service.harness import FAKE_EPOCH_MS, RPC_TIMEOUT_S, FakeClock, ServerThread
 from watch.support import Api, Watcher, watch_request
 
-from atpd.v1 import common_pb2, store_pb2, watch_pb2
+from atpd.v1 import common_pb2, inventory_pb2, store_pb2, supply_pb2, watch_pb2
 
 from .support import OK, StoreApi, sale_request
 
 DISCREPANCY = watch_pb2.WATCH_EVENT_KIND_DISCREPANCY
+
+
+def supply_row(supply_id: str, node_id: str) -> supply_pb2.AddSupplyRequest:
+    return supply_pb2.AddSupplyRequest(
+        supply_id=supply_id,
+        sku="bag",
+        node_id=node_id,
+        quantity=3,
+        eta_ms=FAKE_EPOCH_MS + 86_400_000,
+        kind=supply_pb2.SUPPLY_KIND_PURCHASE_ORDER,
+    )
 
 
 def test_forced_sale_when_short_is_recorded_listed_and_watched(
@@ -204,6 +215,40 @@ def test_return_inspection_and_exchange(store: StoreApi) -> None:
             "INVALID_ARGUMENT",
             "node_id",
         ),
+        ("LoadNodes", store_pb2.LoadNodesRequest(load_id="n-1"), "INVALID_ARGUMENT", "rows"),
+        (
+            "LoadNodes",
+            store_pb2.LoadNodesRequest(
+                load_id="n-1",
+                nodes=[
+                    inventory_pb2.Node(node_id="X", kind=common_pb2.NODE_KIND_STORE, geo_path="")
+                ],
+            ),
+            "INVALID_ARGUMENT",
+            "rows[0].node.geo_path",
+        ),
+        (
+            "LoadSupply",
+            store_pb2.LoadSupplyRequest(load_id="bad/id", rows=[supply_row("PO-1", "paris")]),
+            "INVALID_ARGUMENT",
+            "load_id",
+        ),
+        (
+            "LoadSupply",
+            store_pb2.LoadSupplyRequest(
+                load_id="s-1", rows=[supply_row("PO-1", "paris"), supply_row("PO-2", "oslo")]
+            ),
+            "NOT_FOUND",
+            "rows[1].node_id: unknown node 'oslo': add it first",
+        ),
+        (
+            "LoadSupply",
+            store_pb2.LoadSupplyRequest(
+                load_id="s-1", rows=[supply_row("PO-1", "paris"), supply_row("PO-1", "lyon")]
+            ),
+            "INVALID_ARGUMENT",
+            "rows[1].supply_id",
+        ),
     ],
 )
 def test_bad_input_is_refused_naming_the_field(
@@ -216,3 +261,32 @@ def test_bad_input_is_refused_naming_the_field(
     assert caught.value.code() == getattr(grpc.StatusCode, code)
     assert field in (caught.value.details() or "")
     assert server.digest() == digest
+
+
+def test_a_load_is_applied_whole_or_not_at_all(server: ServerThread, store: StoreApi) -> None:
+    """A supply load whose last row clashes with open supply changes nothing; fixed, it adds
+    every row; the same id with other rows is ALREADY_EXISTS."""
+    call = store.store.LoadSupply
+    first = store_pb2.LoadSupplyRequest(load_id="s-0", rows=[supply_row("PO-9", "lyon")])
+    assert call(first, timeout=RPC_TIMEOUT_S).created == 1
+    clash = supply_row("PO-9", "lyon")
+    clash.quantity = 4
+    digest = server.digest()
+    bad = store_pb2.LoadSupplyRequest(load_id="s-1", rows=[supply_row("PO-1", "paris"), clash])
+    with pytest.raises(grpc.RpcError) as caught:
+        call(bad, timeout=RPC_TIMEOUT_S)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "rows[1].supply_id" in (caught.value.details() or "")
+    assert server.digest() == digest
+    good = store_pb2.LoadSupplyRequest(
+        load_id="s-1", rows=[supply_row("PO-1", "paris"), supply_row("PO-9", "lyon")]
+    )
+    reply = call(good, timeout=RPC_TIMEOUT_S)
+    assert (reply.created, reply.unchanged, reply.replayed) == (1, 1, False)
+    assert call(good, timeout=RPC_TIMEOUT_S).replayed
+    with pytest.raises(grpc.RpcError) as caught:
+        call(
+            first.__class__(load_id="s-1", rows=[supply_row("PO-3", "paris")]),
+            timeout=RPC_TIMEOUT_S,
+        )
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS

@@ -10,6 +10,8 @@ Every client command also takes --target, --timeout, --token (ATPD_TOKEN), --ca,
 --cert and --key (cli/client.py).
 atpd network apply FILE | show ;  atpd carrier capacity SERVICE NODE DATE SLOTS | show SERVICE NODE
 atpd promise SKU=2,SKU2=1 --to FR:75008 | --pickup STORE | --from-store STORE [--segment vip]
+atpd node add|update|disable|enable|list ;  atpd load nodes.csv|supply.csv --kind nodes|supply
+atpd discrepancies [--node N] ;  atpd inspection [--node N]   (cli/store.py)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from atpd.cli.promise import add_promise_command, destination
 from atpd.cli.reads import cmd_availability, cmd_nodes, cmd_status, cmd_watch
 from atpd.cli.rules_supply import cmd_rules, cmd_supply
 from atpd.cli.serve import cmd_serve, cmd_verify_journal, cmd_verify_snapshot
+from atpd.cli.store import add_store_commands
 from atpd.cli.tokens import add_token_commands
 from atpd.cli.writes import cmd_lifecycle, cmd_reserve, cmd_snapshot
 
@@ -242,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_supply)
 
     add_feed_commands(client)
+    add_store_commands(sub, client)
     add_token_commands(sub, parse_duration_ms)
     add_network_commands(sub)
     add_promise_command(sub)

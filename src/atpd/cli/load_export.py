@@ -1,6 +1,7 @@
 """`atpd load` and `atpd export`: positions in and out of a running server as CSV (or Parquet).
 
     atpd load FILE --mode full|delta [--nodes N1,N2] [--source-sequence S] [--skip-invalid]
+    atpd load nodes.csv --kind nodes ;  atpd load supply.csv --kind supply  (cli/catalogue_load.py)
     atpd export FILE [--channel C --segment S] [--nodes N1,N2] [--geo PREFIX]
 
 `load` reads the whole file and validates every row first (SKU and node ids, quantities, known
@@ -26,6 +27,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from atpd.cli.catalogue_load import cmd_catalogue_load
 from atpd.cli.client import call_or_exit, open_channel
 from atpd.cli.positions_file import (
     PARQUET_SUFFIXES,
@@ -136,6 +138,11 @@ def _print_problems(problems: Problems, path: Path, read: int, out: TextIO) -> N
 def cmd_load(args: argparse.Namespace) -> int:
     from atpd.v1 import feeds_pb2, feeds_pb2_grpc, inventory_pb2, inventory_pb2_grpc
 
+    if args.kind != "positions":
+        return cmd_catalogue_load(args)
+    if args.mode is None:
+        print("atpd load: --mode full|delta is required for a positions file", file=sys.stderr)
+        return 2
     path: Path = args.file
     if args.chunk_rows < 1:
         print("atpd: --chunk-rows must be >= 1", file=sys.stderr)
@@ -293,9 +300,23 @@ def add_feed_commands(
     client: Callable[[str, str], argparse.ArgumentParser],
 ) -> None:
     """Register `load` and `export` through entry.build_parser's client-parser factory."""
-    p = client("load", "load positions from a CSV (or Parquet) file, atomically")
-    p.add_argument("file", type=Path, metavar="FILE", help="header row: sku,node_id,on_hand[,...]")
-    p.add_argument("--mode", choices=("full", "delta"), required=True, help=MODE_HELP)
+    p = client("load", "load positions, nodes or supply from a CSV file, atomically")
+    p.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE",
+        help="header row: sku,node_id,on_hand[,...] (positions; also Parquet); "
+        "node_id,kind,geo_path[,ships,pickup,enabled,tags] (nodes); "
+        "supply_id,sku,node_id,quantity,eta[,kind] (supply)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("positions", "nodes", "supply"),
+        default="positions",
+        help="what the file holds (default positions); nodes and supply files are applied as "
+        "one step, all rows or none",
+    )
+    p.add_argument("--mode", choices=("full", "delta"), help=MODE_HELP + " (positions only)")
     p.add_argument(
         "--nodes",
         help="N1,N2: FULL: the nodes the load replaces (default: those in the file); "

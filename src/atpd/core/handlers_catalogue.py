@@ -9,7 +9,7 @@ from atpd.core.handlers_stock import upsert_node
 from atpd.core.handlers_supply import add_supply
 from atpd.core.ids import ADD_NODE_HINT
 from atpd.core.limits import MAX_QUANTITY
-from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, Outcome
+from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound, Outcome
 from atpd.core.state_fields import StateFields
 from atpd.core.store_book import LOAD_NODES, LOAD_SUPPLY, LoadRecord, fingerprint
 
@@ -88,7 +88,7 @@ def supply_load(state: StateFields, command: SupplyLoad, now_ms: int) -> Catalog
             raise InvalidCommand(f"{field}.supply_id: {row.supply_id!r} is on rows[{first}] too")
         node = state.node_ids.get(row.node_id)
         if node < 0:
-            raise InvalidCommand(f"{field}.node_id: unknown node {row.node_id!r}: {ADD_NODE_HINT}")
+            raise NotFound(f"{field}.node_id: unknown node {row.node_id!r}: {ADD_NODE_HINT}")
         if not 1 <= row.quantity <= MAX_QUANTITY or row.eta_ms <= 0:
             raise InvalidCommand(f"{field}: quantity {row.quantity} or eta_ms {row.eta_ms} invalid")
         existing = state.supply.find(row.supply_id)
