@@ -1,6 +1,6 @@
-"""Store records survive a restart: journal replay alone, and a snapshot, each recover an
-equal digest (receipts, discrepancies, units to inspect, stock); a refused sale leaves
-nothing in the journal."""
+"""Store records and amended carts survive a restart: journal replay alone, and a snapshot,
+each recover an equal digest (receipts, discrepancies, units to inspect, loads, stock); a
+refused sale leaves nothing in the journal."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from persistence.server_support import DurableEngine, FakeClock, recovered_state
 
 from atpd.config import Config
-from atpd.core.commands import AddSupply, Command, NodeKind, SetStock, UpsertNode
+from atpd.core.commands import AddSupply, Command, Line, NodeKind, Reserve, SetStock, UpsertNode
+from atpd.core.commands_amend import AmendReservation
 from atpd.core.commands_store import (
     Exchange,
     NodeLoad,
@@ -49,6 +50,8 @@ def history() -> list[tuple[int, Command]]:
         ),
         (1_000, Exchange("x-1", "ST-1", (ReturnLine("bag", 1),), (SaleLine("belt", 1),), True)),
         (1_000, ReleaseInspection("rel-1", "scarf", "ST-1", 2, True)),
+        (1_000, Reserve("cart", (Line("bag", "ST-1", 1),), 60_000)),
+        (1_000, AmendReservation("cart", (Line("bag", "ST-1", 2),), 90_000)),
         (1_000, NodeLoad("nodes-1", (UpsertNode("ST-2", NodeKind.OUTLET, ("EU", "IT")),))),
         (
             1_000,
@@ -80,5 +83,6 @@ def test_store_records_survive_restart(tmp_path: Path, final_snapshot: bool) -> 
     recovered.check_invariants()
     assert recovered.store.inspection == {("scarf", "ST-1"): 1}
     assert [d.receipt_id for d in recovered.store.discrepancies] == ["r-1", "q-1", "x-1"]
+    assert [x.quantity for x in recovered.reservations["cart"].lines] == [2]
     assert len(recovered.store.loads) == 2 and len(recovered.supply.by_id) == 1
     assert recovered.digest() == live

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from atpd.core.command_base import CommandOf
+from atpd.core.commands_amend import AmendReservation
 from atpd.core.commands_store import StoreCommand
 from atpd.core.load_command import BulkLoad
 from atpd.core.plan import Plan
@@ -212,4 +213,5 @@ Command = (
     | SetNetwork
     | SetCarrierCapacity
     | StoreCommand
+    | AmendReservation
 )

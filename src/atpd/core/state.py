@@ -40,6 +40,7 @@ from atpd.core.commands import (
     Tick,
     UpsertNode,
 )
+from atpd.core.commands_amend import AmendReservation
 from atpd.core.commands_store import (
     Exchange,
     NodeLoad,
@@ -49,6 +50,7 @@ from atpd.core.commands_store import (
     ReleaseInspection,
     SupplyLoad,
 )
+from atpd.core.handlers_amend import amend_reservation
 from atpd.core.handlers_catalogue import node_load, supply_load
 from atpd.core.handlers_network import set_carrier_capacity, set_network
 from atpd.core.handlers_reservations import (
@@ -109,6 +111,7 @@ class AtpState(StateFields):
             ReleaseInspection: release_inspection,
             NodeLoad: node_load,
             SupplyLoad: supply_load,
+            AmendReservation: amend_reservation,
         }
 
     # ------------------------------------------------------------------ commands

@@ -32,6 +32,7 @@ from atpd.core.commands import (
     Tick,
     UpsertNode,
 )
+from atpd.core.commands_amend import AmendReservation
 from atpd.core.commands_store import (
     Exchange,
     NodeLoad,
@@ -190,6 +191,11 @@ def encode_command(command: Command) -> bytes:
             | SupplyLoad()
         ):
             encode_store(command, entry)
+        case AmendReservation():
+            amend = entry.amend_reservation
+            amend.reservation_id = command.reservation_id
+            amend.lines.extend(_lines_pb(command.lines))
+            amend.ttl_ms = command.ttl_ms
         case _:
             raise AssertionError(f"no encoding for {command!r}")
     return entry.SerializeToString()
@@ -346,6 +352,13 @@ def command_problem(command: Command) -> str | None:
             RecordSale() | RecordOfflineSales() | RecordReturn() | Exchange() | ReleaseInspection()
         ):
             return store_problem(command)
+        case AmendReservation():
+            return (
+                _id_problem(command.reservation_id, is_reservation_id, "reservation_id")
+                or _lines_problem(command.lines)
+                or (None if command.ttl_ms >= 0 else f"ttl_ms {command.ttl_ms} is negative")
+                or (None if command.lines else "lines is empty")
+            )
         case NodeLoad() | SupplyLoad():
             rows: Sequence[Command] = (
                 command.nodes if isinstance(command, NodeLoad) else command.rows
@@ -415,6 +428,9 @@ def _decode(payload: bytes) -> Command:
     if which == "set_carrier_capacity":
         c = entry.set_carrier_capacity
         return SetCarrierCapacity(c.service, c.node_id, c.date, c.slots)
+    if which == "amend_reservation":
+        a3 = entry.amend_reservation
+        return AmendReservation(a3.reservation_id, _lines(a3.lines), a3.ttl_ms)
     if which in STORE_ENTRIES:
         try:
             return decode_store(entry, which)

@@ -74,6 +74,12 @@ NODES_OF: dict[str, NodesOf] = {
     "ReservationService/Release": nodes_by_reservation,
     "ReservationService/Fulfil": nodes_by_reservation,
     "ReservationService/GetReservation": nodes_by_reservation,
+    # The reservation's nodes and the amended lines' nodes: a till may not move a cart into
+    # another store's stock.
+    "ReservationService/AmendReservation": lambda r, lookup: (
+        nodes_by_reservation(r, lookup)[0] + tuple(line.node_id for line in r.lines),
+        nodes_by_reservation(r, lookup)[1],
+    ),
     "InventoryService/SetStock": lambda r, _: ((r.node_id,), None),
     "InventoryService/AdjustStock": lambda r, _: ((r.node_id,), None),
     "SupplyService/AddSupply": lambda r, _: ((r.node_id,), None),

@@ -91,6 +91,7 @@ _RESERVATION_WRITES = (
     "ReservationService/Confirm",
     "ReservationService/Release",
     "ReservationService/Fulfil",
+    "ReservationService/AmendReservation",
 )
 _LOADER_WRITES = (
     "InventoryService/SetStock",

@@ -23,6 +23,7 @@ from atpd.core.results import InvalidCommand, Outcome, ReservationResult, Supply
 from atpd.core.rules import RulesError, read_rules_document
 from atpd.service import convert, validation, wire
 from atpd.service.access_lookup import EngineLookup
+from atpd.service.amend_servicer import AmendMixin
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine
 from atpd.service.errors import NotReady, abort, is_bug, status_of
@@ -161,7 +162,7 @@ class AvailabilityServicer(_Base, availability_pb2_grpc.AvailabilityServiceServi
         return await self._guard("GetAvailability", context, handle, write=False)
 
 
-class ReservationServicer(_Base, reservations_pb2_grpc.ReservationServiceServicer):
+class ReservationServicer(AmendMixin, _Base, reservations_pb2_grpc.ReservationServiceServicer):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self._geo_path_of = EngineLookup(engine).node_geo_path
