@@ -152,3 +152,21 @@ def test_discrepancies_and_inspection_commands(
     assert "r-1" in out and "r-2" not in out and "more: --after 1" in out
     assert run(server, "inspection") == 0
     assert "to inspect" in capsys.readouterr().out
+
+
+def test_amend_command(
+    server: ServerThread, store: StoreApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """atpd amend changes a cart (exit 0), reports a refusal with the shortage (exit 3, cart
+    unchanged) and refuses a malformed line before calling (exit 2)."""
+    store.set_stock("bag", "paris", 2)
+    assert run(server, "reserve", "cart-9", "bag@paris=1") == 0
+    assert run(server, "amend", "cart-9", "bag@paris=2", "--ttl", "30m") == 0
+    assert "OK" in capsys.readouterr().out
+    assert run(server, "amend", "cart-9", "bag@paris=5") == 3
+    out = capsys.readouterr().out
+    assert "INSUFFICIENT_STOCK" in out and "the cart is unchanged" in out
+    with pytest.raises(SystemExit) as exited:
+        run(server, "amend", "cart-9", "bag-paris-5")
+    assert exited.value.code == 2
+    assert "is not a line like SKU@NODE=QTY" in capsys.readouterr().err

@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_supply)
 
     add_feed_commands(client)
-    add_store_commands(sub, client)
+    add_store_commands(sub, client, parse_duration_ms)
     add_token_commands(sub, parse_duration_ms)
     add_network_commands(sub)
     add_promise_command(sub)

@@ -3,6 +3,7 @@
 atpd node add NODE --kind store --geo EU/FR/Paris [--no-ships] [--pickup] [--tag T]...
 atpd node update NODE [--kind K] [--geo G] [--ships|--no-ships] [--pickup|--no-pickup] [--tag T]
 atpd node disable NODE ;  atpd node enable NODE ;  atpd node list [--geo PREFIX]
+atpd amend CART SKU@NODE=QTY... [--ttl 15m]   (the cart's lines after the change, all of them)
 atpd discrepancies [--node N] [--sku S] [--after SEQ] [--limit N]
 atpd inspection [--node N] [--sku S]
 
@@ -13,6 +14,7 @@ creates a node; each is one UpsertNode of the whole node (update keeps what is n
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from typing import Any
 
 from atpd.cli.catalogue_files import NODE_KINDS
 from atpd.cli.client import call_or_exit, open_channel
-from atpd.cli.output import table
+from atpd.cli.output import outcome_name, shortage_reason_name, table
 from atpd.cli.reads import cmd_nodes
 
 
@@ -79,6 +81,45 @@ def cmd_node(args: argparse.Namespace) -> int:
     kind = common_pb2.NodeKind.Name(node.kind).removeprefix("NODE_KIND_").lower()
     print(f"node {node.node_id} {done}: {kind} at {node.geo_path}, {state}")
     return 0
+
+
+AMEND_LINE = re.compile(r"^([^@=\s]+)@([^@=\s]+)=(\d+)$")
+
+
+def parse_amend_line(text: str) -> tuple[str, str, int]:
+    match = AMEND_LINE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a line like SKU@NODE=QTY")
+    return match.group(1), match.group(2), int(match.group(3))
+
+
+def cmd_amend(args: argparse.Namespace) -> int:
+    from atpd.cli.writes import print_reservation
+    from atpd.v1 import common_pb2, reservations_pb2, reservations_pb2_grpc
+
+    stub = reservations_pb2_grpc.ReservationServiceStub(open_channel(args))
+    request = reservations_pb2.AmendReservationRequest(
+        reservation_id=args.reservation_id,
+        lines=[
+            reservations_pb2.ReservationLine(sku=s, node_id=n, quantity=q) for s, n, q in args.lines
+        ],
+        ttl_ms=args.ttl or 0,
+    )
+    response = call_or_exit(lambda: stub.AmendReservation(request, timeout=args.timeout))
+    print(
+        f"outcome: {outcome_name(response.outcome)}"
+        + (" (lines already so)" if response.replayed else "")
+    )
+    if response.shortages:
+        rows = [
+            (s.sku, s.node_id, s.requested, s.available, shortage_reason_name(s.reason))
+            for s in response.shortages
+        ]
+        print(table(("sku", "node", "requested", "available", "reason"), rows))
+        print("the cart is unchanged")
+    if response.HasField("reservation"):
+        print_reservation(response.reservation)
+    return 0 if response.outcome == common_pb2.OUTCOME_OK else 3
 
 
 def _when(epoch_ms: int) -> str:
@@ -146,7 +187,11 @@ def cmd_inspection(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_store_commands(sub: Any, client: Callable[[str, str], argparse.ArgumentParser]) -> None:
+def add_store_commands(
+    sub: Any,
+    client: Callable[[str, str], argparse.ArgumentParser],
+    parse_ttl_ms: Callable[[str], int],
+) -> None:
     """Register `node`, `discrepancies` and `inspection` (client parsers from entry.py)."""
     from atpd.cli.client import CLIENT_EXIT_CODES, add_client_options
 
@@ -182,6 +227,18 @@ def add_store_commands(sub: Any, client: Callable[[str, str], argparse.ArgumentP
                 "--tag", dest="tags", action="append", help="a tag (repeatable; replaces them)"
             )
         p.set_defaults(func=cmd_node)
+
+    p = client("amend", "change a held cart's lines and expiry, all or nothing")
+    p.add_argument("reservation_id", metavar="CART")
+    p.add_argument(
+        "lines",
+        nargs="+",
+        type=parse_amend_line,
+        metavar="SKU@NODE=QTY",
+        help="every line of the cart after the change",
+    )
+    p.add_argument("--ttl", type=parse_ttl_ms, help="hold for this long from now (default: keep)")
+    p.set_defaults(func=cmd_amend)
 
     p = client("discrepancies", "list sales recorded with less stock than was sold (forced)")
     p.add_argument("--node", help="only this node")
