@@ -55,9 +55,8 @@ from atpd.service.principals import (
     Principal,
     TokenTable,
 )
-from atpd.service.tokens import (
-    ROLES,
-)
+from atpd.service.store_access import store_method_roles
+from atpd.service.tokens import ROLES
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,6 @@ _READS = (
     "PromiseService/Promise",
     "PromiseService/PromiseBatch",
     "PromiseService/AssociateView",
-    "StoreService/ListDiscrepancies",
-    "StoreService/ListInspection",
 )
 _RESERVATION_WRITES = (
     "ReservationService/Reserve",
@@ -102,25 +99,15 @@ _LOADER_WRITES = (
     "SupplyService/CancelSupply",
     # A TMS feed sets carrier slots as a WMS feed sets counts.
     "NetworkService/SetCarrierCapacity",
-    # A supply file is AddSupply in bulk.
-    "StoreService/LoadSupply",
+    "StoreService/LoadSupply",  # a supply file: AddSupply in bulk
 )
 _ADMIN_ONLY = (
     "RulesService/SetRules",
     "InventoryService/UpsertNode",
+    "StoreService/LoadNodes",  # a nodes file: UpsertNode in bulk
     "AdminService/Snapshot",
     "AdminService/GetStatus",
     "NetworkService/SetNetwork",
-    # A nodes file is UpsertNode in bulk.
-    "StoreService/LoadNodes",
-)
-# Till operations: a store terminal's (pos, within its node scope) and admin's.
-_TILL_WRITES = (
-    "StoreService/RecordSale",
-    "StoreService/RecordOfflineSales",
-    "StoreService/RecordReturn",
-    "StoreService/Exchange",
-    "StoreService/ReleaseInspection",
 )
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
 
@@ -139,16 +126,14 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
     allow(_RESERVATION_WRITES, "checkout", "pos", "admin")
     allow(_LOADER_WRITES, "loader", "admin")
     allow(("InventoryService/AdjustStock",), "pos")
-    allow(_TILL_WRITES, "pos", "admin")
     allow(_ADMIN_ONLY, "admin")
+    table.update(store_method_roles())
     return {method: frozenset(roles) for method, roles in table.items()}
 
 
 DEFAULT_METHOD_ROLES: Mapping[str, frozenset[str]] = _default_method_roles()
 # Admin and loader actions: every call is audited, whatever its outcome.
-AUDITED_METHODS = frozenset(
-    _LOADER_WRITES + _ADMIN_ONLY[:3] + ("NetworkService/SetNetwork", "StoreService/LoadNodes")
-)
+AUDITED_METHODS = frozenset(_LOADER_WRITES + _ADMIN_ONLY[:4] + ("NetworkService/SetNetwork",))
 # Methods that act on the whole network: refused to a principal limited to some nodes.
 GLOBAL_WRITES = frozenset(_ADMIN_ONLY)
 
@@ -312,8 +297,7 @@ class AccessControl:
         if request is None or not hasattr(request, "DESCRIPTOR"):
             return  # undecodable: the transport answers INVALID_ARGUMENT
         node_ids, channel = policy.nodes_of(request, self.lookup)
-        if channel == "" and principal.default_channel:
-            channel = principal.default_channel  # what the servicer will use
+        channel = channel or principal.default_channel or channel  # as the servicer will use
         if scope is not None:
             self.check_nodes(policy, principal, node_ids)
         if (
