@@ -38,6 +38,8 @@ class SaleResult:
     shortages: tuple[Shortage, ...] = ()
     discrepancies: tuple[Discrepancy, ...] = ()
     replayed: bool = False
+    # When it was recorded (the apply time; a replay: the first time); 0 when refused.
+    recorded_at_ms: int = 0
 
     @property
     def changed(self) -> bool:
@@ -54,6 +56,7 @@ class OfflineSaleOutcome:
 @dataclass(frozen=True, slots=True)
 class OfflineSalesResult:
     results: tuple[OfflineSaleOutcome, ...]
+    recorded_at_ms: int = 0  # the apply time of the call
 
     @property
     def changed(self) -> bool:
@@ -64,6 +67,7 @@ class OfflineSalesResult:
 class StoreResult:
     outcome: Outcome
     replayed: bool = False
+    recorded_at_ms: int = 0
 
     @property
     def changed(self) -> bool:

@@ -64,14 +64,16 @@ def till_time(state: StateFields, at_ms: int, field: str, now_ms: int) -> int:
     return at_ms
 
 
-def replayed(state: StateFields, receipt_id: str, kind: str, command: object, field: str) -> bool:
-    """True when `receipt_id` was recorded by this very command (a retry); AlreadyExists when
-    it was recorded by something else; False when it is new."""
+def replayed(
+    state: StateFields, receipt_id: str, kind: str, command: object, field: str
+) -> Receipt | None:
+    """The receipt when `receipt_id` was recorded by this very command (a retry);
+    AlreadyExists when it was recorded by something else; None when it is new."""
     receipt = state.store.receipts.get(receipt_id)
     if receipt is None:
-        return False
+        return None
     if receipt.kind == kind and receipt.fingerprint == fingerprint(command):
-        return True
+        return receipt
     raise AlreadyExists(
         f"{field}: {receipt_id!r} was already recorded ({receipt.kind}) with different "
         "content; choose another id"
@@ -227,8 +229,9 @@ def record_sale(state: StateFields, command: RecordSale, now_ms: int) -> SaleRes
     node = node_index(state, command.node_id, "node_id")
     check_distinct_skus(command.lines, "lines")
     sold_at_ms = till_time(state, command.sold_at_ms, "sold_at_ms", now_ms)
-    if replayed(state, command.receipt_id, RECEIPT_SALE, command, "receipt_id"):
-        return SaleResult(Outcome.OK, replayed=True)
+    earlier = replayed(state, command.receipt_id, RECEIPT_SALE, command, "receipt_id")
+    if earlier is not None:
+        return SaleResult(Outcome.OK, replayed=True, recorded_at_ms=earlier.recorded_at_ms)
     if not command.force:
         refusal = sale_shortages(state, command, command.lines, node, {})
         if refusal is not None:
@@ -237,7 +240,7 @@ def record_sale(state: StateFields, command: RecordSale, now_ms: int) -> SaleRes
         state, command.receipt_id, node, command.lines, sold_at_ms, command.terminal_id, now_ms
     )
     remember(state, command.receipt_id, RECEIPT_SALE, command, now_ms)
-    return SaleResult(Outcome.OK, discrepancies=found)
+    return SaleResult(Outcome.OK, discrepancies=found, recorded_at_ms=now_ms)
 
 
 def record_offline_sales(
@@ -266,7 +269,7 @@ def record_offline_sales(
             continue
         in_call[sale.receipt_id] = digest
         fresh.append(
-            not replayed(state, sale.receipt_id, RECEIPT_SALE, forced, f"{field}.receipt_id")
+            replayed(state, sale.receipt_id, RECEIPT_SALE, forced, f"{field}.receipt_id") is None
         )
     results = []
     for sale, node, new in zip(command.sales, nodes, fresh, strict=True):
@@ -280,7 +283,7 @@ def record_offline_sales(
         )
         remember(state, sale.receipt_id, RECEIPT_SALE, forced, now_ms)
         results.append(OfflineSaleOutcome(sale.receipt_id, duplicate=False, discrepancies=found))
-    return OfflineSalesResult(tuple(results))
+    return OfflineSalesResult(tuple(results), now_ms)
 
 
 def forced_sale(sale: RecordSale) -> RecordSale:
@@ -303,11 +306,12 @@ def record_return(state: StateFields, command: RecordReturn, now_ms: int) -> Sto
     node = node_index(state, command.node_id, "node_id")
     till_time(state, command.returned_at_ms, "returned_at_ms", now_ms)
     check_return(state, node, command.node_id, command.lines)
-    if replayed(state, command.return_id, RECEIPT_RETURN, command, "return_id"):
-        return StoreResult(Outcome.OK, replayed=True)
+    earlier = replayed(state, command.return_id, RECEIPT_RETURN, command, "return_id")
+    if earlier is not None:
+        return StoreResult(Outcome.OK, replayed=True, recorded_at_ms=earlier.recorded_at_ms)
     put_back(state, node, command.lines)
     remember(state, command.return_id, RECEIPT_RETURN, command, now_ms)
-    return StoreResult(Outcome.OK)
+    return StoreResult(Outcome.OK, recorded_at_ms=now_ms)
 
 
 def exchange(state: StateFields, command: Exchange, now_ms: int) -> SaleResult:
@@ -316,8 +320,9 @@ def exchange(state: StateFields, command: Exchange, now_ms: int) -> SaleResult:
     at_ms = till_time(state, command.at_ms, "at_ms", now_ms)
     check_return(state, node, command.node_id, command.returned)
     check_distinct_skus(command.sold, "sold")
-    if replayed(state, command.exchange_id, RECEIPT_EXCHANGE, command, "exchange_id"):
-        return SaleResult(Outcome.OK, replayed=True)
+    earlier = replayed(state, command.exchange_id, RECEIPT_EXCHANGE, command, "exchange_id")
+    if earlier is not None:
+        return SaleResult(Outcome.OK, replayed=True, recorded_at_ms=earlier.recorded_at_ms)
     if not command.force:
         sellable = {x.sku: x.quantity for x in command.returned if not x.inspect}
         refusal = sale_shortages(state, command, command.sold, node, sellable)
@@ -328,13 +333,14 @@ def exchange(state: StateFields, command: Exchange, now_ms: int) -> SaleResult:
         state, command.exchange_id, node, command.sold, at_ms, command.terminal_id, now_ms
     )
     remember(state, command.exchange_id, RECEIPT_EXCHANGE, command, now_ms)
-    return SaleResult(Outcome.OK, discrepancies=found)
+    return SaleResult(Outcome.OK, discrepancies=found, recorded_at_ms=now_ms)
 
 
 def release_inspection(state: StateFields, command: ReleaseInspection, now_ms: int) -> StoreResult:
     node = node_index(state, command.node_id, "node_id")
-    if replayed(state, command.release_id, RECEIPT_RELEASE, command, "release_id"):
-        return StoreResult(Outcome.OK, replayed=True)
+    earlier = replayed(state, command.release_id, RECEIPT_RELEASE, command, "release_id")
+    if earlier is not None:
+        return StoreResult(Outcome.OK, replayed=True, recorded_at_ms=earlier.recorded_at_ms)
     waiting = state.store.inspection.get((command.sku, command.node_id), 0)
     if not 1 <= command.quantity <= waiting:
         raise InvalidCommand(
@@ -349,4 +355,4 @@ def release_inspection(state: StateFields, command: ReleaseInspection, now_ms: i
     if command.restock:
         put_back(state, node, (ReturnLine(command.sku, command.quantity),))
     remember(state, command.release_id, RECEIPT_RELEASE, command, now_ms)
-    return StoreResult(Outcome.OK)
+    return StoreResult(Outcome.OK, recorded_at_ms=now_ms)

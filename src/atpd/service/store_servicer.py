@@ -60,13 +60,12 @@ class StoreServicer(ServicerBase, store_pb2_grpc.StoreServiceServicer):
         self.hub = hub
 
     def _sale_response(self, result: SaleResult) -> store_pb2.RecordSaleResponse:
-        now_ms = self.engine.state.now_ms
         if result.discrepancies:
-            self.hub.publish_discrepancies(result.discrepancies, now_ms)
+            self.hub.publish_discrepancies(result.discrepancies, result.recorded_at_ms)
         response = store_pb2.RecordSaleResponse(
             outcome=int(result.outcome),  # type: ignore[arg-type]
             replayed=result.replayed,
-            recorded_at_ms=now_ms if result.outcome is Outcome.OK else 0,
+            recorded_at_ms=result.recorded_at_ms,
         )
         add_shortages(result.shortages, response.shortages)
         add_discrepancies(result.discrepancies, response.discrepancies)
@@ -87,7 +86,7 @@ class StoreServicer(ServicerBase, store_pb2_grpc.StoreServiceServicer):
         async def handle() -> store_pb2.RecordOfflineSalesResponse:
             command = checks.record_offline_sales(request, self.limits, default_channel())
             result = await self.engine.execute(command)
-            now_ms = self.engine.state.now_ms
+            now_ms = result.recorded_at_ms
             response = store_pb2.RecordOfflineSalesResponse(
                 outcome=int(Outcome.OK),  # type: ignore[arg-type]
                 recorded_at_ms=now_ms,
@@ -111,7 +110,7 @@ class StoreServicer(ServicerBase, store_pb2_grpc.StoreServiceServicer):
             return store_pb2.StoreResponse(
                 outcome=int(result.outcome),  # type: ignore[arg-type]
                 replayed=result.replayed,
-                recorded_at_ms=self.engine.state.now_ms,
+                recorded_at_ms=result.recorded_at_ms,
             )
 
         return await self._guard("RecordReturn", context, handle, write=True)
@@ -133,7 +132,7 @@ class StoreServicer(ServicerBase, store_pb2_grpc.StoreServiceServicer):
             return store_pb2.StoreResponse(
                 outcome=int(result.outcome),  # type: ignore[arg-type]
                 replayed=result.replayed,
-                recorded_at_ms=self.engine.state.now_ms,
+                recorded_at_ms=result.recorded_at_ms,
             )
 
         return await self._guard("ReleaseInspection", context, handle, write=True)
