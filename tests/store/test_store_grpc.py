@@ -290,3 +290,25 @@ def test_a_load_is_applied_whole_or_not_at_all(server: ServerThread, store: Stor
             timeout=RPC_TIMEOUT_S,
         )
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_a_reconnecting_watcher_gets_missed_discrepancies(
+    server: ServerThread, store: StoreApi
+) -> None:
+    """A DISCREPANCY event sits in the change log: a subscriber resuming from before it gets
+    it replayed, and one filtered on another SKU does not."""
+    api = Api.on(server)
+    first = Watcher(api, watch_request(skus=["bag"]))
+    first.sync()
+    store.set_stock("bag", "paris", 1)
+    head = first.next().sequence  # from_sequence 0 means "live only": resume after a change
+    first.cancel()
+    store.sale(sale_request("r-9", ("bag", 2), force=True))
+    resumed = Watcher(api, watch_request(skus=["bag"], from_sequence=head))
+    events = [resumed.next() for _ in range(3)]
+    resumed.cancel()
+    assert events[0].kind == watch_pb2.WATCH_EVENT_KIND_SYNC
+    assert DISCREPANCY in [e.kind for e in events[1:]]
+    other = Watcher(api, watch_request(skus=["belt"], from_sequence=head))
+    assert other.next().kind == watch_pb2.WATCH_EVENT_KIND_SYNC
+    other.cancel()
