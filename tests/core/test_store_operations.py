@@ -289,3 +289,17 @@ def test_receipts_and_discrepancies_are_bounded() -> None:
     assert list(state.store.receipts) == ["r-1", "r-2"]
     assert [d.receipt_id for d in state.store.discrepancies] == ["r-1", "r-2"]
     assert state.store.forgotten_discrepancies == 1
+
+
+def test_a_sale_sent_online_then_from_the_offline_queue_is_recorded_once() -> None:
+    """The same receipt (same store and lines) sent online unforced, then resent in an offline
+    queue with its till time, is a duplicate; other lines under that receipt are refused."""
+    state = make_state()
+    put_stock(state, "bag", "paris", 3)
+    assert state.apply(sale("r-1", ("bag", 1)), NOW_MS).changed
+    queued = sale("r-1", ("bag", 1), at_ms=NOW_MS - 5_000)
+    result = state.apply(RecordOfflineSales((queued, sale("r-2", ("bag", 1)))), NOW_MS + 1)
+    assert [x.duplicate for x in result.results] == [True, False]
+    assert on_hand(state, "bag") == 1
+    with pytest.raises(AlreadyExists, match=r"sales\[0\].receipt_id"):
+        state.apply(RecordOfflineSales((sale("r-1", ("bag", 2)),)), NOW_MS + 2)

@@ -229,7 +229,8 @@ def record_sale(state: StateFields, command: RecordSale, now_ms: int) -> SaleRes
     node = node_index(state, command.node_id, "node_id")
     check_distinct_skus(command.lines, "lines")
     sold_at_ms = till_time(state, command.sold_at_ms, "sold_at_ms", now_ms)
-    earlier = replayed(state, command.receipt_id, RECEIPT_SALE, command, "receipt_id")
+    content = sale_content(command)
+    earlier = replayed(state, command.receipt_id, RECEIPT_SALE, content, "receipt_id")
     if earlier is not None:
         return SaleResult(Outcome.OK, replayed=True, recorded_at_ms=earlier.recorded_at_ms)
     if not command.force:
@@ -239,7 +240,7 @@ def record_sale(state: StateFields, command: RecordSale, now_ms: int) -> SaleRes
     found = take_sold(
         state, command.receipt_id, node, command.lines, sold_at_ms, command.terminal_id, now_ms
     )
-    remember(state, command.receipt_id, RECEIPT_SALE, command, now_ms)
+    remember(state, command.receipt_id, RECEIPT_SALE, content, now_ms)
     return SaleResult(Outcome.OK, discrepancies=found, recorded_at_ms=now_ms)
 
 
@@ -257,8 +258,8 @@ def record_offline_sales(
         nodes.append(node_index(state, sale.node_id, f"{field}.node_id"))
         check_distinct_skus(sale.lines, f"{field}.lines")
         till_time(state, sale.sold_at_ms, f"{field}.sold_at_ms", now_ms)
-        forced = forced_sale(sale)
-        digest = fingerprint(forced)
+        content = sale_content(sale)
+        digest = fingerprint(content)
         earlier = in_call.get(sale.receipt_id)
         if earlier is not None:
             if earlier != digest:
@@ -269,37 +270,28 @@ def record_offline_sales(
             continue
         in_call[sale.receipt_id] = digest
         fresh.append(
-            replayed(state, sale.receipt_id, RECEIPT_SALE, forced, f"{field}.receipt_id") is None
+            replayed(state, sale.receipt_id, RECEIPT_SALE, content, f"{field}.receipt_id") is None
         )
     results = []
     for sale, node, new in zip(command.sales, nodes, fresh, strict=True):
         if not new:
             results.append(OfflineSaleOutcome(sale.receipt_id, duplicate=True))
             continue
-        forced = forced_sale(sale)
         sold_at_ms = sale.sold_at_ms or now_ms
         found = take_sold(
             state, sale.receipt_id, node, sale.lines, sold_at_ms, sale.terminal_id, now_ms
         )
-        remember(state, sale.receipt_id, RECEIPT_SALE, forced, now_ms)
+        remember(state, sale.receipt_id, RECEIPT_SALE, sale_content(sale), now_ms)
         results.append(OfflineSaleOutcome(sale.receipt_id, duplicate=False, discrepancies=found))
     return OfflineSalesResult(tuple(results), now_ms)
 
 
-def forced_sale(sale: RecordSale) -> RecordSale:
-    """An offline sale as recorded: forced (so a retry sent online with force matches it)."""
-    if sale.force:
-        return sale
-    return RecordSale(
-        sale.receipt_id,
-        sale.node_id,
-        sale.lines,
-        True,
-        sale.sold_at_ms,
-        sale.channel,
-        sale.segment,
-        sale.terminal_id,
-    )
+def sale_content(sale: RecordSale) -> tuple[object, ...]:
+    """What makes two sales under one receipt id the same sale: the store and the lines.
+    Not the force flag, the channel or the time: a sale sent online (time 0, unforced) whose
+    answer was lost and then resent from the offline queue (its till time, forced) is the
+    same sale, recorded once."""
+    return (sale.node_id, tuple(sorted((line.sku, line.quantity) for line in sale.lines)))
 
 
 def record_return(state: StateFields, command: RecordReturn, now_ms: int) -> StoreResult:
