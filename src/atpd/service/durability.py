@@ -51,12 +51,15 @@ REOPEN_INTERVAL_S = 1.0
 
 class JournalLog:
     """CommandLog over the persistence journal: commands are encoded once, here, and journal
-    errors become WritesUnavailable for the engine."""
+    errors become WritesUnavailable for the engine. In a cluster each record carries the
+    leader epoch it was written under (`epoch_suffix`, service/leader_epoch.py)."""
 
-    __slots__ = ("journal",)
+    __slots__ = ("epoch_suffix", "journal")
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        # The encoded leader_epoch field appended to every record; empty outside a cluster.
+        self.epoch_suffix = b""
 
     @property
     def last_sequence(self) -> int:
@@ -75,7 +78,7 @@ class JournalLog:
 
     def append(self, command: Command, now_ms: int) -> int:
         try:
-            return self.journal.append(encode_command(command), now_ms)
+            return self.journal.append(encode_command(command) + self.epoch_suffix, now_ms)
         except JournalUnavailable as error:
             raise WritesUnavailable(f"journal unavailable: {error}") from error
 
