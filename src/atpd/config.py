@@ -104,6 +104,21 @@ class Config:
     audit_log_file: Path | None = None
     audit_log_max_bytes: int = 64 * 1024 * 1024
     audit_log_backup_count: int = 10
+    # Leadership through etcd (README "Running a cluster"). With `cluster` set, the members of
+    # the cluster elect their leader in etcd (`etcd`: its endpoints, host:port), under the key
+    # prefix /atpd/<cluster>/; `advertise` is the host:port the others and clients reach this
+    # server at; `member_id` names it in etcd (default: `advertise`). The leader stops writing
+    # lease_margin_ms before its lease of lease_ttl_s seconds may expire in etcd.
+    cluster: str = ""
+    etcd: tuple[str, ...] = ()
+    advertise: str = ""
+    member_id: str = ""
+    lease_ttl_s: int = 2
+    lease_margin_ms: int = 300
+    # Candidates wait this long for the others to publish their sequence before an election.
+    election_settle_ms: int = 200
+    # Deadline of each etcd call.
+    etcd_timeout_ms: int = 1000
     # Calls one principal may have in flight, and Watch streams it may hold (authentication on).
     max_inflight_per_principal: int = 256
     max_watch_subscribers_per_principal: int = 16
@@ -149,6 +164,7 @@ class Config:
             if not 0 < value < float("inf"):
                 raise ConfigError(f"{name}: must be a finite number > 0, got {value}")
         self._check_security()
+        self._check_cluster()
         chunk_bytes = max_load_chunk_bytes(self.limits.max_load_chunk_rows)
         if chunk_bytes > self.max_receive_message_bytes:
             raise ConfigError(
@@ -181,6 +197,45 @@ class Config:
         if token and (len(token) != 64 or token.strip("0123456789abcdef")):
             raise ConfigError("metrics_token_sha256: expected 64 lowercase hex digits")
 
+    def _check_cluster(self) -> None:
+        if isinstance(self.etcd, list):
+            object.__setattr__(self, "etcd", tuple(self.etcd))  # TOML gives a list
+        if not isinstance(self.etcd, tuple) or not all(
+            isinstance(endpoint, str) for endpoint in self.etcd
+        ):
+            raise ConfigError(f"etcd: expected a list of \"host:port\" strings, got {self.etcd!r}")
+        if not self.cluster:
+            if self.etcd or self.advertise:
+                raise ConfigError("etcd, advertise: only with `cluster` (the cluster's name)")
+            return
+        if not self.cluster.replace("-", "").replace("_", "").isalnum() or len(self.cluster) > 64:
+            raise ConfigError(
+                f"cluster: {self.cluster!r} must be 1 to 64 letters, digits, '-' or '_'"
+            )
+        if not self.etcd:
+            raise ConfigError("etcd: a cluster needs at least one etcd endpoint (host:port)")
+        for endpoint in self.etcd:
+            if not _is_host_port(endpoint):
+                raise ConfigError(f"etcd: {endpoint!r} is not HOST:PORT")
+        if not _is_host_port(self.advertise):
+            raise ConfigError(
+                f"advertise: {self.advertise!r} is not HOST:PORT (how the others reach this "
+                "server; a cluster needs it)"
+            )
+        if not 1 <= self.lease_ttl_s <= 60:
+            raise ConfigError(f"lease_ttl_s: {self.lease_ttl_s} is not in 1..60")
+        if not 0 < self.lease_margin_ms * 2 <= self.lease_ttl_s * 1000:
+            raise ConfigError(
+                f"lease_margin_ms: {self.lease_margin_ms} must be > 0 and at most half the "
+                f"lease ({self.lease_ttl_s * 500} ms)"
+            )
+        for name in ("election_settle_ms", "etcd_timeout_ms"):
+            if not 0 < getattr(self, name) < self.lease_ttl_s * 1000:
+                raise ConfigError(
+                    f"{name}: {getattr(self, name)} must be > 0 and below the lease "
+                    f"({self.lease_ttl_s * 1000} ms)"
+                )
+
     @property
     def tls(self) -> bool:
         return self.tls_cert_file is not None
@@ -198,6 +253,11 @@ LOAD_ROW_MAX_BYTES = 66 + 66 + 3 + 3 + 5 + 10
 LOAD_CHUNK_OVERHEAD_BYTES = 64
 # A SetRules request: the 1 MiB rule text plus its source name (256 characters) and framing.
 MAX_RULES_MESSAGE_BYTES = (1 << 20) + 2048
+
+
+def _is_host_port(text: str) -> bool:
+    host, separator, port = text.rpartition(":")
+    return bool(separator and host and port.isdigit() and 0 < int(port) < 65536)
 
 
 def max_load_chunk_bytes(rows: int) -> int:

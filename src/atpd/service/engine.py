@@ -21,6 +21,7 @@ from atpd.core.results import CommandRejected, TickResult
 from atpd.core.state import AtpState
 from atpd.core.stock import POSITION_BYTES
 from atpd.metrics import Metrics
+from atpd.service.lease_fence import LeaseFence
 from atpd.service.option_tokens import OptionTokens
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class Engine:
         self._resize_task: asyncio.Task[None] | None = None
         # Signs and verifies promise option tokens (set by create_server).
         self.option_tokens: OptionTokens | None = None
+        # In a cluster (service/leadership.py): writes only while the etcd lease surely holds.
+        self.lease_fence: LeaseFence | None = None
 
     def now_ms(self) -> int:
         """Wall-clock time, never earlier than the last time the core saw (clock steps back)."""
@@ -142,6 +145,9 @@ class Engine:
         """Apply `command` now, journal it if it changed anything, and return its result once
         everything it may depend on is durable. Raises CommandRejected for caller mistakes and
         WritesUnavailable when the journal cannot take it (then nothing of it remains)."""
+        fence = self.lease_fence
+        if fence is not None:
+            fence.check()
         await self._room_for(command)
         if self.write_failure is not None:
             if isinstance(command, Tick) and self.clean.is_set():
@@ -192,6 +198,10 @@ class Engine:
         except WritesUnavailable as error:
             self._writes_failed(str(error))
             raise
+        if fence is not None:
+            # The lease may have lapsed while this waited (a stopped process): a successor may
+            # not have this write, so it is not acknowledged (the caller retries on the leader).
+            fence.check()
         return result
 
     def catch_up(self) -> int:
@@ -199,6 +209,8 @@ class Engine:
         expiry time even if the timer has not fired yet. Returns the time of the read."""
         now = self.now_ms()
         self.state.observe(now)
+        if self.lease_fence is not None and not self.lease_fence.open:
+            return now  # no longer surely the leader: expiries are the leader's records
         next_ms = self.state.next_expiry_ms()
         if next_ms is None or next_ms > now or not self.ready or not self.clean.is_set():
             return now

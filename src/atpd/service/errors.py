@@ -21,6 +21,7 @@ from atpd.core.promise_context import NoNetwork
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
 from atpd.core.text import MAX_MESSAGE_BYTES, bounded
 from atpd.service.engine import InternalFailure, WritesUnavailable
+from atpd.service.lease_fence import LeaseLost
 from atpd.service.ownership import PermissionDenied
 from atpd.service.validation import InvalidArgument
 from atpd.service.watch import StreamStalled
@@ -58,6 +59,8 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidCommand, grpc.StatusCode.INVALID_ARGUMENT),
     (NoNetwork, grpc.StatusCode.FAILED_PRECONDITION),
+    # A leader whose etcd lease may have lapsed: writes go to the next leader.
+    (LeaseLost, grpc.StatusCode.FAILED_PRECONDITION),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
