@@ -6,6 +6,7 @@ import time
 
 import grpc
 import pytest
+from service.harness import TEST_LIMITS, node, running_server
 
 from atpd.config import Config
 from atpd.core.commands import Line, Reserve, SetStock
@@ -13,7 +14,6 @@ from atpd.persistence.codec import decode_command, encode_command
 from atpd.service.leader_epoch import EpochGate, StaleEpoch, epoch_suffix, record_epoch
 from atpd.service.lease_fence import LeaseFence
 from atpd.v1 import inventory_pb2
-from service.harness import TEST_LIMITS, node, running_server
 
 RESERVE = Reserve("r-1", (Line("SKU-1", "paris", 2),), 60_000)
 
