@@ -16,6 +16,8 @@ from atpd.core.limits import Limits
 from atpd.files import MAX_CONFIG_FILE_BYTES, FileRefused, read_regular_text
 
 FSYNC_POLICIES = ("always", "everysec", "none")
+REPLICATION_MODES = ("async", "sync")
+SYNC_FALLBACKS = ("degrade", "refuse")
 
 
 class ConfigError(ValueError):
@@ -122,6 +124,31 @@ class Config:
     # Calls one principal may have in flight, and Watch streams it may hold (authentication on).
     max_inflight_per_principal: int = 256
     max_watch_subscribers_per_principal: int = 16
+    # Replication (README "Running a cluster"). `follow = "host:port"` makes this server a
+    # read-only follower of that primary.
+    follow: str = ""
+    # How this server names itself to its primary (default: hostname:port).
+    replica_id: str = ""
+    # A follower's credentials towards its primary: a file holding a bearer token of role
+    # `replication`, and the CA to check the primary's TLS certificate (none: plaintext).
+    follow_token_file: Path | None = None
+    follow_tls_ca_file: Path | None = None
+    # "sync": a write is acknowledged once a follower has it durable too, or after
+    # sync_timeout_ms per sync_fallback ("degrade": go on as async, loudly, until a follower
+    # catches up; "refuse": answer UNAVAILABLE).
+    replication: str = "async"
+    sync_timeout_ms: int = 1000
+    sync_fallback: str = "degrade"
+    # Recent journal records the primary keeps in memory for its followers (older ones are
+    # read back from the journal files), and the most bytes of records in one stream message.
+    replication_buffer_bytes: int = 64 * 1024 * 1024
+    replication_batch_bytes: int = 1024 * 1024
+    # The primary says it is alive this often when idle; a follower that hears nothing for
+    # replication_timeout_ms reconnects, waiting between attempts up to
+    # replication_reconnect_max_ms (doubling from 50 ms).
+    replication_heartbeat_ms: int = 500
+    replication_timeout_ms: int = 5000
+    replication_reconnect_max_ms: int = 2000
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -165,6 +192,7 @@ class Config:
                 raise ConfigError(f"{name}: must be a finite number > 0, got {value}")
         self._check_security()
         self._check_cluster()
+        self._check_replication()
         chunk_bytes = max_load_chunk_bytes(self.limits.max_load_chunk_rows)
         if chunk_bytes > self.max_receive_message_bytes:
             raise ConfigError(
@@ -203,7 +231,7 @@ class Config:
         if not isinstance(self.etcd, tuple) or not all(
             isinstance(endpoint, str) for endpoint in self.etcd
         ):
-            raise ConfigError(f"etcd: expected a list of \"host:port\" strings, got {self.etcd!r}")
+            raise ConfigError(f'etcd: expected a list of "host:port" strings, got {self.etcd!r}')
         if not self.cluster:
             if self.etcd or self.advertise:
                 raise ConfigError("etcd, advertise: only with `cluster` (the cluster's name)")
@@ -235,6 +263,35 @@ class Config:
                     f"{name}: {getattr(self, name)} must be > 0 and below the lease "
                     f"({self.lease_ttl_s * 1000} ms)"
                 )
+
+    def _check_replication(self) -> None:
+        if self.replication not in REPLICATION_MODES:
+            raise ConfigError(
+                f"replication: {self.replication!r} is not one of {', '.join(REPLICATION_MODES)}"
+            )
+        if self.sync_fallback not in SYNC_FALLBACKS:
+            raise ConfigError(
+                f"sync_fallback: {self.sync_fallback!r} is not one of {', '.join(SYNC_FALLBACKS)}"
+            )
+        for name in (
+            "sync_timeout_ms",
+            "replication_buffer_bytes",
+            "replication_batch_bytes",
+            "replication_heartbeat_ms",
+            "replication_timeout_ms",
+            "replication_reconnect_max_ms",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0")
+        if self.replication_timeout_ms <= self.replication_heartbeat_ms:
+            raise ConfigError(
+                f"replication_timeout_ms: {self.replication_timeout_ms} must exceed "
+                f"replication_heartbeat_ms ({self.replication_heartbeat_ms})"
+            )
+        if self.follow:
+            host, separator, port = self.follow.rpartition(":")
+            if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"follow: {self.follow!r} is not HOST:PORT")
 
     @property
     def tls(self) -> bool:

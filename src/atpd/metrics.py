@@ -69,6 +69,27 @@ class Metrics:
             registry=self.registry,
         )
         self.gc_frozen.set_function(gc.get_freeze_count)
+        # Replication (README "Running a cluster"); bound by the replication modules.
+        self.replication_degraded = Gauge(
+            "atpd_replication_degraded",
+            "1 while sync replication runs as async (no follower acknowledged in time)",
+            registry=self.registry,
+        )
+        self.replication_followers = Gauge(
+            "atpd_replication_followers",
+            "Followers streaming from this primary",
+            registry=self.registry,
+        )
+        self.replication_lag_sequences = Gauge(
+            "atpd_replication_lag_sequences",
+            "On a follower: journal records the primary has durable and this server does not",
+            registry=self.registry,
+        )
+        self.replication_lag_ms = Gauge(
+            "atpd_replication_lag_ms",
+            "On a follower: milliseconds since it last held every record of its primary",
+            registry=self.registry,
+        )
 
     def bind_state(
         self,

@@ -108,6 +108,8 @@ _ADMIN_ONLY = (
     "NetworkService/SetNetwork",
 )
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
+# A follower streams the whole journal: its own role (and admin), nobody else.
+_REPLICATION = ("ReplicationService/Follow",)
 
 
 def _default_method_roles() -> dict[str, frozenset[str]]:
@@ -125,6 +127,7 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
     allow(_LOADER_WRITES, "loader", "admin")
     allow(("InventoryService/AdjustStock",), "pos")
     allow(_ADMIN_ONLY, "admin")
+    allow(_REPLICATION, "replication", "admin")
     return {method: frozenset(roles) for method, roles in table.items()}
 
 

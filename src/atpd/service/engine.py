@@ -47,6 +47,24 @@ class WritesUnavailable(Exception):
     Reads go on being served from the last durable state."""
 
 
+class NotLeader(Exception):
+    """This server follows another (README "Running a cluster"): writes go to the leader,
+    whose address the caller gets in the message and in trailing metadata `atpd-leader`."""
+
+    def __init__(self, leader_address: str) -> None:
+        self.leader_address = leader_address
+        where = leader_address or "an address not known yet (retry shortly)"
+        super().__init__(
+            f"this server is a read-only follower: send writes to the leader at {where}"
+        )
+
+
+class ReplicationUnconfirmed(Exception):
+    """Sync replication with `sync_fallback = "refuse"`: the command was applied and is durable
+    on this server, but no follower confirmed it in time. The caller cannot know whether it
+    survives a failover: retry with the same ids (every write is idempotent by its id)."""
+
+
 class InternalFailure(Exception):
     """A command failed inside the core for a reason that is not the caller's (a bug). Its
     partial effects are discarded: the state is rebuilt from durable records, as after a
@@ -134,6 +152,41 @@ class Engine:
         self.option_tokens: OptionTokens | None = None
         # In a cluster (service/leadership.py): writes only while the etcd lease surely holds.
         self.lease_fence: LeaseFence | None = None
+        # None on the primary; the leader's address on a follower (service/replication_role.py
+        # switches it): then every write is refused here, in `check_leader`, and the state only
+        # changes by records from the leader (`apply_replicated`).
+        self.leader_address: str | None = None
+
+    def check_leader(self) -> None:
+        """The one place writes are checked against the replication role, and in a cluster
+        against the leadership lease (service/lease_fence.py)."""
+        if self.leader_address is not None:
+            raise NotLeader(self.leader_address)
+        fence = self.lease_fence
+        if fence is not None:
+            fence.check()
+
+    def apply_replicated(self, command: Command, timestamp_ms: int) -> None:
+        """A follower applies one record of its leader at the leader's time (the caller journals
+        it): watchers see its changes as on the leader. Raises what `state.apply` raises."""
+        assert self.leader_address is not None, "only a follower applies replicated records"
+        state = self.state
+        try:
+            state.apply(command, timestamp_ms)
+        except BaseException:
+            state.changes = {}
+            raise
+        if state.changes:
+            self._publish(state, timestamp_ms)
+        if self.on_resync is not None and isinstance(command, SetRules | UpsertNode | BulkLoad):
+            self.on_resync(f"{type(command).__name__} changed what every caller may see")
+        if self.on_record is not None:
+            self.on_record()
+
+    def report_write_failure(self, reason: str) -> None:
+        """The journal refused a record applied meanwhile (a follower's append): the state goes
+        back to what is durable, as after a failed write."""
+        self._writes_failed(reason)
 
     def now_ms(self) -> int:
         """Wall-clock time, never earlier than the last time the core saw (clock steps back)."""
@@ -145,9 +198,7 @@ class Engine:
         """Apply `command` now, journal it if it changed anything, and return its result once
         everything it may depend on is durable. Raises CommandRejected for caller mistakes and
         WritesUnavailable when the journal cannot take it (then nothing of it remains)."""
-        fence = self.lease_fence
-        if fence is not None:
-            fence.check()
+        self.check_leader()
         await self._room_for(command)
         if self.write_failure is not None:
             if isinstance(command, Tick) and self.clean.is_set():
@@ -198,10 +249,10 @@ class Engine:
         except WritesUnavailable as error:
             self._writes_failed(str(error))
             raise
-        if fence is not None:
+        if self.lease_fence is not None:
             # The lease may have lapsed while this waited (a stopped process): a successor may
             # not have this write, so it is not acknowledged (the caller retries on the leader).
-            fence.check()
+            self.check_leader()
         return result
 
     def catch_up(self) -> int:
@@ -209,6 +260,8 @@ class Engine:
         expiry time even if the timer has not fired yet. Returns the time of the read."""
         now = self.now_ms()
         self.state.observe(now)
+        if self.leader_address is not None:
+            return now  # a follower's holds expire by the leader's records only
         if self.lease_fence is not None and not self.lease_fence.open:
             return now  # no longer surely the leader: expiries are the leader's records
         next_ms = self.state.next_expiry_ms()
@@ -289,7 +342,7 @@ class Engine:
     async def _rebuild_after_failure(self, reason: str) -> None:
         """Wait until what was journaled before the failure is durable (it belongs in the
         rebuilt state), then rebuild as after a journal failure."""
-        with contextlib.suppress(WritesUnavailable):
+        with contextlib.suppress(WritesUnavailable, ReplicationUnconfirmed):
             await self.journal.wait_durable(self.journal.last_sequence)
         if self.on_write_failure is not None:
             self.on_write_failure(reason)
@@ -383,8 +436,9 @@ class Engine:
 
     def start(self) -> None:
         """Called on the serving loop once the state is loaded: expire what is due now and arm
-        the timer for the next hold."""
-        self._spawn(self.execute(Tick()))
+        the timer for the next hold (a follower has no timer: its leader expires holds)."""
+        if self.leader_address is None:
+            self._spawn(self.execute(Tick()))
 
     def stop(self) -> None:
         if not self.ready and self._resize_task is not None:
@@ -395,6 +449,8 @@ class Engine:
         self._expiry_at_ms = None
 
     def _arm_expiry(self) -> None:
+        if self.leader_address is not None:
+            return
         next_ms = self.state.next_expiry_ms()
         if next_ms is None or next_ms == self._expiry_at_ms:
             return

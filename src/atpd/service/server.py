@@ -46,6 +46,8 @@ from atpd.service.network_start import apply_network_at_start
 from atpd.service.option_tokens import load_option_tokens
 from atpd.service.principals import AuthConfigError, TokenTable, certificate_principals
 from atpd.service.promise_servicer import PromiseServicer
+from atpd.service.replication_role import ReplicationRole
+from atpd.service.replication_servicer import ReplicationServicer
 from atpd.service.servicers import (
     AdminServicer,
     AvailabilityServicer,
@@ -77,6 +79,8 @@ from atpd.v1 import (
     network_pb2_grpc,
     promise_pb2,
     promise_pb2_grpc,
+    replication_pb2,
+    replication_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
     rules_pb2,
@@ -100,6 +104,7 @@ SERVICE_NAMES = (
     feeds_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name,
     network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
     promise_pb2.DESCRIPTOR.services_by_name["PromiseService"].full_name,
+    replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 # Pings a client may send with no call in flight before the server answers GOAWAY (a client
@@ -143,6 +148,7 @@ class App:
     health: health_aio.HealthServicer
     hub: WatchHub
     durability: Durability | None = None
+    replication: ReplicationRole | None = None
     access: AccessControl | None = None
     certificates: CertificateReloader | None = None
     # Mirrors the gRPC health status for the metrics listener's /healthz (read from its thread).
@@ -304,6 +310,13 @@ def create_server(
     engine.on_changes = hub.publish
     engine.on_resync = hub.resync_all
     watch_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(engine, hub), server)
+
+    def set_durability(durability: Durability) -> None:
+        app.durability = durability
+
+    # `app` is bound below, before anything calls these.
+    role = ReplicationRole(engine, config, lambda: app.durability, set_durability)
+    replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(role), server)
     feeds = FeedServicer(engine, config.load_idle_timeout_s, config.stream_stall_timeout_s)
     feeds_pb2_grpc.add_FeedServiceServicer_to_server(feeds, server)
     admin = AdminServicer(engine)
@@ -338,6 +351,8 @@ def create_server(
     app = App(grpc_server, port, engine, health, hub, access=access, certificates=certificates)
     admin.durability_of = lambda: app.durability
     feeds.durability_of = lambda: app.durability
+    app.replication = admin.replication = role
+    guard.trailers = role.trailers
     return app
 
 
@@ -376,6 +391,8 @@ async def stop(app: App, grace_s: float = DRAIN_SECONDS) -> None:
     await app.set_serving(False)
     app.engine.ready = False
     app.engine.stop()
+    if app.replication is not None:
+        await app.replication.close()
     await app.server.stop(grace_s)
     if app.access is not None and app.access.settings.audit is not None:
         app.access.settings.audit.close()
@@ -490,6 +507,14 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
         if durability is not None:
             durability.attach(engine)
             app.durability = durability
+        assert app.replication is not None
+        await app.replication.start()
+        if engine.leader_address is not None:
+            if config.rules_file is not None or config.network_file is not None:
+                log.warning(
+                    "follower: rules_file and network_file are ignored (the leader's apply)"
+                )
+            return
         # Before SERVING, so nobody reads or writes under rules about to be replaced.
         await apply_rules_at_start(engine, config, options)
         await apply_network_at_start(engine, config, options)
@@ -498,8 +523,8 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
         await start(app, prepare, before_serving)
     except (RulesError, NetworkError):
         await stop(app, grace_s=0)
-        if durability is not None:
-            await durability.close(final_snapshot=False)
+        if app.durability is not None:
+            await app.durability.close(final_snapshot=False)
         raise
     except BaseException:
         # Recovery refused the data dir: stop the listener so the refusal is the only output
@@ -512,6 +537,7 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
     log.info("shutting down: draining for up to %.0f s", DRAIN_SECONDS)
     freezer.stop()
     await stop(app)
-    if durability is not None:
-        await durability.close(final_snapshot=True)
+    # The follower may have replaced the journal (a snapshot from its primary): close the last.
+    if app.durability is not None:
+        await app.durability.close(final_snapshot=True)
     log.info("stopped")
