@@ -236,6 +236,10 @@ class Config:
             if self.etcd or self.advertise:
                 raise ConfigError("etcd, advertise: only with `cluster` (the cluster's name)")
             return
+        if self.follow:
+            raise ConfigError(
+                "follow: not with `cluster` (the cluster's members elect whom to follow)"
+            )
         if not self.cluster.replace("-", "").replace("_", "").isalnum() or len(self.cluster) > 64:
             raise ConfigError(
                 f"cluster: {self.cluster!r} must be 1 to 64 letters, digits, '-' or '_'"

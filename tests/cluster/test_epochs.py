@@ -11,6 +11,7 @@ from service.harness import TEST_LIMITS, node, running_server
 from atpd.config import Config
 from atpd.core.commands import Line, Reserve, SetStock
 from atpd.persistence.codec import decode_command, encode_command
+from atpd.service.cluster_member import diverged
 from atpd.service.leader_epoch import EpochGate, StaleEpoch, epoch_suffix, record_epoch
 from atpd.service.lease_fence import LeaseFence
 from atpd.v1 import inventory_pb2
@@ -77,3 +78,18 @@ def test_a_closed_lease_fence_refuses_writes_and_reads_go_on() -> None:
         fence.deadline = time.monotonic() + 60
         api.inventory.SetStock(request, timeout=10)
         assert server.digest() != digest
+
+
+@pytest.mark.core
+def test_a_journal_diverged_when_it_goes_beyond_where_the_next_epoch_started() -> None:
+    """A journal ending in epoch E at sequence L diverged iff the first epoch after E started
+    before L; a journal of the newest epoch, or ending before the next started, did not."""
+    history = {1: 0, 2: 100, 3: 150}
+    assert not diverged(100, 1, history)  # all of epoch 1 that epoch 2 kept
+    assert diverged(101, 1, history)  # a record of epoch 1 that epoch 2 never had
+    assert diverged(120, 1, history)  # epoch 2 started at 101: 101..120 differ
+    assert not diverged(140, 2, history)
+    assert diverged(151, 2, history)
+    assert not diverged(500, 3, history)  # the newest epoch: nothing after it
+    assert not diverged(0, 0, history)
+    assert diverged(1, 0, {1: 0})  # records of no epoch beyond the first leader's start

@@ -35,6 +35,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "insecure": True if args.insecure else None,
         "follow": args.follow,
         "replication": args.replication,
+        "cluster": args.cluster,
+        "etcd": args.etcd,
+        "advertise": args.advertise,
     }
     try:
         config = load_config(args.config, overrides)

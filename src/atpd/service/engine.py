@@ -287,6 +287,21 @@ class Engine:
             self._append(Tick(), now)
         return now
 
+    async def journal_tick(self) -> None:
+        """Journal a Tick now, even if nothing expires: a new cluster leader's first record, so
+        its epoch is on its journal (and its followers') from its first own sequence on."""
+        self.check_leader()
+        now = self.now_ms()
+        try:
+            self.state.apply(Tick(), now)
+        except Exception as error:
+            self.state.changes = {}
+            raise self._apply_failed("Tick", error) from error
+        if self.state.changes:
+            self._publish(self.state, now)
+        self._append(Tick(), now)
+        await self.journal.wait_durable(self.journal.last_sequence)
+
     def _expire_unjournaled(self) -> TickResult:
         """While the journal is down, holds still expire on time in memory. Not journaling
         them is safe: an expiry is a function of time, so replaying the durable records at any

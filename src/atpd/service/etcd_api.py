@@ -192,14 +192,17 @@ class EtcdApi:
             yield request
             await stop.wait()  # keep the stream open until we are done with it
 
-        call = self._watch.Watch(requests(), timeout=timeout_s)
+        # No gRPC deadline: etcd answers one with UNKNOWN, not DEADLINE_EXCEEDED; time out here.
+        call = self._watch.Watch(requests())
         try:
-            async for answer in call:
-                if answer.events or answer.canceled or answer.compact_revision:
-                    return
+            async with asyncio.timeout(timeout_s):
+                async for answer in call:
+                    if answer.events or answer.canceled or answer.compact_revision:
+                        return
+        except TimeoutError:
+            return
         except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise await self._failed(error, "watch") from error
+            raise await self._failed(error, "watch") from error
         finally:
             stop.set()
             call.cancel()

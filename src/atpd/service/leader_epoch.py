@@ -15,6 +15,8 @@ encoded `leader_epoch` field is appended to the command's encoding as it is.
 
 from __future__ import annotations
 
+from google.protobuf.message import DecodeError
+
 from atpd.v1 import journal_pb2
 
 # The largest epoch accepted (etcd revisions and our counter stay far below it).
@@ -43,9 +45,13 @@ def epoch_suffix(epoch: int) -> bytes:
 
 
 def record_epoch(payload: bytes) -> int:
-    """The leader epoch a journal payload was written under (0 when it carries none)."""
+    """The leader epoch a journal payload was written under (0 when it carries none); raises
+    ValueError when the payload is not a journal command."""
     entry = journal_pb2.JournalCommand()
-    entry.ParseFromString(payload)
+    try:
+        entry.ParseFromString(payload)
+    except DecodeError as error:
+        raise ValueError(f"not a journal command: {error}") from error
     epoch: int = entry.leader_epoch
     return epoch
 

@@ -4,6 +4,9 @@ Keys, under `/atpd/<cluster>/`:
 - `leader`: JSON {address, epoch, member}, bound to the leader's lease: it disappears when the
   leader stops renewing (crash, partition, SIGSTOP) for the lease TTL;
 - `epoch`: the last epoch handed out (a counter, never bound to a lease);
+- `epochs/<epoch>`: the last sequence before that epoch's first record (its leader's journal
+  length when elected), kept for good: how a rejoining member finds out whether its journal
+  diverged (service/cluster_member.py);
 - `candidates/<member>`: each live member's durable journal sequence, zero-padded to 20 digits
   so bytewise order is numeric order, bound to the member's lease.
 
@@ -127,6 +130,7 @@ class Leadership:
         self.leader_key = settings.key("leader")
         self.epoch_key = settings.key("epoch")
         self.candidates_prefix = settings.key("candidates/")
+        self.epochs_prefix = settings.key("epochs/")
         self.candidate_key = settings.key(f"candidates/{settings.member_id}")
         self.is_leader = False
         self.epoch = 0
@@ -259,6 +263,8 @@ class Leadership:
             [
                 put_operation(self.leader_key, record.encode(), grant.lease_id),
                 put_operation(self.epoch_key, str(epoch).encode()),
+                # Where this epoch's history starts (service/cluster_member.py): kept for good.
+                put_operation(self._epoch_start_key(epoch), str(sequence).encode()),
             ],
         )
         if not won:
@@ -273,6 +279,20 @@ class Leadership:
         self._arm_step_down()
         await self.member.become_leader(epoch)
         self._changed()
+
+    def _epoch_start_key(self, epoch: int) -> bytes:
+        return self.epochs_prefix + encode_sequence(epoch)
+
+    async def epoch_history(self) -> dict[int, int]:
+        """Each epoch handed out -> the last sequence before its leader's own records."""
+        found = await self.api.get_prefix(self.epochs_prefix)
+        history: dict[int, int] = {}
+        for entry in found:
+            try:
+                history[int(entry.key[len(self.epochs_prefix) :])] = int(entry.value)
+            except ValueError:
+                log.warning("leadership: ignoring %r = %r", entry.key, entry.value)
+        return history
 
     # ------------------------------------------------------------------ the lease
 

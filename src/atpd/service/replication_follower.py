@@ -40,6 +40,7 @@ from atpd.persistence.journal_errors import JournalCorrupt, JournalUnavailable
 from atpd.persistence.load_file import LOAD_NAME, LOADS_DIRECTORY, LOADS_MARKER, resolve_stored
 from atpd.persistence.recovery import recover
 from atpd.service.engine import Engine
+from atpd.service.leader_epoch import EpochGate, StaleEpoch
 from atpd.v1 import replication_pb2, replication_pb2_grpc
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class Follower:
         self._caught_up_at = time.monotonic()
         self._applied = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Refuses records from a leader older than one already applied (service/leader_epoch.py).
+        self.epoch_gate = EpochGate()
         self._token = (
             config.follow_token_file.read_text().strip()
             if config.follow_token_file is not None
@@ -245,7 +248,12 @@ class Follower:
                 f"records {batch.first_sequence}..{batch.last_sequence} fail their checks: "
                 f"{scan.problem_detail or 'wrong count'}"
             )
+        gate = self.epoch_gate
         for record in scan.records:
+            try:
+                epoch = gate.check(record.sequence, record.payload)
+            except (StaleEpoch, ValueError) as error:
+                raise StreamBroken(str(error)) from error
             try:
                 command = decode_command(record.payload)
                 if LOADS_MARKER in record.payload:
@@ -266,6 +274,7 @@ class Follower:
                 self.engine.report_write_failure(f"journal unavailable: {error}")
                 raise
             assert sequence == record.sequence, (sequence, record.sequence)
+            gate.accepted(epoch)
         self._applied.set()
 
     def _store_load_chunk(self, chunk: replication_pb2.LoadFileChunk) -> None:

@@ -20,6 +20,7 @@ from atpd.core.state import AtpState
 from atpd.persistence.journal import Journal
 from atpd.service.durability import Durability
 from atpd.service.engine import Engine
+from atpd.service.leader_epoch import EpochGate
 from atpd.service.replication_follower import Follower
 from atpd.service.replication_source import ReplicationSource
 from atpd.v1 import admin_pb2
@@ -47,6 +48,8 @@ class ReplicationRole:
         self._set_durability = set_durability
         self.source = ReplicationSource(engine, config)
         self.follower: Follower | None = None
+        # The newest leader epoch applied here, kept across follow streams (service/leadership.py).
+        self.epoch_gate = EpochGate()
         metrics = engine.metrics
         metrics.replication_lag_sequences.set_function(
             lambda: self.follower.lag_sequences() if self.follower is not None else 0
@@ -92,14 +95,20 @@ class ReplicationRole:
             self.engine.start()  # expire what came due meanwhile, arm the timer
 
     async def demote(self, leader_address: str) -> None:
-        """Refuse writes now and follow `leader_address`."""
+        """Refuse writes now and follow `leader_address` (empty: a cluster between leaders,
+        service/leadership.py: follow nobody until one is elected)."""
         self.engine.leader_address = leader_address
         self.engine.stop()  # the expiry timer: the leader's records expire holds now
         if self.follower is not None:
             await self.follower.stop()
+            self.follower = None
+        if not leader_address:
+            log.warning("no leader known: writes are refused here until one is elected")
+            return
         self.follower = Follower(
             self.engine, self.config, leader_address, self.durability_of, self._replace
         )
+        self.follower.epoch_gate = self.epoch_gate
         self.follower.start()
         log.warning("following %s: writes are refused here", leader_address)
 
@@ -108,6 +117,11 @@ class ReplicationRole:
             await self.follower.stop()
             self.follower = None
         self.source.close()
+
+    def replace_durability(self, journal: Journal, state: AtpState) -> None:
+        """A journal and state that replace the current ones (a diverged cluster member starting
+        over: service/cluster_member.py)."""
+        self._replace(journal, state)
 
     def _replace(self, journal: Journal, state: AtpState) -> None:
         """A follower installed a snapshot: a new journal and state replace the old ones."""

@@ -37,10 +37,13 @@ from atpd.persistence.recovery import recover
 from atpd.service.access_lookup import EngineLookup
 from atpd.service.audit import AuditLog
 from atpd.service.auth import AccessControl, AccessSettings, method_roles_from_config
+from atpd.service.cluster_member import ClusterMember
 from atpd.service.durability import Durability, clean_staging, write_snapshot_now
 from atpd.service.engine import CommandLog, Engine
 from atpd.service.feeds import FeedServicer
 from atpd.service.gc_pauses import FreezeSurvivors
+from atpd.service.leadership import ClusterSettings, Leadership
+from atpd.service.lease_fence import LeaseFence
 from atpd.service.network_servicer import NetworkServicer
 from atpd.service.network_start import apply_network_at_start
 from atpd.service.option_tokens import load_option_tokens
@@ -149,6 +152,9 @@ class App:
     hub: WatchHub
     durability: Durability | None = None
     replication: ReplicationRole | None = None
+    # In a cluster: the etcd side (service/leadership.py) and what it switches.
+    leadership: Leadership | None = None
+    member: ClusterMember | None = None
     access: AccessControl | None = None
     certificates: CertificateReloader | None = None
     # Mirrors the gRPC health status for the metrics listener's /healthz (read from its thread).
@@ -353,7 +359,32 @@ def create_server(
     feeds.durability_of = lambda: app.durability
     app.replication = admin.replication = role
     guard.trailers = role.trailers
+    if config.cluster:
+        join_cluster(app, config)
     return app
+
+
+def join_cluster(app: App, config: Config) -> None:
+    """Writes stay refused until etcd elects this server (README "Running a cluster")."""
+    engine = app.engine
+    assert app.replication is not None
+    engine.leader_address = ""
+    engine.lease_fence = LeaseFence()
+    member = ClusterMember(app.replication, engine, config, lambda: app.durability)
+    settings = ClusterSettings(
+        cluster=config.cluster,
+        etcd=config.etcd,
+        advertise=config.advertise,
+        member_id=config.member_id or config.advertise,
+        lease_ttl_s=config.lease_ttl_s,
+        lease_margin_ms=config.lease_margin_ms,
+        election_settle_ms=config.election_settle_ms,
+        etcd_timeout_ms=config.etcd_timeout_ms,
+    )
+    leadership = Leadership(settings, member, engine.lease_fence)
+    member.epoch_history = leadership.epoch_history
+    app.member = member
+    app.leadership = leadership
 
 
 async def start(
@@ -389,6 +420,8 @@ async def start(
 
 async def stop(app: App, grace_s: float = DRAIN_SECONDS) -> None:
     await app.set_serving(False)
+    if app.leadership is not None:
+        await app.leadership.stop()  # a successor is elected without waiting for the lease
     app.engine.ready = False
     app.engine.stop()
     if app.replication is not None:
@@ -508,6 +541,8 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
             durability.attach(engine)
             app.durability = durability
         assert app.replication is not None
+        if app.member is not None:
+            app.member.recovered()
         await app.replication.start()
         if engine.leader_address is not None:
             if config.rules_file is not None or config.network_file is not None:
@@ -531,6 +566,8 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
         # (a server left running is torn down by its finalizer after the loop closed).
         await app.server.stop(0)
         raise
+    if app.leadership is not None:
+        app.leadership.start()
     freezer = FreezeSurvivors(config.gc_freeze_interval_s)
     freezer.start()
     await stop_event.wait()
