@@ -403,7 +403,9 @@ class Durability:
         engine = self.engine
         if final_snapshot and engine is not None and engine.write_failure is None:
             try:
-                await self.journal.wait_durable(self.journal.last_sequence)
+                # The journal's own wait: replication (sync) has no say in a shutdown.
+                if self.journal.last_sequence > 0:
+                    await self.journal.wait_durable(self.journal.last_sequence)
                 write_snapshot_now(engine.state, self.data_dir, self.journal)
             except (JournalUnavailable, OSError) as error:
                 log.error("final snapshot skipped: %s", error)

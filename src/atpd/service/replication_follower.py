@@ -23,9 +23,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -164,25 +164,17 @@ class Follower:
         journal = durability.journal
         if journal.last_sequence > journal.durable_sequence:
             await journal.wait_durable(journal.last_sequence)
-        outgoing: asyncio.Queue[replication_pb2.FollowerMessage] = asyncio.Queue()
-        outgoing.put_nowait(
-            replication_pb2.FollowerMessage(
-                start=replication_pb2.FollowRequest(
-                    from_sequence=journal.last_sequence, follower_id=self.follower_id
-                )
-            )
-        )
-
-        async def requests() -> AsyncIterator[replication_pb2.FollowerMessage]:
-            while True:
-                yield await outgoing.get()
-
         metadata = (("authorization", f"Bearer {self._token}"),) if self._token else None
         timeout_s = self.config.replication_timeout_ms / 1000
         async with self._channel() as channel:
             stub = replication_pb2_grpc.ReplicationServiceStub(channel)
-            call = stub.Follow(requests(), metadata=metadata)
-            acks = asyncio.get_running_loop().create_task(self._send_acks(outgoing))
+            # Written with call.write (no request iterator): the acks go out from their own task.
+            call = stub.Follow(metadata=metadata)
+            start = replication_pb2.FollowRequest(
+                from_sequence=journal.last_sequence, follower_id=self.follower_id
+            )
+            await call.write(replication_pb2.FollowerMessage(start=start))
+            acks = asyncio.get_running_loop().create_task(self._send_acks(call))
             try:
                 while True:
                     message = await asyncio.wait_for(call.read(), timeout_s)
@@ -199,7 +191,7 @@ class Follower:
                 acks.cancel()
                 call.cancel()
 
-    async def _send_acks(self, outgoing: asyncio.Queue[replication_pb2.FollowerMessage]) -> None:
+    async def _send_acks(self, call: grpc.aio.StreamStreamCall[Any, Any]) -> None:
         """Acknowledge what is durable here, as it becomes durable (one fsync may cover many
         batches: the acks follow the group commit, not each message)."""
         acked = -1
@@ -216,11 +208,8 @@ class Follower:
             if target > journal.durable_sequence:
                 await journal.wait_durable(target)
             acked = target
-            outgoing.put_nowait(
-                replication_pb2.FollowerMessage(
-                    ack=replication_pb2.FollowAck(durable_sequence=target)
-                )
-            )
+            ack = replication_pb2.FollowAck(durable_sequence=target)
+            await call.write(replication_pb2.FollowerMessage(ack=ack))
 
     # ------------------------------------------------------------------ what the primary sends
 

@@ -264,13 +264,25 @@ class ReplicationSource:
                 if not records or records[0].sequence != wanted:
                     # The segments holding `wanted` were removed: a snapshot replaced them.
                     disk = None
-                    async for message in self._snapshot_after(link, wanted):
+                    async for message in self._snapshot_after(link, wanted + 1):
                         yield message
                     continue
             records = self._until_load(records)
             if LOADS_MARKER in records[0].payload:
-                async for message in self._load_file_of(records[0]):
-                    yield message
+                sent_any = False
+                try:
+                    async for message in self._load_file_of(records[0]):
+                        sent_any = True
+                        yield message
+                except FileNotFoundError:
+                    if sent_any:
+                        raise
+                    # A load file is kept only while a record after the oldest snapshot names
+                    # it: this older record is only available inside a snapshot now.
+                    disk = None
+                    async for message in self._snapshot_after(link, wanted + 1):
+                        yield message
+                    continue
             data = bytearray()
             for record in records:
                 encode_record_into(data, record.sequence, record.timestamp_ms, record.payload)
@@ -352,13 +364,14 @@ class ReplicationSource:
     async def _snapshot_after(
         self, link: FollowerLink, wanted: int
     ) -> AsyncIterator[replication_pb2.FollowMessage]:
-        """The newest snapshot, for a follower whose next record the journal no longer has."""
+        """The newest snapshot, for a follower whose record `wanted - 1` the journal (or the
+        load files) no longer has: the snapshot must cover it."""
         durability = self.durability
         assert durability is not None
         snapshots = list_snapshots(durability.data_dir)
         if not snapshots or snapshots[-1][0] < wanted - 1:
             raise ReplicationRefused(
-                f"record {wanted} is neither in the journal nor covered by a snapshot"
+                f"record {wanted - 1} is neither in the journal nor covered by a snapshot"
             )
         sequence, path = snapshots[-1]
         log.info(
