@@ -107,6 +107,12 @@ class Config:
     # Calls one principal may have in flight, and Watch streams it may hold (authentication on).
     max_inflight_per_principal: int = 256
     max_watch_subscribers_per_principal: int = 16
+    # Commands in one CommandBatch call or Submit message (each also within
+    # max_receive_message_bytes: README, "Batches and the Submit stream").
+    max_batch_commands: int = 8_192
+    # Batches of one Submit stream applied and not yet answered (waiting for the disk) at once;
+    # the stream is not read further until the oldest is answered.
+    max_submit_inflight_batches: int = 16
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -131,6 +137,8 @@ class Config:
             "audit_log_max_bytes",
             "max_inflight_per_principal",
             "max_watch_subscribers_per_principal",
+            "max_batch_commands",
+            "max_submit_inflight_batches",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0")

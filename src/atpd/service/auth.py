@@ -108,6 +108,14 @@ _ADMIN_ONLY = (
     "NetworkService/SetNetwork",
 )
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
+# Batches of reservation and stock writes: the gate admits any role that may make one of the
+# commands; each command is then checked as its unary method (service/batch_commands.py).
+_BATCHES = ("CommandService/CommandBatch", "CommandService/Submit")
+BATCHABLE_METHODS = (
+    *_RESERVATION_WRITES,
+    "InventoryService/SetStock",
+    "InventoryService/AdjustStock",
+)
 
 
 def _default_method_roles() -> dict[str, frozenset[str]]:
@@ -125,6 +133,7 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
     allow(_LOADER_WRITES, "loader", "admin")
     allow(("InventoryService/AdjustStock",), "pos")
     allow(_ADMIN_ONLY, "admin")
+    allow(_BATCHES, "checkout", "pos", "loader", "admin")
     return {method: frozenset(roles) for method, roles in table.items()}
 
 
@@ -151,6 +160,10 @@ def method_roles_from_config(overrides: Mapping[str, Any]) -> dict[str, frozense
                     f"method_roles.{method}: {role!r} is not one of {', '.join(ROLES)}"
                 )
         table[method] = frozenset(roles)
+    for method in _BATCHES:
+        if method not in overrides:
+            # Whoever may make one of the batchable commands may send a batch of them.
+            table[method] = frozenset().union(*(table[m] for m in BATCHABLE_METHODS))
     return table
 
 

@@ -37,6 +37,7 @@ from atpd.persistence.recovery import recover
 from atpd.service.access_lookup import EngineLookup
 from atpd.service.audit import AuditLog
 from atpd.service.auth import AccessControl, AccessSettings, method_roles_from_config
+from atpd.service.batch_servicer import CommandServicer
 from atpd.service.durability import Durability, clean_staging, write_snapshot_now
 from atpd.service.engine import CommandLog, Engine
 from atpd.service.feeds import FeedServicer
@@ -69,6 +70,8 @@ from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     availability_pb2,
+    batch_pb2,
+    batch_pb2_grpc,
     feeds_pb2,
     feeds_pb2_grpc,
     inventory_pb2,
@@ -100,6 +103,7 @@ SERVICE_NAMES = (
     feeds_pb2.DESCRIPTOR.services_by_name["FeedService"].full_name,
     network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
     promise_pb2.DESCRIPTOR.services_by_name["PromiseService"].full_name,
+    batch_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 # Pings a client may send with no call in flight before the server answers GOAWAY (a client
@@ -304,6 +308,14 @@ def create_server(
     engine.on_changes = hub.publish
     engine.on_resync = hub.resync_all
     watch_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(engine, hub), server)
+    batches = CommandServicer(
+        engine,
+        access,
+        config.max_batch_commands,
+        config.max_submit_inflight_batches,
+        config.stream_stall_timeout_s,
+    )
+    batch_pb2_grpc.add_CommandServiceServicer_to_server(batches, server)
     feeds = FeedServicer(engine, config.load_idle_timeout_s, config.stream_stall_timeout_s)
     feeds_pb2_grpc.add_FeedServiceServicer_to_server(feeds, server)
     admin = AdminServicer(engine)
