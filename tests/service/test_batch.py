@@ -3,6 +3,7 @@ unary call; batch-level refusals; idempotent retries; metrics and watch events a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import grpc
@@ -222,8 +223,7 @@ def test_batch_equals_the_same_commands_unary(
     """A batch answers each command as its unary call would and leaves the same state (digest)."""
     batched, one_by_one = twin_servers
     for server in twin_servers:
-        engine = server.app.engine
-        server.call(lambda engine=engine: engine.replace_state(AtpState(TEST_LIMITS)))
+        server.call(functools.partial(server.app.engine.replace_state, AtpState(TEST_LIMITS)))
         seed_nodes(server)
     results = send(batch_stub(batched), *commands)
     api = one_by_one.stubs()

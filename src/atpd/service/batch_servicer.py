@@ -15,7 +15,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -129,9 +129,14 @@ class CommandServicer(batch_pb2_grpc.CommandServiceServicer):
             code = grpc.StatusCode.CANCELLED
             raise
         except (InvalidArgument, NotReady) as error:
+            # The batches before the bad one are answered first (a status ends the stream, and
+            # none may be sent while a write is in flight).
             reading = False
             code = status_of(error)
-            await self._end(writer, answers)
+            answers.put_nowait(None)
+            await asyncio.wait((writer,))
+            if isinstance(_failure(writer), StreamStalled):
+                end_stalled("Submit", cast(StreamStalled, writer.exception()))
             await abort(context, code, str(error))
         finally:
             self._count("Submit", code)
