@@ -261,7 +261,7 @@ def _race(ctx: Context) -> dict[str, Any]:
 
     def run() -> dict[str, Any]:
         rounds = ctx.size(3, 1)
-        seconds = ctx.size(5.0, 3.0)
+        seconds = float(ctx.size(5, 3))
         server_cpus, load_cpus = servers.cpu_split()
         processes = max(2, len(load_cpus) + 1)
         skipped = redis_tools()
@@ -387,7 +387,7 @@ def client_coalesced_reserves_per_s(ctx: Context) -> Figure:
     through atpd.client, which coalesces them into batches on one Submit stream; the same
     callers with coalesce=False (one unary call each) beside it. atpd fsync always."""
     rounds = ctx.size(3, 1)
-    seconds = ctx.size(5.0, 3.0)
+    seconds = float(ctx.size(5, 3))
     server_cpus, load_cpus = servers.cpu_split()
     atpd = _start_atpd(ctx, "atpd-client", server_cpus)
     measured: dict[bool, list[float]] = {True: [], False: []}
