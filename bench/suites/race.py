@@ -394,7 +394,7 @@ def client_coalesced_reserves_per_s(ctx: Context) -> Figure:
     batches: list[float] = []
     context = multiprocessing.get_context("spawn")
     try:
-        with context.Pool(1) as pool:
+        with context.Pool(1, maxtasksperchild=1) as pool:
             pool.map(_callers_process, [(atpd.target, 1.0, True, load_cpus)])  # warm-up
             for _ in range(rounds):
                 for coalesce in (True, False):
