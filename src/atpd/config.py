@@ -149,6 +149,12 @@ class Config:
     replication_heartbeat_ms: int = 500
     replication_timeout_ms: int = 5000
     replication_reconnect_max_ms: int = 2000
+    # Commands in one CommandBatch call or Submit message (each also within
+    # max_receive_message_bytes: README, "Batches and the Submit stream").
+    max_batch_commands: int = 8_192
+    # Batches of one Submit stream applied and not yet answered (waiting for the disk) at once;
+    # the stream is not read further until the oldest is answered.
+    max_submit_inflight_batches: int = 16
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -173,6 +179,8 @@ class Config:
             "audit_log_max_bytes",
             "max_inflight_per_principal",
             "max_watch_subscribers_per_principal",
+            "max_batch_commands",
+            "max_submit_inflight_batches",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0")

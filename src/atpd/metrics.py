@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 # Microsecond-scale buckets: the core answers in microseconds, RPCs in tens to hundreds.
 CORE_BUCKETS_S = (2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 1e-2, 0.1, 1.0)
 RPC_BUCKETS_S = (2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
 class Metrics:
@@ -40,6 +41,12 @@ class Metrics:
             "Time inside the core per command kind",
             ["command"],
             buckets=CORE_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.batch_commands = Histogram(
+            "atpd_batch_commands",
+            "Commands per batch applied (CommandBatch calls and Submit messages)",
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.outcomes = Counter(

@@ -110,6 +110,14 @@ _ADMIN_ONLY = (
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
 # A follower streams the whole journal: its own role (and admin), nobody else.
 _REPLICATION = ("ReplicationService/Follow",)
+# Batches of reservation and stock writes: the gate admits any role that may make one of the
+# commands; each command is then checked as its unary method (service/batch_commands.py).
+_BATCHES = ("CommandService/CommandBatch", "CommandService/Submit")
+BATCHABLE_METHODS = (
+    *_RESERVATION_WRITES,
+    "InventoryService/SetStock",
+    "InventoryService/AdjustStock",
+)
 
 
 def _default_method_roles() -> dict[str, frozenset[str]]:
@@ -128,6 +136,7 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
     allow(("InventoryService/AdjustStock",), "pos")
     allow(_ADMIN_ONLY, "admin")
     allow(_REPLICATION, "replication", "admin")
+    allow(_BATCHES, "checkout", "pos", "loader", "admin")
     return {method: frozenset(roles) for method, roles in table.items()}
 
 
@@ -154,6 +163,10 @@ def method_roles_from_config(overrides: Mapping[str, Any]) -> dict[str, frozense
                     f"method_roles.{method}: {role!r} is not one of {', '.join(ROLES)}"
                 )
         table[method] = frozenset(roles)
+    for method in _BATCHES:
+        if method not in overrides:
+            # Whoever may make one of the batchable commands may send a batch of them.
+            table[method] = frozenset().union(*(table[m] for m in BATCHABLE_METHODS))
     return table
 
 

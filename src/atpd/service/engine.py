@@ -255,6 +255,62 @@ class Engine:
             self.check_leader()
         return result
 
+    async def execute_unwaited(self, command: CommandOf[ResultT]) -> ResultT:
+        """`execute` without the final wait for durability, for batches (service/batch*.py):
+        the caller applies each command of a batch this way, then awaits `wait_all_durable`
+        once, and answers none of them before that. The same checks, journal records, change
+        events and metrics as `execute` (kept beside it rather than shared so that the unary
+        path keeps its single frame)."""
+        self.check_leader()
+        await self._room_for(command)
+        if self.write_failure is not None:
+            raise WritesUnavailable(self.write_failure)
+        self.journal.check_writable()
+        state = self.state
+        now = self.now_ms()
+        kind = type(command).__name__
+        timer = self._core_timers.get(kind)
+        if timer is None:
+            timer = self._core_timers[kind] = self.metrics.core_latency.labels(kind)
+        started = time.perf_counter()
+        try:
+            result = state.apply(command, now)
+        except CommandRejected:
+            if state.time_moved:
+                self._append(Tick(), now)
+            raise
+        except Exception as error:
+            state.changes = {}
+            raise self._apply_failed(kind, error) from error
+        finally:
+            timer.observe(time.perf_counter() - started)
+            if state.changes:
+                self._publish(state, now)
+        outcome = getattr(result, "outcome", None)
+        if outcome is not None:
+            counter = self._outcome_counters.get((kind, outcome))
+            if counter is None:
+                counter = self.metrics.outcomes.labels(kind, outcome.name)
+                self._outcome_counters[(kind, outcome)] = counter
+            counter.inc()
+        if result.changed:
+            self._append(cast(Command, command), now)
+        elif state.time_moved:
+            self._append(Tick(), now)
+        return result
+
+    async def wait_all_durable(self) -> None:
+        """Resolve once every record journaled so far is durable (the end of a batch); raises
+        WritesUnavailable (and starts the rebuild) when the journal failed meanwhile."""
+        journal = self.journal
+        try:
+            await journal.wait_durable(journal.last_sequence)
+        except WritesUnavailable as error:
+            self._writes_failed(str(error))
+            raise
+        if self.lease_fence is not None:
+            self.check_leader()  # as in `execute`: nothing acknowledged past the lease
+
     def catch_up(self) -> int:
         """Before a read: apply expiries already due, so no read ever shows a hold past its
         expiry time even if the timer has not fired yet. Returns the time of the read."""

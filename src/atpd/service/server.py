@@ -37,13 +37,14 @@ from atpd.persistence.recovery import recover
 from atpd.service.access_lookup import EngineLookup
 from atpd.service.audit import AuditLog
 from atpd.service.auth import AccessControl, AccessSettings, method_roles_from_config
+from atpd.service.batch_servicer import CommandServicer
+from atpd.service.cluster_join import join_cluster
 from atpd.service.cluster_member import ClusterMember
 from atpd.service.durability import Durability, clean_staging, write_snapshot_now
 from atpd.service.engine import CommandLog, Engine
 from atpd.service.feeds import FeedServicer
 from atpd.service.gc_pauses import FreezeSurvivors
-from atpd.service.leadership import ClusterSettings, Leadership
-from atpd.service.lease_fence import LeaseFence
+from atpd.service.leadership import Leadership
 from atpd.service.network_servicer import NetworkServicer
 from atpd.service.network_start import apply_network_at_start
 from atpd.service.option_tokens import load_option_tokens
@@ -74,6 +75,8 @@ from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     availability_pb2,
+    batch_pb2,
+    batch_pb2_grpc,
     feeds_pb2,
     feeds_pb2_grpc,
     inventory_pb2,
@@ -108,6 +111,7 @@ SERVICE_NAMES = (
     network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
     promise_pb2.DESCRIPTOR.services_by_name["PromiseService"].full_name,
     replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name,
+    batch_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 # Pings a client may send with no call in flight before the server answers GOAWAY (a client
@@ -323,6 +327,14 @@ def create_server(
     # `app` is bound below, before anything calls these.
     role = ReplicationRole(engine, config, lambda: app.durability, set_durability)
     replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(role), server)
+    batches = CommandServicer(
+        engine,
+        access,
+        config.max_batch_commands,
+        config.max_submit_inflight_batches,
+        config.stream_stall_timeout_s,
+    )
+    batch_pb2_grpc.add_CommandServiceServicer_to_server(batches, server)
     feeds = FeedServicer(engine, config.load_idle_timeout_s, config.stream_stall_timeout_s)
     feeds_pb2_grpc.add_FeedServiceServicer_to_server(feeds, server)
     admin = AdminServicer(engine)
@@ -360,31 +372,8 @@ def create_server(
     app.replication = admin.replication = role
     guard.trailers = role.trailers
     if config.cluster:
-        join_cluster(app, config)
+        app.member, app.leadership = join_cluster(role, config, lambda: app.durability)
     return app
-
-
-def join_cluster(app: App, config: Config) -> None:
-    """Writes stay refused until etcd elects this server (README "Running a cluster")."""
-    engine = app.engine
-    assert app.replication is not None
-    engine.leader_address = ""
-    engine.lease_fence = LeaseFence()
-    member = ClusterMember(app.replication, engine, config, lambda: app.durability)
-    settings = ClusterSettings(
-        cluster=config.cluster,
-        etcd=config.etcd,
-        advertise=config.advertise,
-        member_id=config.member_id or config.advertise,
-        lease_ttl_s=config.lease_ttl_s,
-        lease_margin_ms=config.lease_margin_ms,
-        election_settle_ms=config.election_settle_ms,
-        etcd_timeout_ms=config.etcd_timeout_ms,
-    )
-    leadership = Leadership(settings, member, engine.lease_fence)
-    member.epoch_history = leadership.epoch_history
-    app.member = member
-    app.leadership = leadership
 
 
 async def start(
