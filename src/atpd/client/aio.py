@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +47,13 @@ from atpd.client.errors import (
     error_for,
     error_for_number,
     error_from_rpc,
+)
+from atpd.client.leader import (
+    READ_METHODS,
+    Targets,
+    is_not_leader,
+    leader_hint,
+    parse_targets,
 )
 from atpd.client.results import (
     Availability,
@@ -142,8 +150,9 @@ class AsyncClient:
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
+        read_from: str = "leader",
         token: str | None = None,
         ca_file: Path | None = None,
         tls: bool = False,
@@ -160,14 +169,23 @@ class AsyncClient:
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s: must be > 0, got {timeout_s}")
-        self.options = ConnectionOptions(target, token, ca_file, tls, cert_file, key_file)
-        self.options.check()
+        # Several targets: the servers of one cluster (atpd.client.leader).
+        addresses = parse_targets(target)
+        self.options = ConnectionOptions(addresses[0], token, ca_file, tls, cert_file, key_file)
+        for address in addresses:
+            replace(self.options, target=address).check()
         self.timeout_s = timeout_s
         self.coalesce = coalesce
         self.retry_initial_backoff_s = retry_initial_backoff_s
         self.retry_max_backoff_s = retry_max_backoff_s
         self._metadata = self.options.metadata()
-        self._stubs: _Stubs | None = None
+        self.targets = Targets(
+            addresses,
+            lambda address: _Stubs(open_channel(replace(self.options, target=address))),
+            read_from,
+            self._metadata,
+        )
+        self._located: dict[Any, tuple[str, str]] = {}
         self.coalescer = Coalescer(
             lambda: self.stubs.commands,
             self._metadata,
@@ -176,20 +194,18 @@ class AsyncClient:
             max_delay_us=max_delay_us,
             max_inflight_batches=max_inflight_batches,
         )
+        self.targets.on_leader_change = lambda _: self.coalescer.detach()
 
     @property
     def stubs(self) -> _Stubs:
-        """The generated stubs (for what this class does not wrap); the channel opens on first
-        use, on the running loop."""
-        if self._stubs is None:
-            self._stubs = _Stubs(open_channel(self.options))
-        return self._stubs
+        """The generated stubs of the leader (for what this class does not wrap); the channel
+        opens on first use, on the running loop."""
+        return self.targets.for_write()
 
     async def close(self) -> None:
         await self.coalescer.close()
-        if self._stubs is not None:
-            await self._stubs.channel.close(None)
-            self._stubs = None
+        for stubs in self.targets.all_stubs():
+            await stubs.channel.close(None)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -211,15 +227,51 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout_s or self.timeout_s)
         backoff = self.retry_initial_backoff_s
+        service, name = self._locate(method)
         while True:
             remaining = deadline - loop.time()
+            stubs = self.targets.for_read() if name in READ_METHODS else self.targets.for_write()
+            bound: Callable[..., Awaitable[T]] = getattr(getattr(stubs, service), name)
             try:
-                return await method(request, timeout=remaining, metadata=self._metadata)
+                return await bound(request, timeout=remaining, metadata=self._metadata)
             except grpc.aio.AioRpcError as failure:
                 error = error_from_rpc(failure)
-            if not (retry and isinstance(error, Unavailable)):
-                raise error
-            backoff = await self._backoff(error, deadline, backoff)
+                hint = leader_hint(failure)
+            backoff = await self._after_failure(error, hint, retry, deadline, backoff)
+
+    def _locate(self, method: Any) -> tuple[str, str]:
+        """(service, method name) of a stub method, to call it on whichever server is right."""
+        found = self._located.get(method)
+        if found is None:
+            for stubs in self.targets.all_stubs():
+                for service, stub in vars(stubs).items():
+                    for name, value in getattr(stub, "__dict__", {}).items():
+                        if value is method:
+                            found = self._located[method] = (service, name)
+            if found is None:
+                raise ValueError(f"{method!r} is not a method of this client's stubs")
+        return found
+
+    async def _after_failure(
+        self, error: AtpdError, hint: str, retry: bool, deadline: float, backoff: float
+    ) -> float:
+        """Raise `error`, or get ready to send the call again: to the leader when this server
+        is not it (nothing was applied: always safe), after UNAVAILABLE when `retry` allows
+        (looking for the leader first when there are several targets). The next backoff."""
+        if is_not_leader(error):
+            leader = self.targets.leader
+            if hint:
+                self.targets.moved(hint)
+            else:
+                await self.targets.discover()
+            if self.targets.leader != leader:
+                return backoff  # straight to the new leader
+            return await self._backoff(error, deadline, backoff)  # an election is under way
+        if not (retry and isinstance(error, Unavailable)):
+            raise error
+        if self.targets.several:
+            await self.targets.discover()
+        return await self._backoff(error, deadline, backoff)
 
     async def _backoff(self, error: AtpdError, deadline: float, backoff: float) -> float:
         """Sleep before the next attempt, or raise `error` when the deadline would pass."""
@@ -264,9 +316,7 @@ class AsyncClient:
                 if which != "error":
                     return getattr(result, which)
                 error = error_for_number(result.error.code, result.error.message)
-            if not (retry and isinstance(error, Unavailable)):
-                raise error
-            backoff = await self._backoff(error, deadline, backoff)
+            backoff = await self._after_failure(error, "", retry, deadline, backoff)
 
     # ------------------------------------------------------------------ reservations
 
@@ -601,7 +651,7 @@ class AsyncClient:
             epoch=epoch,
             low_stock_threshold=low_stock_threshold,
         )
-        call = self.stubs.watch.Watch(request, metadata=self._metadata)
+        call = self.targets.for_read().watch.Watch(request, metadata=self._metadata)
         try:
             async for event in call:
                 yield from_message(WatchEvent, event)

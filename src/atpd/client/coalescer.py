@@ -67,6 +67,7 @@ class _Stream:
         self.inflight: dict[str, list[asyncio.Future[batch_pb2.BatchResult]]] = {}
         self.reader: asyncio.Task[None] | None = None
         self.broken = False
+        self.detached = False  # no longer the stream new batches go to (the leader moved)
 
 
 class Coalescer:
@@ -200,6 +201,15 @@ class Coalescer:
         except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as error:
             self._broken(stream, f"the Submit stream failed: {_describe(error)}")
 
+    def detach(self) -> None:
+        """The leader moved (atpd.client.leader): the next batch opens a stream to it, while
+        the batches in flight on the old stream are still answered there."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.detached = True
+            if not stream.inflight:
+                self._broken(stream, "the leader moved")
+
     def _open(self) -> _Stream:
         stream = self._stream
         if stream is not None and not stream.broken:
@@ -225,6 +235,9 @@ class Coalescer:
                 for future, result in zip(futures, response.results, strict=False):
                     if not future.done():
                         future.set_result(result)
+                if stream.detached and not stream.inflight:
+                    self._broken(stream, "the leader moved")
+                    return
             self._broken(stream, "the server ended the Submit stream")
         except grpc.RpcError as error:
             self._broken(stream, f"the Submit stream failed: {_describe(error)}", _code(error))

@@ -25,9 +25,9 @@ from atpd.core.text import bounded
 from atpd.service import convert, validation
 from atpd.service.access_lookup import EngineLookup
 from atpd.service.auth import AccessControl, MethodPolicy, Refused
-from atpd.service.engine import Engine, NotLeader, WritesUnavailable
+from atpd.service.engine import Engine, WritesUnavailable
 from atpd.service.errors import is_bug, status_of
-from atpd.service.lease_fence import LeaseLost
+from atpd.service.lease_fence import LeadershipLostUnacknowledged
 from atpd.service.option_reserve import check_plan_access, reserve_option, verified_plan
 from atpd.service.ownership import check_owner
 from atpd.service.principals import ANONYMOUS, Principal
@@ -142,9 +142,9 @@ class BatchRunner:
         results = applied.results
         try:
             await self.engine.wait_all_durable()
-        except (WritesUnavailable, LeaseLost, NotLeader) as error:
-            # LeaseLost, NotLeader: this server stopped leading meanwhile (a cluster: README
-            # "Running a cluster"); the next leader may not have these, so none is acknowledged.
+        except (WritesUnavailable, LeadershipLostUnacknowledged) as error:
+            # LeadershipLostUnacknowledged: this server stopped leading meanwhile (a cluster:
+            # README "Running a cluster"); the next leader may not have these: none is acked.
             code = status_of(error)
             for index, result in enumerate(results):
                 if result.WhichOneof("result") != "error":

@@ -21,7 +21,7 @@ from atpd.core.results import CommandRejected, TickResult
 from atpd.core.state import AtpState
 from atpd.core.stock import POSITION_BYTES
 from atpd.metrics import Metrics
-from atpd.service.lease_fence import LeaseFence
+from atpd.service.lease_fence import LeadershipLostUnacknowledged, LeaseFence, LeaseLost
 from atpd.service.option_tokens import OptionTokens
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,14 @@ class Engine:
         if fence is not None:
             fence.check()
 
+    def check_still_leader(self) -> None:
+        """In a cluster, after a write was applied and made durable: still the leader, or the
+        write is not acknowledged (LeadershipLostUnacknowledged, UNAVAILABLE)."""
+        try:
+            self.check_leader()
+        except (NotLeader, LeaseLost) as error:
+            raise LeadershipLostUnacknowledged(error) from error
+
     def apply_replicated(self, command: Command, timestamp_ms: int) -> None:
         """A follower applies one record of its leader at the leader's time (the caller journals
         it): watchers see its changes as on the leader. Raises what `state.apply` raises."""
@@ -252,7 +260,7 @@ class Engine:
         if self.lease_fence is not None:
             # The lease may have lapsed while this waited (a stopped process): a successor may
             # not have this write, so it is not acknowledged (the caller retries on the leader).
-            self.check_leader()
+            self.check_still_leader()
         return result
 
     async def execute_unwaited(self, command: CommandOf[ResultT]) -> ResultT:
@@ -309,7 +317,7 @@ class Engine:
             self._writes_failed(str(error))
             raise
         if self.lease_fence is not None:
-            self.check_leader()  # as in `execute`: nothing acknowledged past the lease
+            self.check_still_leader()  # as in `execute`: nothing acknowledged past the lease
 
     def catch_up(self) -> int:
         """Before a read: apply expiries already due, so no read ever shows a hold past its

@@ -26,7 +26,7 @@ from atpd.service.engine import (
     ReplicationUnconfirmed,
     WritesUnavailable,
 )
-from atpd.service.lease_fence import LeaseLost
+from atpd.service.lease_fence import LeadershipLostUnacknowledged, LeaseLost
 from atpd.service.ownership import PermissionDenied
 from atpd.service.replication_source import ReplicationRefused
 from atpd.service.validation import InvalidArgument
@@ -76,6 +76,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (WritesUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (LeadershipLostUnacknowledged, grpc.StatusCode.UNAVAILABLE),
     (StateReplaced, grpc.StatusCode.UNAVAILABLE),
     (ReplicationUnconfirmed, grpc.StatusCode.UNAVAILABLE),
     (LoadInProgress, grpc.StatusCode.ABORTED),

@@ -26,6 +26,18 @@ class LeaseLost(Exception):
         )
 
 
+class LeadershipLostUnacknowledged(Exception):
+    """This server stopped leading between applying a write and acknowledging it: the next
+    leader may or may not have it. Not acknowledged (UNAVAILABLE): retry it on the leader with
+    the same ids if it is safe to repeat, or read first (a stock delta)."""
+
+    def __init__(self, reason: Exception) -> None:
+        super().__init__(
+            f"leadership lost before this write was acknowledged ({reason}); it may or may not "
+            "survive: retry on the leader with the same ids, or read first"
+        )
+
+
 class LeaseFence:
     __slots__ = ("deadline",)
 
