@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from persistence.server_support import run_cli
 
 from atpd.client import Client
 from atpd.client.errors import NotFound
@@ -48,7 +49,8 @@ def test_targets_send_writes_to_the_leader_and_reads_round_the_followers() -> No
 
 
 def test_the_client_follows_the_leader_across_a_failover(etcd: LocalEtcd, tmp_path: Path) -> None:
-    """A client given the followers first reserves on the leader (unary and coalesced); reads
+    """A client given the followers first reserves on the leader (unary, coalesced, and the
+    CLI with --target a,b,c); reads
     from followers see the reservation once replicated; after SIGKILL of the leader the same
     client reserves on its successor without being told."""
     with running_cluster(tmp_path, etcd.endpoint, "client") as cluster:
@@ -59,6 +61,11 @@ def test_the_client_follows_the_leader_across_a_failover(etcd: LocalEtcd, tmp_pa
         with Client(targets, coalesce=False, timeout_s=CLIENT_TIMEOUT_S) as unary:
             assert unary.reserve("unary", [LINE]).outcome == "OK"
             assert unary.async_client.targets.leader == leader.address
+        everyone = ",".join(targets)
+        cli = run_cli("reserve", "cli", "SKU-1@paris=1", "--target", everyone, "--timeout", "20")
+        assert cli.returncode == 0, cli.stderr
+        cli = run_cli("get", "cli", "--target", everyone, "--read-from", "follower")
+        assert cli.returncode in (0, 1), cli.stderr  # a follower may not have it yet
         with Client(targets, read_from="follower", timeout_s=CLIENT_TIMEOUT_S) as client:
             assert client.reserve("before", [LINE]).outcome == "OK"
             deadline = time.monotonic() + FAILOVER_BOUND_S

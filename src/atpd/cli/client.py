@@ -38,7 +38,16 @@ CLIENT_EXIT_CODES = (
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     """The options every client command shares: where the server is and how to reach it."""
     parser.add_argument(
-        "--target", default=DEFAULT_TARGET, help=f"server host:port (default {DEFAULT_TARGET})"
+        "--target",
+        default=DEFAULT_TARGET,
+        help=f"server host:port (default {DEFAULT_TARGET}); the servers of a cluster as "
+        "host:port,host:port,...: writes go to the leader",
+    )
+    parser.add_argument(
+        "--read-from",
+        choices=("leader", "follower"),
+        default="leader",
+        help="with several targets: answer reads from the leader (default) or the followers",
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument(
@@ -131,18 +140,47 @@ def check_client_options(args: argparse.Namespace) -> None:
     token = _token_of(args)
     if (getattr(args, "cert", None) is None) != (getattr(args, "key", None) is None):
         raise ClientOptionError("--cert and --key go together (mutual TLS needs both)")
-    if not _uses_tls(args) and token and _host_of(args.target) not in LOOPBACK_HOSTS:
-        raise ClientOptionError(
-            f"refusing to send the token in clear text to {args.target}: pass --ca (or --tls)"
-        )
+    for target in targets_of(args):
+        if not _uses_tls(args) and token and _host_of(target) not in LOOPBACK_HOSTS:
+            raise ClientOptionError(
+                f"refusing to send the token in clear text to {target}: pass --ca (or --tls)"
+            )
     if token and (not token.isprintable() or token != token.strip()):
         raise ClientOptionError("--token: not a token (spaces or control characters)")
 
 
+def targets_of(args: argparse.Namespace) -> list[str]:
+    """--target: one host:port, or several separated by commas (a cluster)."""
+    targets = [target.strip() for target in str(args.target).split(",") if target.strip()]
+    if not targets:
+        raise ClientOptionError("--target: expected host:port[,host:port...]")
+    return targets
+
+
 def build_channel(args: argparse.Namespace) -> grpc.Channel:
-    """The channel the options describe; raises ClientOptionError naming a bad option."""
+    """The channel the options describe (with several targets, to the leader: the one whose
+    GetStatus says primary, else the first); raises ClientOptionError naming a bad option."""
     check_client_options(args)
-    target: str = args.target
+    targets = targets_of(args)
+    if len(targets) == 1:
+        return _channel_to(targets[0], args)
+    from atpd.v1 import admin_pb2, admin_pb2_grpc
+
+    for target in targets:
+        channel = _channel_to(target, args)
+        try:
+            status = admin_pb2_grpc.AdminServiceStub(channel).GetStatus(
+                admin_pb2.GetStatusRequest(), timeout=min(float(args.timeout), 2.0)
+            )
+        except grpc.RpcError:
+            status = None
+        if status is not None and status.role == "primary":
+            return channel
+        channel.close()
+    return _channel_to(targets[0], args)
+
+
+def _channel_to(target: str, args: argparse.Namespace) -> grpc.Channel:
     token = _token_of(args)
     ca: Path | None = getattr(args, "ca", None)
     cert: Path | None = getattr(args, "cert", None)
@@ -174,7 +212,8 @@ def open_client(args: argparse.Namespace) -> Client:
             if path is not None:
                 _read_pem(path, f"--{option}")  # the CLI's message for an unreadable file
         return Client(
-            args.target,
+            targets_of(args),
+            read_from=getattr(args, "read_from", "leader"),
             token=_token_of(args),
             ca_file=getattr(args, "ca", None),
             tls=bool(getattr(args, "tls", False)),
