@@ -20,6 +20,8 @@ from atpd.v1 import (
     feeds_pb2_grpc,
     inventory_pb2,
     reservations_pb2,
+    watch_pb2,
+    watch_pb2_grpc,
 )
 
 from .support import (
@@ -203,3 +205,20 @@ def test_a_follower_too_far_behind_receives_a_snapshot(tmp_path: Path) -> None:
         )
         mixed_workload(running, "four")
         assert_same_state(running.primary, follower)
+
+
+def test_watch_on_a_follower_sees_the_primary_writes(running: Cluster) -> None:
+    """A Watch stream opened on a follower gets the ATP change of a write made on the primary,
+    with the follower's lag trailers on the stream."""
+    follower = running.followers[0]
+    watch = watch_pb2_grpc.WatchServiceStub(follower.stubs().channel)
+    events = watch.Watch(watch_pb2.WatchRequest(skus=["BAG-2"]), timeout=CATCH_UP_TIMEOUT_S)
+    try:
+        first = next(events)
+        assert first.kind == watch_pb2.WATCH_EVENT_KIND_SYNC
+        assert reserve(running.primary.stubs(), "watched", "BAG-2", "PAR", 1) == OK
+        change = next(events)
+        assert change.kind != watch_pb2.WATCH_EVENT_KIND_SYNC
+        assert (change.sku, change.node_id, change.old_atp - change.new_atp) == ("BAG-2", "PAR", 1)
+    finally:
+        events.cancel()
