@@ -66,6 +66,14 @@ def _wait_caught_up(primary: str, follower: str) -> float:
     raise TimeoutError(f"follower {follower} not at sequence {target}")
 
 
+def _wait_connected(primary: str) -> None:
+    started = time.monotonic()
+    while not _status(primary).followers:
+        if time.monotonic() - started > CATCH_UP_TIMEOUT_S:
+            raise TimeoutError(f"no follower connected to {primary}")
+        time.sleep(0.1)
+
+
 def _start(
     ctx: Context, name: str, cpus: set[int], extra: list[str], demo: bool
 ) -> servers.ServerProcess:
@@ -120,6 +128,7 @@ def replica_read_scaling_ratio(ctx: Context) -> Figure:
     started: list[servers.ServerProcess] = []
     alone: list[float] = []
     spread: list[float] = []
+    busy: list[list[float]] = []  # CPU share of its core each server used while spread
     try:
         primary = _start(ctx, "primary", first, [], demo=True)
         started.append(primary)
@@ -139,7 +148,16 @@ def replica_read_scaling_ratio(ctx: Context) -> Figure:
         requests = max(5000, round(warm * ctx.size(5, 2)))
         for number in range(rounds):
             alone.append(_h2load_rounds([(primary, second)], body_file, requests)["combined"])
+            cpu_before = (primary.cpu_seconds(), follower.cpu_seconds())
+            wall_before = time.monotonic()
             both = _h2load_rounds([(primary, second), (follower, first)], body_file, requests)
+            wall_s = time.monotonic() - wall_before
+            busy.append(
+                [
+                    round((server.cpu_seconds() - before) / wall_s, 2)
+                    for server, before in zip((primary, follower), cpu_before, strict=True)
+                ]
+            )
             spread.append(both["combined"])
             ctx.log(
                 f"  round {number}: primary alone {alone[-1]:7.0f}/s, primary + follower "
@@ -154,8 +172,13 @@ def replica_read_scaling_ratio(ctx: Context) -> Figure:
         "primary_and_follower_calls_per_s": round(statistics.median(spread)),
         "round_ratios": [round(r, 3) for r in ratios],
         "requests_per_round_per_server": requests,
+        "spread_cpu_share_primary_follower": busy,
         "load": f"h2load {CLIENTS} connections x {STREAMS_PER_CLIENT} streams per server",
-        "summary_keys": ["primary_alone_calls_per_s", "primary_and_follower_calls_per_s"],
+        "summary_keys": [
+            "primary_alone_calls_per_s",
+            "primary_and_follower_calls_per_s",
+            "spread_cpu_share_primary_follower",
+        ],
     }
     return Figure(
         round(statistics.median(spread) / statistics.median(alone), 3),
@@ -279,6 +302,7 @@ def sync_replication_reserve_ratio(ctx: Context) -> Figure:
         started.append(follower)
         for server in started:
             ctx.log(f"  {server.name} SERVING after {server.wait_serving(180):.1f} s")
+        _wait_connected(primary.target)  # sync + refuse: no write before a follower is there
         for server in (single, primary):
             _setup_world(server.target)
         _wait_caught_up(primary.target, follower.target)
