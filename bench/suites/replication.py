@@ -129,6 +129,7 @@ def replica_read_scaling_ratio(ctx: Context) -> Figure:
     alone: list[float] = []
     spread: list[float] = []
     busy: list[list[float]] = []  # CPU share of its core each server used while spread
+    alone_busy: list[float] = []  # ... and the primary alone
     try:
         primary = _start(ctx, "primary", first, [], demo=True)
         started.append(primary)
@@ -147,7 +148,11 @@ def replica_read_scaling_ratio(ctx: Context) -> Figure:
         _h2load_rounds([(primary, second), (follower, first)], body_file, 3000)
         requests = max(5000, round(warm * ctx.size(5, 2)))
         for number in range(rounds):
+            cpu_alone, wall_alone = primary.cpu_seconds(), time.monotonic()
             alone.append(_h2load_rounds([(primary, second)], body_file, requests)["combined"])
+            alone_busy.append(
+                round((primary.cpu_seconds() - cpu_alone) / (time.monotonic() - wall_alone), 2)
+            )
             cpu_before = (primary.cpu_seconds(), follower.cpu_seconds())
             wall_before = time.monotonic()
             both = _h2load_rounds([(primary, second), (follower, first)], body_file, requests)
@@ -173,11 +178,13 @@ def replica_read_scaling_ratio(ctx: Context) -> Figure:
         "round_ratios": [round(r, 3) for r in ratios],
         "requests_per_round_per_server": requests,
         "spread_cpu_share_primary_follower": busy,
+        "alone_cpu_share_primary": alone_busy,
         "load": f"h2load {CLIENTS} connections x {STREAMS_PER_CLIENT} streams per server",
         "summary_keys": [
             "primary_alone_calls_per_s",
             "primary_and_follower_calls_per_s",
             "spread_cpu_share_primary_follower",
+            "alone_cpu_share_primary",
         ],
     }
     return Figure(
