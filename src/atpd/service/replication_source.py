@@ -274,7 +274,10 @@ class ReplicationSource:
                     async for message in self._snapshot_after(link, wanted + 1):
                         yield message
                     continue
-            records = self._until_load(records)
+            batch = self._until_load(records)
+            if len(batch) != len(records):
+                disk = None  # the read went past the cut: the next one starts at the cut
+            records = batch
             if LOADS_MARKER in records[0].payload:
                 sent_any = False
                 try:
