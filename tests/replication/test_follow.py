@@ -20,6 +20,8 @@ from atpd.v1 import (
     feeds_pb2_grpc,
     inventory_pb2,
     reservations_pb2,
+    watch_pb2,
+    watch_pb2_grpc,
 )
 
 from .support import (
@@ -159,8 +161,9 @@ def test_reads_on_a_follower_carry_its_lag(running: Cluster) -> None:
 
 
 def test_a_restarted_follower_catches_up(tmp_path: Path) -> None:
-    """A follower SIGKILLed while the primary goes on writing restarts from its own journal
-    and the stream, and ends with the primary's digest."""
+    """A follower SIGKILLed while the primary goes on writing (then restarts) restarts from its
+    own journal and the records read back from the primary's journal files, and ends with the
+    primary's digest."""
     with cluster(tmp_path) as running:
         follower = running.add_follower("follower")
         running.start_all()
@@ -169,6 +172,10 @@ def test_a_restarted_follower_catches_up(tmp_path: Path) -> None:
         wait_caught_up(running.primary, follower)
         follower.kill()
         mixed_workload(running, "while-down")
+        # Restarted, the primary has nothing in memory: the records (a bulk load among them,
+        # with its load file) come from its journal files.
+        running.primary.kill()
+        running.primary.start()
         follower.start(running.follow_args())
         assert "0 journal records replayed" not in follower.log_text()
         assert_same_state(running.primary, follower)
@@ -203,3 +210,20 @@ def test_a_follower_too_far_behind_receives_a_snapshot(tmp_path: Path) -> None:
         )
         mixed_workload(running, "four")
         assert_same_state(running.primary, follower)
+
+
+def test_watch_on_a_follower_sees_the_primary_writes(running: Cluster) -> None:
+    """A Watch stream opened on a follower gets the ATP change of a write made on the primary,
+    with the follower's lag trailers on the stream."""
+    follower = running.followers[0]
+    watch = watch_pb2_grpc.WatchServiceStub(follower.stubs().channel)
+    events = watch.Watch(watch_pb2.WatchRequest(skus=["BAG-2"]), timeout=CATCH_UP_TIMEOUT_S)
+    try:
+        first = next(events)
+        assert first.kind == watch_pb2.WATCH_EVENT_KIND_SYNC
+        assert reserve(running.primary.stubs(), "watched", "BAG-2", "PAR", 1) == OK
+        change = next(events)
+        assert change.kind != watch_pb2.WATCH_EVENT_KIND_SYNC
+        assert (change.sku, change.node_id, change.old_atp - change.new_atp) == ("BAG-2", "PAR", 1)
+    finally:
+        events.cancel()

@@ -133,6 +133,11 @@ class Follower:
                 reason = f"{error.code().name}: {error.details()}"
             except (StreamBroken, JournalUnavailable, OSError, TimeoutError) as error:
                 reason = f"{type(error).__name__}: {error}"
+            except Exception as error:
+                # Not expected: logged with its traceback, and following goes on (a follower
+                # that silently stopped would serve ever staler reads).
+                log.exception("following %s failed", self.leader_address)
+                reason = f"{type(error).__name__}: {error}"
             finally:
                 self.connected = False
             if time.monotonic() - started > limit_s:
@@ -256,6 +261,16 @@ class Follower:
                 raise StreamBroken(
                     f"record {record.sequence} cannot be applied: {error}"
                 ) from error
+            except Exception as error:
+                # A bug in the core: the state may hold part of the record. Rebuild it from
+                # what is durable here (as the engine does after a failed command), then retry.
+                log.exception("record %d failed to apply", record.sequence)
+                if journal.last_sequence > journal.durable_sequence:
+                    await journal.wait_durable(journal.last_sequence)
+                self.engine.report_write_failure(
+                    f"replicated record {record.sequence} failed: {type(error).__name__}: {error}"
+                )
+                raise StreamBroken(f"record {record.sequence} failed to apply: {error}") from error
             try:
                 sequence = journal.append(record.payload, record.timestamp_ms)
             except JournalUnavailable as error:

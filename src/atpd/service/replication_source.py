@@ -241,6 +241,13 @@ class ReplicationSource:
         """Everything the follower needs, in order, until the stream is cancelled or this
         server stops being the leader (NotLeader)."""
         disk: Iterator[Record] | None = None
+        durability = self.durability
+        assert durability is not None
+        if link.sent_sequence == 0 and list_snapshots(durability.data_dir):
+            # An empty follower starts from the newest snapshot: faster than the whole journal,
+            # and the only way to the state a snapshot holds that no record made (the demo).
+            async for message in self._snapshot_after(link, 1):
+                yield message
         while True:
             self.engine.check_leader()
             durability = self.durability
@@ -267,7 +274,10 @@ class ReplicationSource:
                     async for message in self._snapshot_after(link, wanted + 1):
                         yield message
                     continue
-            records = self._until_load(records)
+            batch = self._until_load(records)
+            if len(batch) != len(records):
+                disk = None  # the read went past the cut: the next one starts at the cut
+            records = batch
             if LOADS_MARKER in records[0].payload:
                 sent_any = False
                 try:

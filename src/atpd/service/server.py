@@ -489,6 +489,8 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
     """Run until SIGTERM or SIGINT: NOT_SERVING -> recovery -> SERVING -> drain -> stop."""
     options = options or ServeOptions()
     check_exposure(config)
+    if config.follow and options.in_memory:
+        raise ConfigError("follow: a follower keeps a journal of its own; drop --in-memory")
     fd_limit = raise_fd_limit()
     app = create_server(config, fd_limit=fd_limit)
     log.info(
