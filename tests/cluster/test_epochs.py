@@ -14,7 +14,7 @@ from atpd.persistence.codec import decode_command, encode_command
 from atpd.service.cluster_member import diverged
 from atpd.service.leader_epoch import EpochGate, StaleEpoch, epoch_suffix, record_epoch
 from atpd.service.lease_fence import LeaseFence
-from atpd.v1 import inventory_pb2
+from atpd.v1 import batch_pb2, batch_pb2_grpc, inventory_pb2
 
 RESERVE = Reserve("r-1", (Line("SKU-1", "paris", 2),), 60_000)
 
@@ -93,3 +93,29 @@ def test_a_journal_diverged_when_it_goes_beyond_where_the_next_epoch_started() -
     assert not diverged(500, 3, history)  # the newest epoch: nothing after it
     assert not diverged(0, 0, history)
     assert diverged(1, 0, {1: 0})  # records of no epoch beyond the first leader's start
+
+
+@pytest.mark.grpc
+def test_a_follower_refuses_batched_writes_as_unary_ones() -> None:
+    """On a server that follows a leader, each command of a CommandBatch answers
+    FAILED_PRECONDITION naming the leader, and nothing is applied."""
+    config = Config(port=0, metrics_port=-1, limits=TEST_LIMITS)
+    with running_server(config) as server:
+        api = server.stubs()
+        api.inventory.UpsertNode(node("paris", "EU/FR/Paris"), timeout=10)
+        server.call(lambda: setattr(server.app.engine, "leader_address", "10.0.0.9:50051"))
+        digest = server.digest()
+        stock = inventory_pb2.SetStockRequest(
+            sku="SKU-1", node_id="paris", on_hand=3, source_sequence=1
+        )
+        with grpc.insecure_channel(server.target) as channel:
+            answer = batch_pb2_grpc.CommandServiceStub(channel).CommandBatch(
+                batch_pb2.CommandBatchRequest(
+                    commands=[batch_pb2.BatchCommand(set_stock=stock)] * 2
+                ),
+                timeout=10,
+            )
+        for result in answer.results:
+            assert result.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+            assert "10.0.0.9:50051" in result.error.message
+        assert server.digest() == digest
