@@ -60,7 +60,7 @@ bench: setup
 	$(BIN)/python -m bench.run $(ARGS)
 
 crashtest: setup fuse
-	$(BIN)/pytest -m slow tests/persistence tests/powercut $(ARGS)
+	$(BIN)/pytest -m slow tests/persistence tests/powercut tests/cluster $(ARGS)
 
 clean:
 	rm -rf $(VENV) src/atpd/v1 .pytest_cache .mypy_cache .ruff_cache
