@@ -153,3 +153,35 @@ def test_a_leader_stopped_past_its_lease_is_fenced_then_rejoins_as_a_follower(
         cluster.wait_converged(cluster.members)
         assert has_reservation(old.stubs(), "after")
         assert not has_reservation(new.stubs(), "to-the-old-leader")
+
+
+def test_a_deposed_leader_with_records_nobody_has_starts_over_from_the_new_leader(
+    etcd: LocalEtcd, tmp_path: Path
+) -> None:
+    """A leads alone and journals a reservation, then dies; B and C (empty) elect B, which
+    writes its own history; A restarts: its journal diverged, so it is moved aside into
+    `diverged-1-*`, A rebuilds from B and converges, and the reservation only A had is gone."""
+    members = [Member(index, tmp_path, etcd.endpoint, "diverge", ()) for index in range(3)]
+    cluster = Cluster(members)
+    first, second, third = members
+    try:
+        first.start()
+        assert cluster.wait_leader([first]) is first
+        seed(first.stubs(), 1_000)
+        assert (
+            first.stubs().reservations.Reserve(reserve_request("only-a"), timeout=5).outcome == OK
+        )
+        first.kill()
+        second.start()
+        third.start()
+        new = cluster.wait_leader([second, third])
+        seed(new.stubs(), 2_000)
+        assert new.stubs().reservations.Reserve(reserve_request("on-b"), timeout=5).outcome == OK
+        first.start()
+        cluster.wait_converged(members)
+        assert list(first.data_dir.glob("diverged-1-*")), "the diverged journal was not kept"
+        assert has_reservation(first.stubs(), "on-b")
+        assert not has_reservation(first.stubs(), "only-a")
+    finally:
+        for member in members:
+            member.close()
