@@ -97,6 +97,22 @@ class Metrics:
             "On a follower: milliseconds since it last held every record of its primary",
             registry=self.registry,
         )
+        # Leadership through etcd (service/leadership.py); bound by service/cluster_join.py.
+        self.cluster_leader = Gauge(
+            "atpd_cluster_leader",
+            "1 while this server leads its cluster and its etcd lease holds (takes writes)",
+            registry=self.registry,
+        )
+        self.cluster_epoch = Gauge(
+            "atpd_cluster_epoch",
+            "The newest leader epoch this server knows (grows by one at each election)",
+            registry=self.registry,
+        )
+        self.cluster_elections = Counter(
+            "atpd_cluster_elections",
+            "Times this server was elected leader",
+            registry=self.registry,
+        )
 
     def bind_state(
         self,

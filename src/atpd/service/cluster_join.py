@@ -31,6 +31,11 @@ def join_cluster(
         election_settle_ms=config.election_settle_ms,
         etcd_timeout_ms=config.etcd_timeout_ms,
     )
-    leadership = Leadership(settings, member, engine.lease_fence)
+    fence = engine.lease_fence
+    leadership = Leadership(settings, member, fence)
     member.epoch_history = leadership.epoch_history
+    metrics = engine.metrics
+    metrics.cluster_leader.set_function(lambda: int(leadership.is_leader and fence.open))
+    metrics.cluster_epoch.set_function(lambda: leadership.epoch)
+    leadership.on_elected = metrics.cluster_elections.inc
     return member, leadership

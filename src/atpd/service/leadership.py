@@ -140,7 +140,7 @@ class Leadership:
         self._step_down_timer: asyncio.TimerHandle | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self.on_change: Callable[[], None] | None = None  # metrics/status refresh
+        self.on_elected: Callable[[], None] | None = None  # each election won (metrics)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,6 +169,9 @@ class Leadership:
                 retry_s = RETRY_FIRST_S
             except EtcdUnavailable as error:
                 log.warning("leadership: %s; trying again in %.1f s", error, retry_s)
+            except Exception:
+                # A bug, or a promotion that failed: never leave the cluster silently.
+                log.exception("leadership: unexpected failure; trying again in %.1f s", retry_s)
             self._step_down("lease lost")
             await asyncio.sleep(retry_s)
             retry_s = min(retry_s * 2, float(self.settings.lease_ttl_s))
@@ -188,6 +191,8 @@ class Leadership:
                     raise EtcdUnavailable("lease renewal stopped")
                 found, revision = await self.api.get(self.leader_key)
                 if found is None:
+                    if self.is_leader:
+                        self._step_down("the leader key disappeared from etcd")
                     await self._campaign(grant)
                     continue
                 await self._observe_leader(found, grant)
@@ -231,7 +236,6 @@ class Leadership:
             self.epoch = max(self.epoch, record.epoch)
             log.info("leadership: following %s (epoch %d)", record.address, record.epoch)
             self.member.become_follower(record.address, record.epoch)
-            self._changed()
 
     async def _campaign(self, grant: LeaseGrant) -> None:
         sequence = self.member.candidate_sequence()
@@ -242,7 +246,6 @@ class Leadership:
             # The leader we followed is gone: writes go nowhere until a successor is elected.
             self.leader = None
             self.member.become_follower("", self.epoch)
-            self._changed()
         await self.api.put(self.candidate_key, encode_sequence(sequence), grant.lease_id)
         await asyncio.sleep(self.settings.election_settle_ms / 1000)
         latest = self.member.candidate_sequence()
@@ -277,8 +280,9 @@ class Leadership:
         self.leader = record
         self.fence.deadline = self._deadline
         self._arm_step_down()
+        if self.on_elected is not None:
+            self.on_elected()
         await self.member.become_leader(epoch)
-        self._changed()
 
     def _epoch_start_key(self, epoch: int) -> bytes:
         return self.epochs_prefix + encode_sequence(epoch)
@@ -344,8 +348,3 @@ class Leadership:
         self.is_leader = False
         self.leader = None
         self.member.become_follower("", self.epoch)
-        self._changed()
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
