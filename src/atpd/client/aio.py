@@ -36,6 +36,7 @@ from atpd.client.coalescer import (
     DEFAULT_MAX_INFLIGHT_BATCHES,
     BatchRefusedError,
     Coalescer,
+    DeadlineReached,
     StreamLost,
 )
 from atpd.client.connection import DEFAULT_TARGET, ConnectionOptions, open_channel
@@ -247,11 +248,9 @@ class AsyncClient:
         deadline = loop.time() + timeout
         backoff = self.retry_initial_backoff_s
         while True:
-            future = self.coalescer.submit(command)
             try:
-                async with asyncio.timeout_at(deadline):
-                    result = await future
-            except TimeoutError:
+                result = await self.coalescer.submit(command, deadline)
+            except DeadlineReached:
                 raise DeadlineExceeded(
                     f"no answer within {timeout:g} s (the command may have been applied)"
                 ) from None
