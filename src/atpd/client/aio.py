@@ -48,9 +48,9 @@ from atpd.client.errors import (
     error_for_number,
     error_from_rpc,
 )
+from atpd.client.requests import LineLike, Stubs, enum_value, request_lines
 from atpd.client.results import (
     Availability,
-    Line,
     Node,
     Position,
     PromiseBatchResult,
@@ -71,24 +71,15 @@ from atpd.client.results import (
 )
 from atpd.v1 import (
     admin_pb2,
-    admin_pb2_grpc,
     availability_pb2,
-    availability_pb2_grpc,
     batch_pb2,
-    batch_pb2_grpc,
     common_pb2,
     inventory_pb2,
-    inventory_pb2_grpc,
     promise_pb2,
-    promise_pb2_grpc,
     reservations_pb2,
-    reservations_pb2_grpc,
     rules_pb2,
-    rules_pb2_grpc,
     supply_pb2,
-    supply_pb2_grpc,
     watch_pb2,
-    watch_pb2_grpc,
 )
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -96,44 +87,6 @@ RETRY_INITIAL_BACKOFF_S = 0.05
 RETRY_MAX_BACKOFF_S = 1.0
 
 T = TypeVar("T")
-LineLike = Line | tuple[str, str, int]
-
-
-def _lines(lines: Sequence[LineLike]) -> list[reservations_pb2.ReservationLine]:
-    out = []
-    for line in lines:
-        sku, node_id, quantity = (
-            (line.sku, line.node_id, line.quantity) if isinstance(line, Line) else line
-        )
-        out.append(reservations_pb2.ReservationLine(sku=sku, node_id=node_id, quantity=quantity))
-    return out
-
-
-def _enum(enum: Any, prefix: str, name: str, what: str) -> int:
-    try:
-        value: int = enum.Value(prefix + name.upper())
-    except ValueError:
-        known = ", ".join(
-            n.removeprefix(prefix) for n in list(enum.keys()) if not n.endswith("_UNSPECIFIED")
-        )
-        raise ValueError(f"{what}: {name!r} is not one of {known}") from None
-    return value
-
-
-class _Stubs:
-    """The generated stubs over one channel."""
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.channel = channel
-        self.availability = availability_pb2_grpc.AvailabilityServiceStub(channel)
-        self.reservations = reservations_pb2_grpc.ReservationServiceStub(channel)
-        self.inventory = inventory_pb2_grpc.InventoryServiceStub(channel)
-        self.supply = supply_pb2_grpc.SupplyServiceStub(channel)
-        self.rules = rules_pb2_grpc.RulesServiceStub(channel)
-        self.admin = admin_pb2_grpc.AdminServiceStub(channel)
-        self.watch = watch_pb2_grpc.WatchServiceStub(channel)
-        self.promise = promise_pb2_grpc.PromiseServiceStub(channel)
-        self.commands = batch_pb2_grpc.CommandServiceStub(channel)
 
 
 class AsyncClient:
@@ -168,7 +121,7 @@ class AsyncClient:
         self.retry_initial_backoff_s = retry_initial_backoff_s
         self.retry_max_backoff_s = retry_max_backoff_s
         self._metadata = self.options.metadata()
-        self._stubs: _Stubs | None = None
+        self._stubs: Stubs | None = None
         self.coalescer = Coalescer(
             lambda: self.stubs.commands,
             self._metadata,
@@ -179,11 +132,11 @@ class AsyncClient:
         )
 
     @property
-    def stubs(self) -> _Stubs:
+    def stubs(self) -> Stubs:
         """The generated stubs (for what this class does not wrap); the channel opens on first
         use, on the running loop."""
         if self._stubs is None:
-            self._stubs = _Stubs(open_channel(self.options))
+            self._stubs = Stubs(open_channel(self.options))
         return self._stubs
 
     async def close(self) -> None:
@@ -288,9 +241,9 @@ class AsyncClient:
         server; or `option_token` from `promise`). Retried safely: idempotent on the id."""
         request = reservations_pb2.ReserveRequest(
             reservation_id=reservation_id,
-            lines=_lines(lines),
+            lines=request_lines(lines),
             ttl_ms=ttl_ms,
-            kind=_enum(common_pb2.ReservationKind, "RESERVATION_KIND_", kind, "kind"),  # type: ignore[arg-type]
+            kind=enum_value(common_pb2.ReservationKind, "RESERVATION_KIND_", kind, "kind"),  # type: ignore[arg-type]
             channel=channel,
             segment=segment,
             option_token=option_token,
@@ -333,7 +286,9 @@ class AsyncClient:
     ) -> ReservationResult:
         """The goods left: everything held, or the given lines (then not retried)."""
         request = reservations_pb2.FulfilRequest(
-            reservation_id=reservation_id, lines=_lines(lines), release_remainder=release_remainder
+            reservation_id=reservation_id,
+            lines=request_lines(lines),
+            release_remainder=release_remainder,
         )
         response = await self._write(
             "fulfil", request, self.stubs.reservations.Fulfil, timeout_s, not lines
@@ -417,7 +372,7 @@ class AsyncClient:
     ) -> UpsertNodeResult:
         node = inventory_pb2.Node(
             node_id=node_id,
-            kind=_enum(common_pb2.NodeKind, "NODE_KIND_", kind, "kind"),  # type: ignore[arg-type]
+            kind=enum_value(common_pb2.NodeKind, "NODE_KIND_", kind, "kind"),  # type: ignore[arg-type]
             geo_path=geo_path,
             ships=ships,
             pickup=pickup,
@@ -517,7 +472,7 @@ class AsyncClient:
             node_id=node_id,
             quantity=quantity,
             eta_ms=eta_ms,
-            kind=_enum(supply_pb2.SupplyKind, "SUPPLY_KIND_", kind, "kind"),  # type: ignore[arg-type]
+            kind=enum_value(supply_pb2.SupplyKind, "SUPPLY_KIND_", kind, "kind"),  # type: ignore[arg-type]
         )
         response = await self._call(self.stubs.supply.AddSupply, request, timeout_s)
         return from_message(SupplyResult, response)

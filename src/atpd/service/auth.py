@@ -108,14 +108,8 @@ _ADMIN_ONLY = (
     "NetworkService/SetNetwork",
 )
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
-# Batches of reservation and stock writes: the gate admits any role that may make one of the
-# commands; each command is then checked as its unary method (service/batch_commands.py).
-_BATCHES = ("CommandService/CommandBatch", "CommandService/Submit")
-BATCHABLE_METHODS = (
-    *_RESERVATION_WRITES,
-    "InventoryService/SetStock",
-    "InventoryService/AdjustStock",
-)
+_BATCHES = ("CommandService/CommandBatch", "CommandService/Submit")  # see batch_commands.py
+_BATCHABLE = (*_RESERVATION_WRITES, "InventoryService/SetStock", "InventoryService/AdjustStock")
 
 
 def _default_method_roles() -> dict[str, frozenset[str]]:
@@ -160,10 +154,8 @@ def method_roles_from_config(overrides: Mapping[str, Any]) -> dict[str, frozense
                     f"method_roles.{method}: {role!r} is not one of {', '.join(ROLES)}"
                 )
         table[method] = frozenset(roles)
-    for method in _BATCHES:
-        if method not in overrides:
-            # Whoever may make one of the batchable commands may send a batch of them.
-            table[method] = frozenset().union(*(table[m] for m in BATCHABLE_METHODS))
+    for method in (m for m in _BATCHES if m not in overrides):  # roles of their commands
+        table[method] = frozenset().union(*(table[m] for m in _BATCHABLE))
     return table
 
 
