@@ -391,6 +391,9 @@ def client_coalesced_reserves_per_s(ctx: Context) -> Figure:
     server_cpus, load_cpus = servers.cpu_split()
     atpd = _start_atpd(ctx, "atpd-client", server_cpus)
     measured: dict[bool, list[float]] = {True: [], False: []}
+    # Server CPU seconds per second of load: well under 1 means the server waited (the client
+    # or the disk was the bottleneck).
+    server_cpu: dict[bool, list[float]] = {True: [], False: []}
     batches: list[float] = []
     context = multiprocessing.get_context("spawn")
     try:
@@ -398,16 +401,19 @@ def client_coalesced_reserves_per_s(ctx: Context) -> Figure:
             pool.map(_callers_process, [(atpd.target, 1.0, True, load_cpus)])  # warm-up
             for _ in range(rounds):
                 for coalesce in (True, False):
+                    cpu_before = atpd.cpu_seconds()
                     made, sent = pool.map(
                         _callers_process, [(atpd.target, seconds, coalesce, load_cpus)]
                     )[0]
+                    server_cpu[coalesce].append((atpd.cpu_seconds() - cpu_before) / seconds)
                     measured[coalesce].append(made / seconds)
                     if coalesce:
                         # Reserves and releases both go through the stream.
                         batches.append(2 * made / max(1, sent))
                     ctx.log(
                         f"  client {'coalesced' if coalesce else 'unary    '} "
-                        f"{made / seconds:8.0f} reserves/s"
+                        f"{made / seconds:8.0f} reserves/s, server busy "
+                        f"{server_cpu[coalesce][-1]:.0%}"
                     )
     finally:
         atpd.stop()
@@ -417,6 +423,8 @@ def client_coalesced_reserves_per_s(ctx: Context) -> Figure:
         "unary_reserves_per_s": round(unary),
         "coalesced_over_unary": round(coalesced / unary, 2),
         "mean_commands_per_batch": round(statistics.median(batches), 1),
+        "server_cpu_busy_coalesced": round(statistics.median(server_cpu[True]), 2),
+        "server_cpu_busy_unary": round(statistics.median(server_cpu[False]), 2),
         "callers": COALESCED_CALLERS,
         "rounds": rounds,
         "seconds_per_round": seconds,

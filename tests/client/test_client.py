@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import grpc
 import pytest
 from service.harness import ServerThread
 
@@ -170,3 +171,36 @@ def test_blocking_client_from_threads(server: ServerThread) -> None:
         events = client.watch(["sku-2"])
         assert next(events).kind == "SYNC"
         events.close()  # type: ignore[attr-defined]
+
+
+def test_coalesced_call_without_answer_hits_its_deadline() -> None:
+    """A server that takes the batch and never answers: the call raises DeadlineExceeded at
+    its deadline (within the 10 ms deadline granularity and a bounded wait)."""
+
+    async def silent(requests: Any, context: Any) -> None:
+        async for _ in requests:
+            pass
+
+    async def body() -> float:
+        server = grpc.aio.server()
+        handler = grpc.stream_stream_rpc_method_handler(
+            silent,
+            request_deserializer=batch_pb2.SubmitRequest.FromString,
+            response_serializer=batch_pb2.SubmitResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("atpd.v1.CommandService", {"Submit": handler}),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with AsyncClient(f"127.0.0.1:{port}", timeout_s=0.3) as client:
+                started = asyncio.get_running_loop().time()
+                with pytest.raises(DeadlineExceeded):
+                    await client.reserve("r1", [("sku-1", "paris", 1)])
+                return asyncio.get_running_loop().time() - started
+        finally:
+            await server.stop(0)
+
+    waited = asyncio.run(body())
+    assert 0.3 <= waited < 10.0

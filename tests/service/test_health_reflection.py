@@ -15,6 +15,7 @@ from atpd.service.server import SERVICE_NAMES, stop
 from atpd.v1 import (
     admin_pb2,
     availability_pb2,
+    batch_pb2,
     common_pb2,
     feeds_pb2,
     inventory_pb2,
@@ -39,6 +40,7 @@ API_SERVICES = (
     "atpd.v1.FeedService",
     "atpd.v1.NetworkService",
     "atpd.v1.PromiseService",
+    "atpd.v1.CommandService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -121,6 +123,7 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
             feeds_pb2,
             network_pb2,
             promise_pb2,
+            batch_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
     }

@@ -37,6 +37,7 @@ from atpd.client.coalescer import (
     DEFAULT_MAX_INFLIGHT_BATCHES,
     BatchRefusedError,
     Coalescer,
+    DeadlineReached,
     StreamLost,
 )
 from atpd.client.connection import DEFAULT_TARGET, ConnectionOptions, open_channel
@@ -48,16 +49,10 @@ from atpd.client.errors import (
     error_for_number,
     error_from_rpc,
 )
-from atpd.client.leader import (
-    READ_METHODS,
-    Targets,
-    is_not_leader,
-    leader_hint,
-    parse_targets,
-)
+from atpd.client.leader import READ_METHODS, Targets, is_not_leader, leader_hint, parse_targets
+from atpd.client.requests import LineLike, Stubs, enum_value, request_lines
 from atpd.client.results import (
     Availability,
-    Line,
     Node,
     Position,
     PromiseBatchResult,
@@ -78,24 +73,15 @@ from atpd.client.results import (
 )
 from atpd.v1 import (
     admin_pb2,
-    admin_pb2_grpc,
     availability_pb2,
-    availability_pb2_grpc,
     batch_pb2,
-    batch_pb2_grpc,
     common_pb2,
     inventory_pb2,
-    inventory_pb2_grpc,
     promise_pb2,
-    promise_pb2_grpc,
     reservations_pb2,
-    reservations_pb2_grpc,
     rules_pb2,
-    rules_pb2_grpc,
     supply_pb2,
-    supply_pb2_grpc,
     watch_pb2,
-    watch_pb2_grpc,
 )
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -103,44 +89,6 @@ RETRY_INITIAL_BACKOFF_S = 0.05
 RETRY_MAX_BACKOFF_S = 1.0
 
 T = TypeVar("T")
-LineLike = Line | tuple[str, str, int]
-
-
-def _lines(lines: Sequence[LineLike]) -> list[reservations_pb2.ReservationLine]:
-    out = []
-    for line in lines:
-        sku, node_id, quantity = (
-            (line.sku, line.node_id, line.quantity) if isinstance(line, Line) else line
-        )
-        out.append(reservations_pb2.ReservationLine(sku=sku, node_id=node_id, quantity=quantity))
-    return out
-
-
-def _enum(enum: Any, prefix: str, name: str, what: str) -> int:
-    try:
-        value: int = enum.Value(prefix + name.upper())
-    except ValueError:
-        known = ", ".join(
-            n.removeprefix(prefix) for n in list(enum.keys()) if not n.endswith("_UNSPECIFIED")
-        )
-        raise ValueError(f"{what}: {name!r} is not one of {known}") from None
-    return value
-
-
-class _Stubs:
-    """The generated stubs over one channel."""
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.channel = channel
-        self.availability = availability_pb2_grpc.AvailabilityServiceStub(channel)
-        self.reservations = reservations_pb2_grpc.ReservationServiceStub(channel)
-        self.inventory = inventory_pb2_grpc.InventoryServiceStub(channel)
-        self.supply = supply_pb2_grpc.SupplyServiceStub(channel)
-        self.rules = rules_pb2_grpc.RulesServiceStub(channel)
-        self.admin = admin_pb2_grpc.AdminServiceStub(channel)
-        self.watch = watch_pb2_grpc.WatchServiceStub(channel)
-        self.promise = promise_pb2_grpc.PromiseServiceStub(channel)
-        self.commands = batch_pb2_grpc.CommandServiceStub(channel)
 
 
 class AsyncClient:
@@ -181,11 +129,10 @@ class AsyncClient:
         self._metadata = self.options.metadata()
         self.targets = Targets(
             addresses,
-            lambda address: _Stubs(open_channel(replace(self.options, target=address))),
+            lambda address: Stubs(open_channel(replace(self.options, target=address))),
             read_from,
             self._metadata,
         )
-        self._located: dict[Any, tuple[str, str]] = {}
         self.coalescer = Coalescer(
             lambda: self.stubs.commands,
             self._metadata,
@@ -197,7 +144,7 @@ class AsyncClient:
         self.targets.on_leader_change = lambda _: self.coalescer.detach()
 
     @property
-    def stubs(self) -> _Stubs:
+    def stubs(self) -> Stubs:
         """The generated stubs of the leader (for what this class does not wrap); the channel
         opens on first use, on the running loop."""
         return self.targets.for_write()
@@ -227,7 +174,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout_s or self.timeout_s)
         backoff = self.retry_initial_backoff_s
-        service, name = self._locate(method)
+        service, name = self.targets.locate(method)
         while True:
             remaining = deadline - loop.time()
             stubs = self.targets.for_read() if name in READ_METHODS else self.targets.for_write()
@@ -238,19 +185,6 @@ class AsyncClient:
                 error = error_from_rpc(failure)
                 hint = leader_hint(failure)
             backoff = await self._after_failure(error, hint, retry, deadline, backoff)
-
-    def _locate(self, method: Any) -> tuple[str, str]:
-        """(service, method name) of a stub method, to call it on whichever server is right."""
-        found = self._located.get(method)
-        if found is None:
-            for stubs in self.targets.all_stubs():
-                for service, stub in vars(stubs).items():
-                    for name, value in getattr(stub, "__dict__", {}).items():
-                        if value is method:
-                            found = self._located[method] = (service, name)
-            if found is None:
-                raise ValueError(f"{method!r} is not a method of this client's stubs")
-        return found
 
     async def _after_failure(
         self, error: AtpdError, hint: str, retry: bool, deadline: float, backoff: float
@@ -299,11 +233,9 @@ class AsyncClient:
         deadline = loop.time() + timeout
         backoff = self.retry_initial_backoff_s
         while True:
-            future = self.coalescer.submit(command)
             try:
-                async with asyncio.timeout_at(deadline):
-                    result = await future
-            except TimeoutError:
+                result = await self.coalescer.submit(command, deadline)
+            except DeadlineReached:
                 raise DeadlineExceeded(
                     f"no answer within {timeout:g} s (the command may have been applied)"
                 ) from None
@@ -339,9 +271,9 @@ class AsyncClient:
         server; or `option_token` from `promise`). Retried safely: idempotent on the id."""
         request = reservations_pb2.ReserveRequest(
             reservation_id=reservation_id,
-            lines=_lines(lines),
+            lines=request_lines(lines),
             ttl_ms=ttl_ms,
-            kind=_enum(common_pb2.ReservationKind, "RESERVATION_KIND_", kind, "kind"),  # type: ignore[arg-type]
+            kind=enum_value(common_pb2.ReservationKind, "RESERVATION_KIND_", kind, "kind"),  # type: ignore[arg-type]
             channel=channel,
             segment=segment,
             option_token=option_token,
@@ -384,7 +316,9 @@ class AsyncClient:
     ) -> ReservationResult:
         """The goods left: everything held, or the given lines (then not retried)."""
         request = reservations_pb2.FulfilRequest(
-            reservation_id=reservation_id, lines=_lines(lines), release_remainder=release_remainder
+            reservation_id=reservation_id,
+            lines=request_lines(lines),
+            release_remainder=release_remainder,
         )
         response = await self._write(
             "fulfil", request, self.stubs.reservations.Fulfil, timeout_s, not lines
@@ -468,7 +402,7 @@ class AsyncClient:
     ) -> UpsertNodeResult:
         node = inventory_pb2.Node(
             node_id=node_id,
-            kind=_enum(common_pb2.NodeKind, "NODE_KIND_", kind, "kind"),  # type: ignore[arg-type]
+            kind=enum_value(common_pb2.NodeKind, "NODE_KIND_", kind, "kind"),  # type: ignore[arg-type]
             geo_path=geo_path,
             ships=ships,
             pickup=pickup,
@@ -568,7 +502,7 @@ class AsyncClient:
             node_id=node_id,
             quantity=quantity,
             eta_ms=eta_ms,
-            kind=_enum(supply_pb2.SupplyKind, "SUPPLY_KIND_", kind, "kind"),  # type: ignore[arg-type]
+            kind=enum_value(supply_pb2.SupplyKind, "SUPPLY_KIND_", kind, "kind"),  # type: ignore[arg-type]
         )
         response = await self._call(self.stubs.supply.AddSupply, request, timeout_s)
         return from_message(SupplyResult, response)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,9 @@ DEFAULT_MAX_BATCH_COMMANDS = 8_192
 DEFAULT_MAX_BATCH_BYTES = 3 * 1024 * 1024
 DEFAULT_MAX_DELAY_US = 200
 DEFAULT_MAX_INFLIGHT_BATCHES = 16
+# Deadlines of coalesced calls are grouped in buckets this wide, one timer per bucket (a timer
+# per call costs more than the rest of the call): a deadline fires up to this much late.
+DEADLINE_GRANULARITY_S = 0.01
 
 
 class StreamLost(Exception):
@@ -44,6 +48,10 @@ class StreamLost(Exception):
     def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
         super().__init__(message)
         self.code = code
+
+
+class DeadlineReached(Exception):
+    """The call's deadline passed before its answer came (it may still be applied)."""
 
 
 class BatchRefusedError(Exception):
@@ -101,19 +109,31 @@ class Coalescer:
         self._sender: asyncio.Task[None] | None = None
         self._numbers = itertools.count()
         self._closed = False
+        # Deadline bucket -> the futures expiring in it.
+        self._deadlines: dict[int, set[asyncio.Future[batch_pb2.BatchResult]]] = {}
         # Batches sent since the start (tests and benchmarks look at how well calls coalesce).
         self.batches_sent = 0
         self.commands_sent = 0
 
     # ------------------------------------------------------------------ the callers' side
 
-    def submit(self, command: batch_pb2.BatchCommand) -> asyncio.Future[batch_pb2.BatchResult]:
+    def submit(
+        self, command: batch_pb2.BatchCommand, deadline: float | None = None
+    ) -> asyncio.Future[batch_pb2.BatchResult]:
         """Queue `command`; the future resolves to its BatchResult (or StreamLost /
-        BatchRefusedError)."""
+        BatchRefusedError, or DeadlineReached once the loop's clock passes `deadline`)."""
         if self._closed:
             raise RuntimeError("the client is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[batch_pb2.BatchResult] = loop.create_future()
+        if deadline is not None:
+            key = math.ceil(deadline / DEADLINE_GRANULARITY_S)
+            waiting = self._deadlines.get(key)
+            if waiting is None:
+                waiting = self._deadlines[key] = set()
+                loop.call_at(key * DEADLINE_GRANULARITY_S, self._expire, key)
+            waiting.add(future)
+            future.add_done_callback(waiting.discard)
         size = command.ByteSize() + 4  # the tag and length of its entry in the batch
         if self._pending and self._pending_bytes + size > self.max_batch_bytes:
             self._flush()  # this command starts the next batch
@@ -128,6 +148,11 @@ class Coalescer:
             loop.call_soon(self._when_idle, len(self._pending))
             self._timer = loop.call_later(self.max_delay_s, self._flush)
         return future
+
+    def _expire(self, key: int) -> None:
+        for future in list(self._deadlines.pop(key, ())):
+            if not future.done():
+                future.set_exception(DeadlineReached())
 
     def _when_idle(self, seen: int) -> None:
         if not self._armed:

@@ -99,6 +99,7 @@ class Targets(Generic[S]):
         self._stubs: dict[str, S] = {}
         self._turn = itertools.count()
         self._discovering: asyncio.Task[bool] | None = None
+        self._located: dict[Any, tuple[str, str]] = {}
         # Called with the new leader's address when it changes (the write stream follows).
         self.on_leader_change: Callable[[str], None] | None = None
 
@@ -124,6 +125,19 @@ class Targets(Generic[S]):
 
     def all_stubs(self) -> list[S]:
         return list(self._stubs.values())
+
+    def locate(self, method: Any) -> tuple[str, str]:
+        """(service, method name) of a stub method, to call it on whichever server is right."""
+        found = self._located.get(method)
+        if found is None:
+            for stubs in self.all_stubs():
+                for service, stub in vars(stubs).items():
+                    for name, value in getattr(stub, "__dict__", {}).items():
+                        if value is method:
+                            found = self._located[method] = (service, name)
+            if found is None:
+                raise ValueError(f"{method!r} is not a method of this client's stubs")
+        return found
 
     def moved(self, address: str) -> None:
         """The leader is at `address` (named by a refusal or found by discovery)."""

@@ -19,8 +19,7 @@ metadata scan, one SHA-256 of the presented secret, a dict lookup and a set memb
   (GetAvailability, Watch, ListNodes, GetStock, GetRules, ListSupply, ExportPositions) are not
   narrowed: a sales associate may tell a customer which other store has the item. Methods that
   act on the whole network (rules, nodes, snapshot, status) are refused to scoped principals.
-- **Channels.** A principal with channels may only Reserve for them (and act on reservations
-  made for them).
+- **Channels.** A principal with channels may only Reserve for them (and act on their holds).
 - The caller's principal is in `CURRENT_PRINCIPAL` (a contextvar) while its servicer runs.
 
 Principals and the token table are in `principals.py`; what each method acts on (its nodes, its
@@ -108,16 +107,8 @@ _ADMIN_ONLY = (
     "NetworkService/SetNetwork",
 )
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
-# A follower streams the whole journal: its own role (and admin), nobody else.
-_REPLICATION = ("ReplicationService/Follow",)
-# Batches of reservation and stock writes: the gate admits any role that may make one of the
-# commands; each command is then checked as its unary method (service/batch_commands.py).
-_BATCHES = ("CommandService/CommandBatch", "CommandService/Submit")
-BATCHABLE_METHODS = (
-    *_RESERVATION_WRITES,
-    "InventoryService/SetStock",
-    "InventoryService/AdjustStock",
-)
+_BATCHES = ("CommandService/CommandBatch", "CommandService/Submit")  # see batch_commands.py
+_BATCHABLE = (*_RESERVATION_WRITES, "InventoryService/SetStock", "InventoryService/AdjustStock")
 
 
 def _default_method_roles() -> dict[str, frozenset[str]]:
@@ -135,7 +126,7 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
     allow(_LOADER_WRITES, "loader", "admin")
     allow(("InventoryService/AdjustStock",), "pos")
     allow(_ADMIN_ONLY, "admin")
-    allow(_REPLICATION, "replication", "admin")
+    allow(("ReplicationService/Follow",), "replication", "admin")  # the whole journal
     allow(_BATCHES, "checkout", "pos", "loader", "admin")
     return {method: frozenset(roles) for method, roles in table.items()}
 
@@ -163,10 +154,8 @@ def method_roles_from_config(overrides: Mapping[str, Any]) -> dict[str, frozense
                     f"method_roles.{method}: {role!r} is not one of {', '.join(ROLES)}"
                 )
         table[method] = frozenset(roles)
-    for method in _BATCHES:
-        if method not in overrides:
-            # Whoever may make one of the batchable commands may send a batch of them.
-            table[method] = frozenset().union(*(table[m] for m in BATCHABLE_METHODS))
+    for method in (m for m in _BATCHES if m not in overrides):  # roles of their commands
+        table[method] = frozenset().union(*(table[m] for m in _BATCHABLE))
     return table
 
 
