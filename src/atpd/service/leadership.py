@@ -10,7 +10,8 @@ Keys, under `/atpd/<cluster>/`:
 - `candidates/<member>`: each live member's durable journal sequence, zero-padded to 20 digits
   so bytewise order is numeric order, bound to the member's lease.
 
-Election. When `leader` is absent, each member publishes its durable sequence, waits
+Election. Each following member keeps its journal sequence in `candidates/<member>` (updated
+every settle/2 when it moved). When `leader` is absent, each member publishes it again, waits
 `settle` (so the others, woken by the same watch event, publish theirs), and tries one etcd
 transaction: IF `leader` is absent AND `epoch` has not moved since read AND every candidate's
 sequence is below ours + 1 (no candidate is ahead of us) THEN put `leader` (bound to our lease)
@@ -183,7 +184,9 @@ class Leadership:
         grant = await self.api.grant(self.settings.lease_ttl_s)
         self._lease = grant
         self._renewed(grant)
-        renewing = asyncio.get_running_loop().create_task(self._keep_alive(grant))
+        loop = asyncio.get_running_loop()
+        renewing = loop.create_task(self._keep_alive(grant))
+        publishing = loop.create_task(self._publish_candidacy(grant))
         try:
             while True:
                 if renewing.done():
@@ -198,9 +201,12 @@ class Leadership:
                 await self._observe_leader(found, grant)
                 await self._until(self.api.wait_change(self.leader_key, revision, 2.0), renewing)
         finally:
+            publishing.cancel()
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError, EtcdUnavailable):
                 await renewing
+            with contextlib.suppress(asyncio.CancelledError):
+                await publishing
             self._lease = None
             self._deadline = 0.0
 
@@ -236,6 +242,24 @@ class Leadership:
             self.epoch = max(self.epoch, record.epoch)
             log.info("leadership: following %s (epoch %d)", record.address, record.epoch)
             self.member.become_follower(record.address, record.epoch)
+
+    async def _publish_candidacy(self, grant: LeaseGrant) -> None:
+        """While following, keep this member's sequence in etcd fresh (every half settle time,
+        when it moved), so an election never rests on an old value of a member that is merely
+        slow to publish when the leader vanishes."""
+        published: int | None = None
+        interval_s = self.settings.election_settle_ms / 2000
+        while True:
+            await asyncio.sleep(interval_s)
+            sequence = self.member.candidate_sequence()
+            if self.is_leader or sequence is None or sequence == published:
+                continue
+            try:
+                await self.api.put(self.candidate_key, encode_sequence(sequence), grant.lease_id)
+            except EtcdUnavailable as error:
+                log.debug("leadership: sequence not published: %s", error)
+                continue
+            published = sequence
 
     async def _campaign(self, grant: LeaseGrant) -> None:
         sequence = self.member.candidate_sequence()
