@@ -47,10 +47,17 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
+        except grpc.aio.AbortError:
+            raise
         except Exception as error:
             code = status_of(error)
             if is_bug(error):
                 raise
+            if context.done():
+                # The follower went away (cancelled, past its deadline): its request stream
+                # simply ended, and there is nobody left to send a status to.
+                code = grpc.StatusCode.CANCELLED
+                return
             await abort(context, code, str(error))
         finally:
             if reader is not None:
