@@ -174,8 +174,13 @@ def call_raw(
         if method.client_streaming:
             assert not isinstance(payload, bytes)
             messages = list(payload)
-            if method.server_streaming:
-                raise AssertionError(f"no bidirectional method expected: {method.path}")
+            if method.server_streaming:  # CommandService/Submit: batches in, answers out
+                stream_stream = channel.stream_stream(
+                    method.path, request_serializer=None, response_deserializer=None
+                )
+                answers = stream_stream(iter(messages), timeout=SERVER_STREAM_TIMEOUT_S)
+                replies.extend(answers)
+                return replies
             stream_unary = channel.stream_unary(
                 method.path, request_serializer=None, response_deserializer=None
             )
