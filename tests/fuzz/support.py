@@ -175,8 +175,8 @@ def call_raw(
             assert not isinstance(payload, bytes)
             messages = list(payload)
             if method.server_streaming:
-                # Bidirectional (ReplicationService.Follow, CommandService.Submit): the messages, then read what comes
-                # back until the short deadline or MAX_STREAM_MESSAGES.
+                # Bidirectional (ReplicationService.Follow, CommandService.Submit): the
+                # messages, then what comes back until the short deadline or MAX_STREAM_MESSAGES.
                 stream_stream = channel.stream_stream(
                     method.path, request_serializer=None, response_deserializer=None
                 )
