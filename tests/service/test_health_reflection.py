@@ -21,6 +21,7 @@ from atpd.v1 import (
     inventory_pb2,
     network_pb2,
     promise_pb2,
+    replication_pb2,
     reservations_pb2,
     rules_pb2,
     supply_pb2,
@@ -41,6 +42,7 @@ API_SERVICES = (
     "atpd.v1.NetworkService",
     "atpd.v1.PromiseService",
     "atpd.v1.CommandService",
+    "atpd.v1.ReplicationService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -124,6 +126,7 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
             network_pb2,
             promise_pb2,
             batch_pb2,
+            replication_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
     }
