@@ -54,13 +54,15 @@ format: setup
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-# Benchmarks are not tests: they print JSON lines and update bench/RESULTS.md.
+# Benchmarks are not tests: they print JSON lines and update bench/RESULTS.md. The race against
+# Redis + Lua (bench/suites/race.py) needs Debian's redis-server and redis-tools.
 bench: setup
 	@command -v h2load >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null) || echo "h2load unavailable: using the Python load generator"
+	@command -v redis-benchmark >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null) || echo "redis-server unavailable: the race against Redis is skipped"
 	$(BIN)/python -m bench.run $(ARGS)
 
 crashtest: setup fuse
-	$(BIN)/pytest -m slow tests/persistence tests/powercut $(ARGS)
+	$(BIN)/pytest -m slow tests/persistence tests/powercut tests/cluster $(ARGS)
 
 clean:
 	rm -rf $(VENV) src/atpd/v1 .pytest_cache .mypy_cache .ruff_cache

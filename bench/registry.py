@@ -45,6 +45,11 @@ class Target:
         return f"{self.comparison} {self.bound:g}"
 
 
+class Skipped(Exception):
+    """A benchmark that cannot run on this machine (a tool is missing): the message says what
+    and how to get it. The run prints it and goes on; nothing is recorded for the figure."""
+
+
 @dataclass(slots=True)
 class Figure:
     """What a benchmark measured: the headline `value` plus supporting figures (p99, absolute

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import report
 from bench.machine import describe, source_revision
-from bench.registry import Benchmark, Context, discover, new_context
+from bench.registry import Benchmark, Context, Skipped, discover, new_context
 from bench.timing import reference_workload_us
 
 
@@ -97,6 +97,9 @@ def run(args: argparse.Namespace, chosen: list[Benchmark], ctx: Context) -> int:
         t0 = time.perf_counter()
         try:
             figure = item.function(ctx)
+        except Skipped as skipped:
+            ctx.log(f"{item.name} SKIPPED: {skipped}")
+            continue
         except Exception:
             failed += 1
             ctx.log(f"{item.name} FAILED:\n{traceback.format_exc()}")

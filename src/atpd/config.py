@@ -16,6 +16,8 @@ from atpd.core.limits import Limits
 from atpd.files import MAX_CONFIG_FILE_BYTES, FileRefused, read_regular_text
 
 FSYNC_POLICIES = ("always", "everysec", "none")
+REPLICATION_MODES = ("async", "sync")
+SYNC_FALLBACKS = ("degrade", "refuse")
 
 
 class ConfigError(ValueError):
@@ -104,9 +106,55 @@ class Config:
     audit_log_file: Path | None = None
     audit_log_max_bytes: int = 64 * 1024 * 1024
     audit_log_backup_count: int = 10
+    # Leadership through etcd (README "Running a cluster"). With `cluster` set, the members of
+    # the cluster elect their leader in etcd (`etcd`: its endpoints, host:port), under the key
+    # prefix /atpd/<cluster>/; `advertise` is the host:port the others and clients reach this
+    # server at; `member_id` names it in etcd (default: `advertise`). The leader stops writing
+    # lease_margin_ms before its lease of lease_ttl_s seconds may expire in etcd.
+    cluster: str = ""
+    etcd: tuple[str, ...] = ()
+    advertise: str = ""
+    member_id: str = ""
+    lease_ttl_s: int = 2
+    lease_margin_ms: int = 300
+    # Candidates wait this long for the others to publish their sequence before an election.
+    election_settle_ms: int = 200
+    # Deadline of each etcd call.
+    etcd_timeout_ms: int = 1000
     # Calls one principal may have in flight, and Watch streams it may hold (authentication on).
     max_inflight_per_principal: int = 256
     max_watch_subscribers_per_principal: int = 16
+    # Replication (README "Running a cluster"). `follow = "host:port"` makes this server a
+    # read-only follower of that primary.
+    follow: str = ""
+    # How this server names itself to its primary (default: hostname:port).
+    replica_id: str = ""
+    # A follower's credentials towards its primary: a file holding a bearer token of role
+    # `replication`, and the CA to check the primary's TLS certificate (none: plaintext).
+    follow_token_file: Path | None = None
+    follow_tls_ca_file: Path | None = None
+    # "sync": a write is acknowledged once a follower has it durable too, or after
+    # sync_timeout_ms per sync_fallback ("degrade": go on as async, loudly, until a follower
+    # catches up; "refuse": answer UNAVAILABLE).
+    replication: str = "async"
+    sync_timeout_ms: int = 1000
+    sync_fallback: str = "degrade"
+    # Recent journal records the primary keeps in memory for its followers (older ones are
+    # read back from the journal files), and the most bytes of records in one stream message.
+    replication_buffer_bytes: int = 64 * 1024 * 1024
+    replication_batch_bytes: int = 1024 * 1024
+    # The primary says it is alive this often when idle; a follower that hears nothing for
+    # replication_timeout_ms reconnects, waiting between attempts up to
+    # replication_reconnect_max_ms (doubling from 50 ms).
+    replication_heartbeat_ms: int = 500
+    replication_timeout_ms: int = 5000
+    replication_reconnect_max_ms: int = 2000
+    # Commands in one CommandBatch call or Submit message (each also within
+    # max_receive_message_bytes: README, "Batches and the Submit stream").
+    max_batch_commands: int = 8_192
+    # Batches of one Submit stream applied and not yet answered (waiting for the disk) at once;
+    # the stream is not read further until the oldest is answered.
+    max_submit_inflight_batches: int = 16
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -131,6 +179,8 @@ class Config:
             "audit_log_max_bytes",
             "max_inflight_per_principal",
             "max_watch_subscribers_per_principal",
+            "max_batch_commands",
+            "max_submit_inflight_batches",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0")
@@ -149,6 +199,8 @@ class Config:
             if not 0 < value < float("inf"):
                 raise ConfigError(f"{name}: must be a finite number > 0, got {value}")
         self._check_security()
+        self._check_cluster()
+        self._check_replication()
         chunk_bytes = max_load_chunk_bytes(self.limits.max_load_chunk_rows)
         if chunk_bytes > self.max_receive_message_bytes:
             raise ConfigError(
@@ -181,6 +233,78 @@ class Config:
         if token and (len(token) != 64 or token.strip("0123456789abcdef")):
             raise ConfigError("metrics_token_sha256: expected 64 lowercase hex digits")
 
+    def _check_cluster(self) -> None:
+        if isinstance(self.etcd, list):
+            object.__setattr__(self, "etcd", tuple(self.etcd))  # TOML gives a list
+        if not isinstance(self.etcd, tuple) or not all(
+            isinstance(endpoint, str) for endpoint in self.etcd
+        ):
+            raise ConfigError(f'etcd: expected a list of "host:port" strings, got {self.etcd!r}')
+        if not self.cluster:
+            if self.etcd or self.advertise:
+                raise ConfigError("etcd, advertise: only with `cluster` (the cluster's name)")
+            return
+        if self.follow:
+            raise ConfigError(
+                "follow: not with `cluster` (the cluster's members elect whom to follow)"
+            )
+        if not self.cluster.replace("-", "").replace("_", "").isalnum() or len(self.cluster) > 64:
+            raise ConfigError(
+                f"cluster: {self.cluster!r} must be 1 to 64 letters, digits, '-' or '_'"
+            )
+        if not self.etcd:
+            raise ConfigError("etcd: a cluster needs at least one etcd endpoint (host:port)")
+        for endpoint in self.etcd:
+            if not _is_host_port(endpoint):
+                raise ConfigError(f"etcd: {endpoint!r} is not HOST:PORT")
+        if not _is_host_port(self.advertise):
+            raise ConfigError(
+                f"advertise: {self.advertise!r} is not HOST:PORT (how the others reach this "
+                "server; a cluster needs it)"
+            )
+        if not 1 <= self.lease_ttl_s <= 60:
+            raise ConfigError(f"lease_ttl_s: {self.lease_ttl_s} is not in 1..60")
+        if not 0 < self.lease_margin_ms * 2 <= self.lease_ttl_s * 1000:
+            raise ConfigError(
+                f"lease_margin_ms: {self.lease_margin_ms} must be > 0 and at most half the "
+                f"lease ({self.lease_ttl_s * 500} ms)"
+            )
+        for name in ("election_settle_ms", "etcd_timeout_ms"):
+            if not 0 < getattr(self, name) < self.lease_ttl_s * 1000:
+                raise ConfigError(
+                    f"{name}: {getattr(self, name)} must be > 0 and below the lease "
+                    f"({self.lease_ttl_s * 1000} ms)"
+                )
+
+    def _check_replication(self) -> None:
+        if self.replication not in REPLICATION_MODES:
+            raise ConfigError(
+                f"replication: {self.replication!r} is not one of {', '.join(REPLICATION_MODES)}"
+            )
+        if self.sync_fallback not in SYNC_FALLBACKS:
+            raise ConfigError(
+                f"sync_fallback: {self.sync_fallback!r} is not one of {', '.join(SYNC_FALLBACKS)}"
+            )
+        for name in (
+            "sync_timeout_ms",
+            "replication_buffer_bytes",
+            "replication_batch_bytes",
+            "replication_heartbeat_ms",
+            "replication_timeout_ms",
+            "replication_reconnect_max_ms",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0")
+        if self.replication_timeout_ms <= self.replication_heartbeat_ms:
+            raise ConfigError(
+                f"replication_timeout_ms: {self.replication_timeout_ms} must exceed "
+                f"replication_heartbeat_ms ({self.replication_heartbeat_ms})"
+            )
+        if self.follow:
+            host, separator, port = self.follow.rpartition(":")
+            if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"follow: {self.follow!r} is not HOST:PORT")
+
     @property
     def tls(self) -> bool:
         return self.tls_cert_file is not None
@@ -198,6 +322,11 @@ LOAD_ROW_MAX_BYTES = 66 + 66 + 3 + 3 + 5 + 10
 LOAD_CHUNK_OVERHEAD_BYTES = 64
 # A SetRules request: the 1 MiB rule text plus its source name (256 characters) and framing.
 MAX_RULES_MESSAGE_BYTES = (1 << 20) + 2048
+
+
+def _is_host_port(text: str) -> bool:
+    host, separator, port = text.rpartition(":")
+    return bool(separator and host and port.isdigit() and 0 < int(port) < 65536)
 
 
 def max_load_chunk_bytes(rows: int) -> int:

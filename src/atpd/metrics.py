@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 # Microsecond-scale buckets: the core answers in microseconds, RPCs in tens to hundreds.
 CORE_BUCKETS_S = (2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 1e-2, 0.1, 1.0)
 RPC_BUCKETS_S = (2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
 class Metrics:
@@ -40,6 +41,12 @@ class Metrics:
             "Time inside the core per command kind",
             ["command"],
             buckets=CORE_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.batch_commands = Histogram(
+            "atpd_batch_commands",
+            "Commands per batch applied (CommandBatch calls and Submit messages)",
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.outcomes = Counter(
@@ -69,6 +76,43 @@ class Metrics:
             registry=self.registry,
         )
         self.gc_frozen.set_function(gc.get_freeze_count)
+        # Replication (README "Running a cluster"); bound by the replication modules.
+        self.replication_degraded = Gauge(
+            "atpd_replication_degraded",
+            "1 while sync replication runs as async (no follower acknowledged in time)",
+            registry=self.registry,
+        )
+        self.replication_followers = Gauge(
+            "atpd_replication_followers",
+            "Followers streaming from this primary",
+            registry=self.registry,
+        )
+        self.replication_lag_sequences = Gauge(
+            "atpd_replication_lag_sequences",
+            "On a follower: journal records the primary has durable and this server does not",
+            registry=self.registry,
+        )
+        self.replication_lag_ms = Gauge(
+            "atpd_replication_lag_ms",
+            "On a follower: milliseconds since it last held every record of its primary",
+            registry=self.registry,
+        )
+        # Leadership through etcd (service/leadership.py); bound by service/cluster_join.py.
+        self.cluster_leader = Gauge(
+            "atpd_cluster_leader",
+            "1 while this server leads its cluster and its etcd lease holds (takes writes)",
+            registry=self.registry,
+        )
+        self.cluster_epoch = Gauge(
+            "atpd_cluster_epoch",
+            "The newest leader epoch this server knows (grows by one at each election)",
+            registry=self.registry,
+        )
+        self.cluster_elections = Counter(
+            "atpd_cluster_elections",
+            "Times this server was elected leader",
+            registry=self.registry,
+        )
 
     def bind_state(
         self,

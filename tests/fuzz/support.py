@@ -175,7 +175,20 @@ def call_raw(
             assert not isinstance(payload, bytes)
             messages = list(payload)
             if method.server_streaming:
-                raise AssertionError(f"no bidirectional method expected: {method.path}")
+                # Bidirectional (ReplicationService.Follow, CommandService.Submit): the
+                # messages, then what comes back until the short deadline or MAX_STREAM_MESSAGES.
+                stream_stream = channel.stream_stream(
+                    method.path, request_serializer=None, response_deserializer=None
+                )
+                call = stream_stream(iter(messages), timeout=SERVER_STREAM_TIMEOUT_S)
+                try:
+                    for reply in call:
+                        replies.append(reply)
+                        if len(replies) >= MAX_STREAM_MESSAGES:
+                            break
+                finally:
+                    call.cancel()  # type: ignore[no-untyped-call]
+                return replies
             stream_unary = channel.stream_unary(
                 method.path, request_serializer=None, response_deserializer=None
             )

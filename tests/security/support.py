@@ -23,7 +23,7 @@ SECURITY_NODES = {
     "ST-LON-01": "EU/GB/London",
     "WH-EU-01": "EU/DE/Frankfurt",
 }
-ROLE_NAMES = ("reader", "checkout", "pos", "loader", "admin")
+ROLE_NAMES = ("reader", "checkout", "pos", "loader", "admin", "replication")
 TLS_HOST = "localhost"
 _file_numbers = itertools.count()
 

@@ -15,11 +15,13 @@ from atpd.service.server import SERVICE_NAMES, stop
 from atpd.v1 import (
     admin_pb2,
     availability_pb2,
+    batch_pb2,
     common_pb2,
     feeds_pb2,
     inventory_pb2,
     network_pb2,
     promise_pb2,
+    replication_pb2,
     reservations_pb2,
     rules_pb2,
     store_pb2,
@@ -41,6 +43,8 @@ API_SERVICES = (
     "atpd.v1.NetworkService",
     "atpd.v1.PromiseService",
     "atpd.v1.StoreService",
+    "atpd.v1.CommandService",
+    "atpd.v1.ReplicationService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -124,6 +128,8 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
             network_pb2,
             promise_pb2,
             store_pb2,
+            batch_pb2,
+            replication_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
     }

@@ -38,7 +38,16 @@ CLIENT_EXIT_CODES = (
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     """The options every client command shares: where the server is and how to reach it."""
     parser.add_argument(
-        "--target", default=DEFAULT_TARGET, help=f"server host:port (default {DEFAULT_TARGET})"
+        "--target",
+        default=DEFAULT_TARGET,
+        help=f"server host:port (default {DEFAULT_TARGET}); the servers of a cluster as "
+        "host:port,host:port,...: writes go to the leader",
+    )
+    parser.add_argument(
+        "--read-from",
+        choices=("leader", "follower"),
+        default="leader",
+        help="with several targets: answer reads from the leader (default) or the followers",
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument(
@@ -74,6 +83,8 @@ def _host_of(target: str) -> str:
 
 
 if TYPE_CHECKING:  # generic in the type stubs only
+    from atpd.client import Client
+
     UnaryUnaryInterceptor = grpc.UnaryUnaryClientInterceptor[Any, Any]
     UnaryStreamInterceptor = grpc.UnaryStreamClientInterceptor[Any, Any]
     StreamUnaryInterceptor = grpc.StreamUnaryClientInterceptor[Any, Any]
@@ -111,17 +122,70 @@ class _BearerToken(
         return continuation(self._details(details), requests)
 
 
-def build_channel(args: argparse.Namespace) -> grpc.Channel:
-    """The channel the options describe; raises ClientOptionError naming a bad option."""
-    target: str = args.target
+def _token_of(args: argparse.Namespace) -> str | None:
     token: str | None = getattr(args, "token", None) or os.environ.get(TOKEN_ENVIRONMENT_VARIABLE)
+    return token
+
+
+def _uses_tls(args: argparse.Namespace) -> bool:
+    return (
+        getattr(args, "ca", None) is not None
+        or getattr(args, "cert", None) is not None
+        or bool(getattr(args, "tls", False))
+    )
+
+
+def check_client_options(args: argparse.Namespace) -> None:
+    """Raise ClientOptionError naming the first option that cannot be used."""
+    token = _token_of(args)
+    if (getattr(args, "cert", None) is None) != (getattr(args, "key", None) is None):
+        raise ClientOptionError("--cert and --key go together (mutual TLS needs both)")
+    for target in targets_of(args):
+        if not _uses_tls(args) and token and _host_of(target) not in LOOPBACK_HOSTS:
+            raise ClientOptionError(
+                f"refusing to send the token in clear text to {target}: pass --ca (or --tls)"
+            )
+    if token and (not token.isprintable() or token != token.strip()):
+        raise ClientOptionError("--token: not a token (spaces or control characters)")
+
+
+def targets_of(args: argparse.Namespace) -> list[str]:
+    """--target: one host:port, or several separated by commas (a cluster)."""
+    targets = [target.strip() for target in str(args.target).split(",") if target.strip()]
+    if not targets:
+        raise ClientOptionError("--target: expected host:port[,host:port...]")
+    return targets
+
+
+def build_channel(args: argparse.Namespace) -> grpc.Channel:
+    """The channel the options describe (with several targets, to the leader: the one whose
+    GetStatus says primary, else the first); raises ClientOptionError naming a bad option."""
+    check_client_options(args)
+    targets = targets_of(args)
+    if len(targets) == 1:
+        return _channel_to(targets[0], args)
+    from atpd.v1 import admin_pb2, admin_pb2_grpc
+
+    for target in targets:
+        channel = _channel_to(target, args)
+        try:
+            status = admin_pb2_grpc.AdminServiceStub(channel).GetStatus(
+                admin_pb2.GetStatusRequest(), timeout=min(float(args.timeout), 2.0)
+            )
+        except grpc.RpcError:
+            status = None
+        if status is not None and status.role == "primary":
+            return channel
+        channel.close()
+    return _channel_to(targets[0], args)
+
+
+def _channel_to(target: str, args: argparse.Namespace) -> grpc.Channel:
+    token = _token_of(args)
     ca: Path | None = getattr(args, "ca", None)
     cert: Path | None = getattr(args, "cert", None)
     key: Path | None = getattr(args, "key", None)
-    if (cert is None) != (key is None):
-        raise ClientOptionError("--cert and --key go together (mutual TLS needs both)")
-    tls = ca is not None or cert is not None or getattr(args, "tls", False)
-    if tls:
+    if _uses_tls(args):
         credentials = grpc.ssl_channel_credentials(
             _read_pem(ca, "--ca") if ca is not None else None,
             _read_pem(key, "--key") if key is not None else None,
@@ -129,16 +193,38 @@ def build_channel(args: argparse.Namespace) -> grpc.Channel:
         )
         channel = grpc.secure_channel(target, credentials)
     else:
-        if token and _host_of(target) not in LOOPBACK_HOSTS:
-            raise ClientOptionError(
-                f"refusing to send the token in clear text to {target}: pass --ca (or --tls)"
-            )
         channel = grpc.insecure_channel(target)
     if token:
-        if not token.isprintable() or token != token.strip():
-            raise ClientOptionError("--token: not a token (spaces or control characters)")
         channel = grpc.intercept_channel(channel, _BearerToken(token))
     return channel
+
+
+def open_client(args: argparse.Namespace) -> Client:
+    """An atpd.client Client for the options (one call at a time, each with --timeout as its
+    deadline, retried on UNAVAILABLE when safe), or the option's problem and exit status 2."""
+    from atpd.client import Client
+    from atpd.client.connection import ClientOptionError as OptionRefused
+
+    try:
+        check_client_options(args)
+        for option in ("ca", "key", "cert"):
+            path: Path | None = getattr(args, option, None)
+            if path is not None:
+                _read_pem(path, f"--{option}")  # the CLI's message for an unreadable file
+        return Client(
+            targets_of(args),
+            read_from=getattr(args, "read_from", "leader"),
+            token=_token_of(args),
+            ca_file=getattr(args, "ca", None),
+            tls=bool(getattr(args, "tls", False)),
+            cert_file=getattr(args, "cert", None),
+            key_file=getattr(args, "key", None),
+            timeout_s=args.timeout,
+            coalesce=False,
+        )
+    except (ClientOptionError, OptionRefused) as error:
+        print(f"atpd: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def open_channel(args: argparse.Namespace) -> grpc.Channel:
@@ -156,13 +242,20 @@ def print_rpc_error(error: grpc.RpcError) -> None:
 
 
 def call_or_exit(fn: Callable[[], Any]) -> Any:
-    """fn's result; a failed RPC is printed (print_rpc_error) and ends the command with 1,
-    or EXIT_UNAUTHENTICATED / EXIT_PERMISSION_DENIED."""
+    """fn's result; a failed RPC (a grpc.RpcError, or an atpd.client AtpdError) is printed as
+    `atpd: CODE: details` and ends the command with 1, or EXIT_UNAUTHENTICATED /
+    EXIT_PERMISSION_DENIED."""
+    from atpd.client.errors import AtpdError
+
     try:
         return fn()
-    except grpc.RpcError as error:
-        print_rpc_error(error)
-        code = error.code()
+    except (grpc.RpcError, AtpdError) as error:
+        if isinstance(error, AtpdError):
+            code = error.code
+            print(f"atpd: {code.name}: {error.message}", file=sys.stderr)
+        else:
+            print_rpc_error(error)
+            code = error.code()
         if code is grpc.StatusCode.UNAUTHENTICATED:
             print(
                 f"atpd: pass a valid token with --token or ${TOKEN_ENVIRONMENT_VARIABLE} "

@@ -101,6 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a non-loopback bind without TLS and tokens (logged at every start)",
     )
+    serve.add_argument(
+        "--follow",
+        metavar="HOST:PORT",
+        help="run as a read-only follower of the primary at HOST:PORT (config `follow`)",
+    )
+    serve.add_argument(
+        "--replication",
+        choices=("async", "sync"),
+        help="sync: acknowledge writes once a follower has them durable (config `replication`)",
+    )
+    serve.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="join the etcd-led cluster NAME: its members elect the leader (config `cluster`)",
+    )
+    serve.add_argument(
+        "--etcd",
+        metavar="HOST:PORT",
+        action="append",
+        help="an etcd endpoint of the cluster; repeat for several (config `etcd`)",
+    )
+    serve.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        help="where the other members and clients reach this server (config `advertise`)",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=cmd_serve)
 

@@ -6,7 +6,7 @@ import argparse
 
 import grpc
 
-from atpd.cli.client import call_or_exit, open_channel, print_rpc_error
+from atpd.cli.client import call_or_exit, open_channel, open_client, print_rpc_error
 from atpd.cli.output import table
 
 
@@ -90,12 +90,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from atpd.v1 import admin_pb2, admin_pb2_grpc
-
-    stub = admin_pb2_grpc.AdminServiceStub(open_channel(args))
-    response = call_or_exit(
-        lambda: stub.GetStatus(admin_pb2.GetStatusRequest(), timeout=args.timeout)
-    )
+    with open_client(args) as client:
+        response = call_or_exit(client.status).raw
     rows = [
         ("version", response.version),
         ("nodes", response.nodes),

@@ -33,6 +33,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "auth_tokens_file": str(args.tokens_file) if args.tokens_file else None,
         "audit_log_file": str(args.audit_log) if args.audit_log else None,
         "insecure": True if args.insecure else None,
+        "follow": args.follow,
+        "replication": args.replication,
+        "cluster": args.cluster,
+        "etcd": args.etcd,
+        "advertise": args.advertise,
     }
     try:
         config = load_config(args.config, overrides)

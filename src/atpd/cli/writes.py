@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from atpd.cli.client import call_or_exit, open_channel
+from atpd.cli.client import call_or_exit, open_channel, open_client
 from atpd.cli.output import outcome_name, shortage_reason_name, table
 
 
@@ -43,7 +43,7 @@ def print_reservation(reservation: Any) -> None:
 
 
 def cmd_reserve(args: argparse.Namespace) -> int:
-    from atpd.v1 import common_pb2, promise_pb2, reservations_pb2, reservations_pb2_grpc
+    from atpd.v1 import common_pb2, reservations_pb2
 
     if not args.lines and not args.option:
         print(
@@ -52,26 +52,21 @@ def cmd_reserve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    stub = reservations_pb2_grpc.ReservationServiceStub(open_channel(args))
-    kind = common_pb2.RESERVATION_KIND_POS_SALE if args.pos else common_pb2.RESERVATION_KIND_CART
-    request = reservations_pb2.ReserveRequest(
-        reservation_id=args.reservation_id,
-        lines=[
-            reservations_pb2.ReservationLine(sku=s, node_id=n, quantity=q) for s, n, q in args.lines
-        ],
-        ttl_ms=args.ttl,
-        kind=kind,
-        channel=args.channel or "",
-        segment=args.segment or "",
-        option_token=args.option or "",
-        pickup_node_id=args.pickup or "",
-    )
-    if args.to is not None:
-        country, postal_code = args.to
-        request.destination.CopyFrom(
-            promise_pb2.Destination(country=country, postal_code=postal_code)
+    with open_client(args) as client:
+        result = call_or_exit(
+            lambda: client.reserve(
+                args.reservation_id,
+                args.lines,
+                ttl_ms=args.ttl,
+                kind="POS_SALE" if args.pos else "CART",
+                channel=args.channel or "",
+                segment=args.segment or "",
+                option_token=args.option or "",
+                destination=args.to,
+                pickup_node_id=args.pickup or "",
+            )
         )
-    response = call_or_exit(lambda: stub.Reserve(request, timeout=args.timeout))
+    response = result.raw
     print(
         f"outcome: {outcome_name(response.outcome)}" + (" (replayed)" if response.replayed else "")
     )
@@ -99,28 +94,21 @@ def cmd_reserve(args: argparse.Namespace) -> int:
 
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
-    from atpd.v1 import common_pb2, reservations_pb2, reservations_pb2_grpc
+    from atpd.v1 import common_pb2
 
-    stub = reservations_pb2_grpc.ReservationServiceStub(open_channel(args))
     rid = args.reservation_id
-    calls: dict[str, Callable[[], Any]] = {
-        "confirm": lambda: stub.Confirm(reservations_pb2.ConfirmRequest(reservation_id=rid)),
-        "release": lambda: stub.Release(reservations_pb2.ReleaseRequest(reservation_id=rid)),
-        "get": lambda: stub.GetReservation(
-            reservations_pb2.GetReservationRequest(reservation_id=rid)
-        ),
-        "fulfil": lambda: stub.Fulfil(
-            reservations_pb2.FulfilRequest(
-                reservation_id=rid,
-                lines=[
-                    reservations_pb2.ReservationLine(sku=s, node_id=n, quantity=q)
-                    for s, n, q in getattr(args, "lines", [])
-                ],
+    with open_client(args) as client:
+        calls: dict[str, Callable[[], Any]] = {
+            "confirm": lambda: client.confirm(rid),
+            "release": lambda: client.release(rid),
+            "get": lambda: client.get_reservation_result(rid),
+            "fulfil": lambda: client.fulfil(
+                rid,
+                getattr(args, "lines", []),
                 release_remainder=getattr(args, "release_remainder", False),
-            )
-        ),
-    }
-    response = call_or_exit(calls[args.command])
+            ),
+        }
+        response = call_or_exit(calls[args.command]).raw
     print(f"outcome: {outcome_name(response.outcome)}")
     print_reservation(response.reservation)
     return 0 if response.outcome == common_pb2.OUTCOME_OK else 3

@@ -19,8 +19,7 @@ metadata scan, one SHA-256 of the presented secret, a dict lookup and a set memb
   (GetAvailability, Watch, ListNodes, GetStock, GetRules, ListSupply, ExportPositions) are not
   narrowed: a sales associate may tell a customer which other store has the item. Methods that
   act on the whole network (rules, nodes, snapshot, status) are refused to scoped principals.
-- **Channels.** A principal with channels may only Reserve for them (and act on reservations
-  made for them).
+- **Channels.** A principal with channels may only Reserve for them (and act on their holds).
 - The caller's principal is in `CURRENT_PRINCIPAL` (a contextvar) while its servicer runs.
 
 Principals and the token table are in `principals.py`; what each method acts on (its nodes, its
@@ -110,6 +109,8 @@ _ADMIN_ONLY = (
     "NetworkService/SetNetwork",
 )
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
+_BATCHES = ("CommandService/CommandBatch", "CommandService/Submit")  # see batch_commands.py
+_BATCHABLE = (*_RESERVATION_WRITES, "InventoryService/SetStock", "InventoryService/AdjustStock")
 
 
 def _default_method_roles() -> dict[str, frozenset[str]]:
@@ -128,6 +129,8 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
     allow(("InventoryService/AdjustStock",), "pos")
     allow(_ADMIN_ONLY, "admin")
     table.update(store_method_roles())
+    allow(("ReplicationService/Follow",), "replication", "admin")  # the whole journal
+    allow(_BATCHES, "checkout", "pos", "loader", "admin")
     return {method: frozenset(roles) for method, roles in table.items()}
 
 
@@ -154,6 +157,8 @@ def method_roles_from_config(overrides: Mapping[str, Any]) -> dict[str, frozense
                     f"method_roles.{method}: {role!r} is not one of {', '.join(ROLES)}"
                 )
         table[method] = frozenset(roles)
+    for method in (m for m in _BATCHES if m not in overrides):  # roles of their commands
+        table[method] = frozenset().union(*(table[m] for m in _BATCHABLE))
     return table
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from atpd.core.commands import Command
 from atpd.core.limits import Limits
@@ -49,14 +50,35 @@ LARGEST_RECORD_BYTES = 1 << 20
 REOPEN_INTERVAL_S = 1.0
 
 
+class ReplicationHooks(Protocol):
+    """What the journal adapter asks of replication (service/replication_source.py)."""
+
+    def check_writable(self) -> None:
+        """Raise WritesUnavailable when writes must be refused before they are applied."""
+
+    def appended(self, sequence: int, timestamp_ms: int, payload: bytes) -> None:
+        """A record was journaled (not durable yet)."""
+
+    async def replicated(self, sequence: int) -> None:
+        """Return once `sequence` (durable here) is replicated as the mode requires."""
+
+
 class JournalLog:
     """CommandLog over the persistence journal: commands are encoded once, here, and journal
-    errors become WritesUnavailable for the engine."""
+    errors become WritesUnavailable for the engine. In a cluster each record carries the
+    leader epoch it was written under (`epoch_suffix`, service/leader_epoch.py).
 
-    __slots__ = ("journal",)
+    Replication (service/replication_source.py) hooks in here: it may refuse a command before
+    it is applied, sees each record's payload as journaled, and (sync replication) is awaited
+    after a record is durable locally, so a write is acknowledged only once a follower has it."""
+
+    __slots__ = ("epoch_suffix", "journal", "replication")
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        self.replication: ReplicationHooks | None = None
+        # The encoded leader_epoch field appended to every record; empty outside a cluster.
+        self.epoch_suffix = b""
 
     @property
     def last_sequence(self) -> int:
@@ -72,12 +94,18 @@ class JournalLog:
                 f"journal backlog full ({journal.pending_bytes} bytes waiting for the disk); "
                 "retry shortly"
             )
+        if self.replication is not None:
+            self.replication.check_writable()
 
     def append(self, command: Command, now_ms: int) -> int:
+        payload = encode_command(command) + self.epoch_suffix
         try:
-            return self.journal.append(encode_command(command), now_ms)
+            sequence = self.journal.append(payload, now_ms)
         except JournalUnavailable as error:
             raise WritesUnavailable(f"journal unavailable: {error}") from error
+        if self.replication is not None:
+            self.replication.appended(sequence, now_ms, payload)
+        return sequence
 
     async def wait_durable(self, sequence: int) -> None:
         if sequence <= 0:
@@ -86,6 +114,8 @@ class JournalLog:
             await self.journal.wait_durable(sequence)
         except JournalUnavailable as error:
             raise WritesUnavailable(f"journal unavailable: {error}") from error
+        if self.replication is not None:
+            await self.replication.replicated(sequence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,8 +403,10 @@ class Durability:
         engine = self.engine
         if final_snapshot and engine is not None and engine.write_failure is None:
             try:
-                await self.log.wait_durable(self.journal.last_sequence)
+                # The journal's own wait: replication (sync) has no say in a shutdown.
+                if self.journal.last_sequence > 0:
+                    await self.journal.wait_durable(self.journal.last_sequence)
                 write_snapshot_now(engine.state, self.data_dir, self.journal)
-            except (WritesUnavailable, OSError) as error:
+            except (JournalUnavailable, OSError) as error:
                 log.error("final snapshot skipped: %s", error)
         await self.journal.aclose()

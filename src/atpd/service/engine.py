@@ -22,6 +22,7 @@ from atpd.core.results import CommandRejected, TickResult
 from atpd.core.state import AtpState
 from atpd.core.stock import POSITION_BYTES
 from atpd.metrics import Metrics
+from atpd.service.lease_fence import LeadershipLostUnacknowledged, LeaseFence, LeaseLost
 from atpd.service.option_tokens import OptionTokens
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,24 @@ RESIZE_WAITS = 3
 class WritesUnavailable(Exception):
     """The journal cannot take writes (disk full, I/O error): the command was not applied.
     Reads go on being served from the last durable state."""
+
+
+class NotLeader(Exception):
+    """This server follows another (README "Running a cluster"): writes go to the leader,
+    whose address the caller gets in the message and in trailing metadata `atpd-leader`."""
+
+    def __init__(self, leader_address: str) -> None:
+        self.leader_address = leader_address
+        where = leader_address or "an address not known yet (retry shortly)"
+        super().__init__(
+            f"this server is a read-only follower: send writes to the leader at {where}"
+        )
+
+
+class ReplicationUnconfirmed(Exception):
+    """Sync replication with `sync_fallback = "refuse"`: the command was applied and is durable
+    on this server, but no follower confirmed it in time. The caller cannot know whether it
+    survives a failover: retry with the same ids (every write is idempotent by its id)."""
 
 
 class InternalFailure(Exception):
@@ -132,6 +151,51 @@ class Engine:
         self._resize_task: asyncio.Task[None] | None = None
         # Signs and verifies promise option tokens (set by create_server).
         self.option_tokens: OptionTokens | None = None
+        # In a cluster (service/leadership.py): writes only while the etcd lease surely holds.
+        self.lease_fence: LeaseFence | None = None
+        # None on the primary; the leader's address on a follower (service/replication_role.py
+        # switches it): then every write is refused here, in `check_leader`, and the state only
+        # changes by records from the leader (`apply_replicated`).
+        self.leader_address: str | None = None
+
+    def check_leader(self) -> None:
+        """The one place writes are checked against the replication role, and in a cluster
+        against the leadership lease (service/lease_fence.py)."""
+        if self.leader_address is not None:
+            raise NotLeader(self.leader_address)
+        fence = self.lease_fence
+        if fence is not None:
+            fence.check()
+
+    def check_still_leader(self) -> None:
+        """In a cluster, after a write was applied and made durable: still the leader, or the
+        write is not acknowledged (LeadershipLostUnacknowledged, UNAVAILABLE)."""
+        try:
+            self.check_leader()
+        except (NotLeader, LeaseLost) as error:
+            raise LeadershipLostUnacknowledged(error) from error
+
+    def apply_replicated(self, command: Command, timestamp_ms: int) -> None:
+        """A follower applies one record of its leader at the leader's time (the caller journals
+        it): watchers see its changes as on the leader. Raises what `state.apply` raises."""
+        assert self.leader_address is not None, "only a follower applies replicated records"
+        state = self.state
+        try:
+            state.apply(command, timestamp_ms)
+        except BaseException:
+            state.changes = {}
+            raise
+        if state.changes:
+            self._publish(state, timestamp_ms)
+        if self.on_resync is not None and isinstance(command, SetRules | UpsertNode | BulkLoad):
+            self.on_resync(f"{type(command).__name__} changed what every caller may see")
+        if self.on_record is not None:
+            self.on_record()
+
+    def report_write_failure(self, reason: str) -> None:
+        """The journal refused a record applied meanwhile (a follower's append): the state goes
+        back to what is durable, as after a failed write."""
+        self._writes_failed(reason)
 
     def now_ms(self) -> int:
         """Wall-clock time, never earlier than the last time the core saw (clock steps back)."""
@@ -143,6 +207,7 @@ class Engine:
         """Apply `command` now, journal it if it changed anything, and return its result once
         everything it may depend on is durable. Raises CommandRejected for caller mistakes and
         WritesUnavailable when the journal cannot take it (then nothing of it remains)."""
+        self.check_leader()
         await self._room_for(command)
         if self.write_failure is not None:
             if isinstance(command, Tick) and self.clean.is_set():
@@ -195,13 +260,77 @@ class Engine:
         except WritesUnavailable as error:
             self._writes_failed(str(error))
             raise
+        if self.lease_fence is not None:
+            # The lease may have lapsed while this waited (a stopped process): a successor may
+            # not have this write, so it is not acknowledged (the caller retries on the leader).
+            self.check_still_leader()
         return result
+
+    async def execute_unwaited(self, command: CommandOf[ResultT]) -> ResultT:
+        """`execute` without the final wait for durability, for batches (service/batch*.py):
+        the caller applies each command of a batch this way, then awaits `wait_all_durable`
+        once, and answers none of them before that. The same checks, journal records, change
+        events and metrics as `execute` (kept beside it rather than shared so that the unary
+        path keeps its single frame)."""
+        self.check_leader()
+        await self._room_for(command)
+        if self.write_failure is not None:
+            raise WritesUnavailable(self.write_failure)
+        self.journal.check_writable()
+        state = self.state
+        now = self.now_ms()
+        kind = type(command).__name__
+        timer = self._core_timers.get(kind)
+        if timer is None:
+            timer = self._core_timers[kind] = self.metrics.core_latency.labels(kind)
+        started = time.perf_counter()
+        try:
+            result = state.apply(command, now)
+        except CommandRejected:
+            if state.time_moved:
+                self._append(Tick(), now)
+            raise
+        except Exception as error:
+            state.changes = {}
+            raise self._apply_failed(kind, error) from error
+        finally:
+            timer.observe(time.perf_counter() - started)
+            if state.changes:
+                self._publish(state, now)
+        outcome = getattr(result, "outcome", None)
+        if outcome is not None:
+            counter = self._outcome_counters.get((kind, outcome))
+            if counter is None:
+                counter = self.metrics.outcomes.labels(kind, outcome.name)
+                self._outcome_counters[(kind, outcome)] = counter
+            counter.inc()
+        if result.changed:
+            self._append(cast(Command, command), now)
+        elif state.time_moved:
+            self._append(Tick(), now)
+        return result
+
+    async def wait_all_durable(self) -> None:
+        """Resolve once every record journaled so far is durable (the end of a batch); raises
+        WritesUnavailable (and starts the rebuild) when the journal failed meanwhile."""
+        journal = self.journal
+        try:
+            await journal.wait_durable(journal.last_sequence)
+        except WritesUnavailable as error:
+            self._writes_failed(str(error))
+            raise
+        if self.lease_fence is not None:
+            self.check_still_leader()  # as in `execute`: nothing acknowledged past the lease
 
     def catch_up(self) -> int:
         """Before a read: apply expiries already due, so no read ever shows a hold past its
         expiry time even if the timer has not fired yet. Returns the time of the read."""
         now = self.now_ms()
         self.state.observe(now)
+        if self.leader_address is not None:
+            return now  # a follower's holds expire by the leader's records only
+        if self.lease_fence is not None and not self.lease_fence.open:
+            return now  # no longer surely the leader: expiries are the leader's records
         next_ms = self.state.next_expiry_ms()
         if next_ms is None or next_ms > now or not self.ready or not self.clean.is_set():
             return now
@@ -224,6 +353,21 @@ class Engine:
         with contextlib.suppress(WritesUnavailable):
             self._append(Tick(), now)
         return now
+
+    async def journal_tick(self) -> None:
+        """Journal a Tick now, even if nothing expires: a new cluster leader's first record, so
+        its epoch is on its journal (and its followers') from its first own sequence on."""
+        self.check_leader()
+        now = self.now_ms()
+        try:
+            self.state.apply(Tick(), now)
+        except Exception as error:
+            self.state.changes = {}
+            raise self._apply_failed("Tick", error) from error
+        if self.state.changes:
+            self._publish(self.state, now)
+        self._append(Tick(), now)
+        await self.journal.wait_durable(self.journal.last_sequence)
 
     def _expire_unjournaled(self) -> TickResult:
         """While the journal is down, holds still expire on time in memory. Not journaling
@@ -280,7 +424,7 @@ class Engine:
     async def _rebuild_after_failure(self, reason: str) -> None:
         """Wait until what was journaled before the failure is durable (it belongs in the
         rebuilt state), then rebuild as after a journal failure."""
-        with contextlib.suppress(WritesUnavailable):
+        with contextlib.suppress(WritesUnavailable, ReplicationUnconfirmed):
             await self.journal.wait_durable(self.journal.last_sequence)
         if self.on_write_failure is not None:
             self.on_write_failure(reason)
@@ -374,8 +518,9 @@ class Engine:
 
     def start(self) -> None:
         """Called on the serving loop once the state is loaded: expire what is due now and arm
-        the timer for the next hold."""
-        self._spawn(self.execute(Tick()))
+        the timer for the next hold (a follower has no timer: its leader expires holds)."""
+        if self.leader_address is None:
+            self._spawn(self.execute(Tick()))
 
     def stop(self) -> None:
         if not self.ready and self._resize_task is not None:
@@ -386,6 +531,8 @@ class Engine:
         self._expiry_at_ms = None
 
     def _arm_expiry(self) -> None:
+        if self.leader_address is not None:
+            return
         next_ms = self.state.next_expiry_ms()
         if next_ms is None or next_ms == self._expiry_at_ms:
             return

@@ -20,8 +20,15 @@ import grpc
 from atpd.core.promise_context import NoNetwork
 from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
 from atpd.core.text import MAX_MESSAGE_BYTES, bounded
-from atpd.service.engine import InternalFailure, WritesUnavailable
+from atpd.service.engine import (
+    InternalFailure,
+    NotLeader,
+    ReplicationUnconfirmed,
+    WritesUnavailable,
+)
+from atpd.service.lease_fence import LeadershipLostUnacknowledged, LeaseLost
 from atpd.service.ownership import PermissionDenied
+from atpd.service.replication_source import ReplicationRefused
 from atpd.service.validation import InvalidArgument
 from atpd.service.watch import StreamStalled
 
@@ -58,13 +65,20 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidCommand, grpc.StatusCode.INVALID_ARGUMENT),
     (NoNetwork, grpc.StatusCode.FAILED_PRECONDITION),
+    # A write sent to a follower: the message and the `atpd-leader` trailer name the leader.
+    (NotLeader, grpc.StatusCode.FAILED_PRECONDITION),
+    (ReplicationRefused, grpc.StatusCode.FAILED_PRECONDITION),
+    # A leader whose etcd lease may have lapsed: writes go to the next leader.
+    (LeaseLost, grpc.StatusCode.FAILED_PRECONDITION),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (WritesUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (LeadershipLostUnacknowledged, grpc.StatusCode.UNAVAILABLE),
     (StateReplaced, grpc.StatusCode.UNAVAILABLE),
+    (ReplicationUnconfirmed, grpc.StatusCode.UNAVAILABLE),
     (LoadInProgress, grpc.StatusCode.ABORTED),
     (StreamIdle, grpc.StatusCode.DEADLINE_EXCEEDED),
     (StreamStalled, grpc.StatusCode.DEADLINE_EXCEEDED),

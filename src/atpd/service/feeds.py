@@ -129,6 +129,7 @@ class FeedServicer(feeds_pb2_grpc.FeedServiceServicer):
         engine = self.engine
         if not engine.ready:
             raise NotReady("the server is starting up (recovery in progress); retry shortly")
+        engine.check_leader()  # a follower refuses before reading (or storing) any row
         stream = aiter(requests)
         first = await self._next(stream, "its header")
         if first is None:

@@ -37,15 +37,21 @@ from atpd.persistence.recovery import recover
 from atpd.service.access_lookup import EngineLookup
 from atpd.service.audit import AuditLog
 from atpd.service.auth import AccessControl, AccessSettings, method_roles_from_config
+from atpd.service.batch_servicer import CommandServicer
+from atpd.service.cluster_join import join_cluster
+from atpd.service.cluster_member import ClusterMember
 from atpd.service.durability import Durability, clean_staging, write_snapshot_now
 from atpd.service.engine import CommandLog, Engine
 from atpd.service.feeds import FeedServicer
 from atpd.service.gc_pauses import FreezeSurvivors
+from atpd.service.leadership import Leadership
 from atpd.service.network_servicer import NetworkServicer
 from atpd.service.network_start import apply_network_at_start
 from atpd.service.option_tokens import load_option_tokens
 from atpd.service.principals import AuthConfigError, TokenTable, certificate_principals
 from atpd.service.promise_servicer import PromiseServicer
+from atpd.service.replication_role import ReplicationRole
+from atpd.service.replication_servicer import ReplicationServicer
 from atpd.service.servicers import (
     AdminServicer,
     AvailabilityServicer,
@@ -70,6 +76,8 @@ from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     availability_pb2,
+    batch_pb2,
+    batch_pb2_grpc,
     feeds_pb2,
     feeds_pb2_grpc,
     inventory_pb2,
@@ -78,6 +86,8 @@ from atpd.v1 import (
     network_pb2_grpc,
     promise_pb2,
     promise_pb2_grpc,
+    replication_pb2,
+    replication_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
     rules_pb2,
@@ -104,6 +114,8 @@ SERVICE_NAMES = (
     network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
     promise_pb2.DESCRIPTOR.services_by_name["PromiseService"].full_name,
     store_pb2.DESCRIPTOR.services_by_name["StoreService"].full_name,
+    replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name,
+    batch_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 # Pings a client may send with no call in flight before the server answers GOAWAY (a client
@@ -147,6 +159,10 @@ class App:
     health: health_aio.HealthServicer
     hub: WatchHub
     durability: Durability | None = None
+    replication: ReplicationRole | None = None
+    # In a cluster: the etcd side (service/leadership.py) and what it switches.
+    leadership: Leadership | None = None
+    member: ClusterMember | None = None
     access: AccessControl | None = None
     certificates: CertificateReloader | None = None
     # Mirrors the gRPC health status for the metrics listener's /healthz (read from its thread).
@@ -309,6 +325,21 @@ def create_server(
     engine.on_resync = hub.resync_all
     watch_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(engine, hub), server)
     store_pb2_grpc.add_StoreServiceServicer_to_server(StoreServicer(engine, hub), server)
+
+    def set_durability(durability: Durability) -> None:
+        app.durability = durability
+
+    # `app` is bound below, before anything calls these.
+    role = ReplicationRole(engine, config, lambda: app.durability, set_durability)
+    replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(role), server)
+    batches = CommandServicer(
+        engine,
+        access,
+        config.max_batch_commands,
+        config.max_submit_inflight_batches,
+        config.stream_stall_timeout_s,
+    )
+    batch_pb2_grpc.add_CommandServiceServicer_to_server(batches, server)
     feeds = FeedServicer(engine, config.load_idle_timeout_s, config.stream_stall_timeout_s)
     feeds_pb2_grpc.add_FeedServiceServicer_to_server(feeds, server)
     admin = AdminServicer(engine)
@@ -343,6 +374,10 @@ def create_server(
     app = App(grpc_server, port, engine, health, hub, access=access, certificates=certificates)
     admin.durability_of = lambda: app.durability
     feeds.durability_of = lambda: app.durability
+    app.replication = admin.replication = role
+    guard.trailers = role.trailers
+    if config.cluster:
+        app.member, app.leadership = join_cluster(role, config, lambda: app.durability)
     return app
 
 
@@ -379,8 +414,12 @@ async def start(
 
 async def stop(app: App, grace_s: float = DRAIN_SECONDS) -> None:
     await app.set_serving(False)
+    if app.leadership is not None:
+        await app.leadership.stop()  # a successor is elected without waiting for the lease
     app.engine.ready = False
     app.engine.stop()
+    if app.replication is not None:
+        await app.replication.close()
     await app.server.stop(grace_s)
     if app.access is not None and app.access.settings.audit is not None:
         app.access.settings.audit.close()
@@ -455,6 +494,8 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
     """Run until SIGTERM or SIGINT: NOT_SERVING -> recovery -> SERVING -> drain -> stop."""
     options = options or ServeOptions()
     check_exposure(config)
+    if config.follow and options.in_memory:
+        raise ConfigError("follow: a follower keeps a journal of its own; drop --in-memory")
     fd_limit = raise_fd_limit()
     app = create_server(config, fd_limit=fd_limit)
     log.info(
@@ -495,6 +536,16 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
         if durability is not None:
             durability.attach(engine)
             app.durability = durability
+        assert app.replication is not None
+        if app.member is not None:
+            app.member.recovered()
+        await app.replication.start()
+        if engine.leader_address is not None:
+            if config.rules_file is not None or config.network_file is not None:
+                log.warning(
+                    "follower: rules_file and network_file are ignored (the leader's apply)"
+                )
+            return
         # Before SERVING, so nobody reads or writes under rules about to be replaced.
         await apply_rules_at_start(engine, config, options)
         await apply_network_at_start(engine, config, options)
@@ -503,20 +554,23 @@ async def serve(config: Config, options: ServeOptions | None = None) -> None:
         await start(app, prepare, before_serving)
     except (RulesError, NetworkError):
         await stop(app, grace_s=0)
-        if durability is not None:
-            await durability.close(final_snapshot=False)
+        if app.durability is not None:
+            await app.durability.close(final_snapshot=False)
         raise
     except BaseException:
         # Recovery refused the data dir: stop the listener so the refusal is the only output
         # (a server left running is torn down by its finalizer after the loop closed).
         await app.server.stop(0)
         raise
+    if app.leadership is not None:
+        app.leadership.start()
     freezer = FreezeSurvivors(config.gc_freeze_interval_s)
     freezer.start()
     await stop_event.wait()
     log.info("shutting down: draining for up to %.0f s", DRAIN_SECONDS)
     freezer.stop()
     await stop(app)
-    if durability is not None:
-        await durability.close(final_snapshot=True)
+    # The follower may have replaced the journal (a snapshot from its primary): close the last.
+    if app.durability is not None:
+        await app.durability.close(final_snapshot=True)
     log.info("stopped")

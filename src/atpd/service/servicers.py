@@ -31,6 +31,7 @@ from atpd.service.option_reserve import check_plan_access, reserve_option, verif
 from atpd.service.ownership import check_owner
 from atpd.service.principals import current_principal
 from atpd.service.promise_messages import option_message
+from atpd.service.replication_role import ReplicationRole
 from atpd.service.sourced_reserve import is_sourced, sourced_command
 from atpd.service.watch import (
     StreamStalled,
@@ -518,6 +519,7 @@ class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
         super().__init__(engine)
         # Set by create_server: the durability layer appears once recovery is done.
         self.durability_of: Callable[[], Durability | None] = lambda: None
+        self.replication: ReplicationRole | None = None
 
     async def GetStatus(
         self, request: admin_pb2.GetStatusRequest, context: Any
@@ -543,6 +545,8 @@ class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
                     response.last_snapshot_sequence = durability.snapshotter.last_sequence
             else:
                 response.fsync_policy = "in-memory (no journal)"
+            if self.replication is not None:
+                self.replication.fill_status(response, request.include_digest)
             return response
 
         return await self._guard("GetStatus", context, handle, write=False)

@@ -44,7 +44,8 @@ from typing import Any
 from atpd.core.ids import NAME_PATTERN as CHANNEL_PATTERN
 from atpd.files import FileRefused, read_regular_text
 
-ROLES = ("reader", "checkout", "pos", "loader", "admin")
+# `replication`: a follower's credential towards its primary (ReplicationService only).
+ROLES = ("reader", "checkout", "pos", "loader", "admin", "replication")
 # Roles whose tokens must carry a node scope.
 SCOPED_ROLES = frozenset({"pos"})
 SECRET_PREFIX = "atpd_"

@@ -23,7 +23,7 @@ import inspect
 import logging
 import resource
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
 import grpc
@@ -130,6 +130,15 @@ class CallGuard:
         self.count = count or (lambda method, code: None)
         # Outermost: credentials and permissions are checked before anything else answers.
         self.gate = gate
+        # Trailing metadata for every answer, or None (a follower's leader and lag: set by
+        # create_server from service/replication_role.py).
+        self.trailers: Callable[[], Sequence[tuple[str, str]] | None] | None = None
+
+    def _set_trailers(self, context: Any) -> None:
+        if self.trailers is not None:
+            trailers = self.trailers()
+            if trailers is not None:
+                context.set_trailing_metadata(trailers)
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         """`method` is the full path (`/atpd.v1.ReservationService/Reserve`)."""
@@ -199,6 +208,7 @@ class CallGuard:
         async def checked(request: Any, context: Any) -> Any:
             if request.__class__ is Undecodable:
                 await self._reject(method, context, request)
+            self._set_trailers(context)
             try:
                 return await behaviour(request, context)
             except grpc.aio.AbortError:
@@ -212,6 +222,7 @@ class CallGuard:
         behaviour = _as_async(behaviour)
 
         async def checked(requests: AsyncIterator[Any], context: Any) -> Any:
+            self._set_trailers(context)
             try:
                 return await behaviour(self._checked_requests(method, requests, context), context)
             except grpc.aio.AbortError:
@@ -228,6 +239,7 @@ class CallGuard:
         if inspect.isasyncgenfunction(behaviour):
 
             async def generate(request: Any, context: Any) -> AsyncIterator[Any]:
+                self._set_trailers(context)
                 try:
                     async for response in behaviour(await first(request, context), context):
                         yield response
@@ -240,6 +252,7 @@ class CallGuard:
         behaviour = _as_async(behaviour)
 
         async def write(request: Any, context: Any) -> None:
+            self._set_trailers(context)
             try:
                 await behaviour(await first(request, context), context)
             except grpc.aio.AbortError:

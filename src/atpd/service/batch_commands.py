@@ -1,0 +1,330 @@
+"""One batch of independent writes (Reserve, Release, Confirm, Fulfil, SetStock, AdjustStock)
+applied on the writer, each exactly as its unary method would be, answered once all are durable.
+
+Per command, in order: the access checks of its unary method (role, node scope, channel, and
+for Confirm/Release/Fulfil the reservation's maker; checked just before the command is applied,
+so a Confirm may follow the Reserve of the same id in one batch), validation, the engine
+(`execute_unwaited`: same journal records, watch events and core metrics as `execute`), and
+its response encoded at once. Then one wait for the journal covers every record of the batch.
+A refusal of one command is that command's answer (code and the unary message); the others go
+on. If the journal fails during the wait, every command that had succeeded answers UNAVAILABLE,
+as each unary call would have: its record may not be durable, and the server rebuilds its
+state from what is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from atpd.core.results import Outcome, ReservationResult
+from atpd.core.text import bounded
+from atpd.service import convert, validation
+from atpd.service.access_lookup import EngineLookup
+from atpd.service.auth import AccessControl, MethodPolicy, Refused
+from atpd.service.engine import Engine, WritesUnavailable
+from atpd.service.errors import is_bug, status_of
+from atpd.service.lease_fence import LeadershipLostUnacknowledged
+from atpd.service.option_reserve import check_plan_access, reserve_option, verified_plan
+from atpd.service.ownership import check_owner
+from atpd.service.principals import ANONYMOUS, Principal
+from atpd.service.servicers import ReservationServicer
+from atpd.service.sourced_reserve import is_sourced, sourced_command
+from atpd.v1 import batch_pb2, common_pb2, inventory_pb2, reservations_pb2
+
+log = logging.getLogger(__name__)
+
+PACKAGE_PREFIX = "/atpd.v1."
+# BatchCommand oneof name -> the unary method it stands for ("Service/Method").
+UNARY_METHOD = {
+    "reserve": "ReservationService/Reserve",
+    "release": "ReservationService/Release",
+    "confirm": "ReservationService/Confirm",
+    "fulfil": "ReservationService/Fulfil",
+    "set_stock": "InventoryService/SetStock",
+    "adjust_stock": "InventoryService/AdjustStock",
+}
+
+
+class BatchRefused(Exception):
+    """The batch as a whole is refused (empty, too many commands): nothing was applied."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Applied:
+    """A batch applied and not yet answered: its results so far, and what auditing needs."""
+
+    __slots__ = ("commands", "policies", "principal", "results")
+
+    def __init__(
+        self, commands: Sequence[batch_pb2.BatchCommand], principal: Principal | None
+    ) -> None:
+        self.commands = commands
+        self.principal = principal
+        self.results: list[batch_pb2.BatchResult] = []
+        self.policies: list[tuple[MethodPolicy, Any] | None] = []
+
+
+def error_result(code: grpc.StatusCode, message: str) -> batch_pb2.BatchResult:
+    return batch_pb2.BatchResult(
+        error=batch_pb2.CommandStatus(code=code.value[0], message=bounded(message))
+    )
+
+
+class BatchRunner:
+    """Applies batches for one server (shared by CommandBatch and every Submit stream)."""
+
+    def __init__(
+        self, engine: Engine, access: AccessControl | None, max_batch_commands: int
+    ) -> None:
+        self.engine = engine
+        self.limits = engine.state.limits
+        self.access = access
+        self.max_batch_commands = max_batch_commands
+        self._geo_path_of = EngineLookup(engine).node_geo_path
+        # Its best-option offer for a PROMISE_CHANGED Reserve, the same as the unary answer's.
+        self._reservations = ReservationServicer(engine)
+        self._policies: dict[str, MethodPolicy] = {}
+        self._calls: dict[tuple[str, grpc.StatusCode], Any] = {}
+        self._batch_sizes = engine.metrics.batch_commands
+
+    def check_size(self, count: int, field: str) -> None:
+        if count == 0:
+            raise BatchRefused(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{field}: is empty: send at least one command"
+            )
+        if count > self.max_batch_commands:
+            raise BatchRefused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{field}: {count} commands, more than max_batch_commands "
+                f"({self.max_batch_commands}); split the batch",
+            )
+
+    async def apply(
+        self, commands: Sequence[batch_pb2.BatchCommand], principal: Principal | None
+    ) -> Applied:
+        """Apply every command in order; nothing of it is answered before `finish`."""
+        engine = self.engine
+        if not engine.clean.is_set():
+            # A write just failed: act on the state rebuilt from durable records.
+            await engine.clean.wait()
+        self._batch_sizes.observe(len(commands))
+        applied = Applied(commands, principal)
+        results = applied.results
+        policies = applied.policies
+        for index, command in enumerate(commands):
+            kind = command.WhichOneof("command")
+            if kind is None:
+                results.append(
+                    error_result(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"commands[{index}]: no command set (one of reserve, release, confirm, "
+                        "fulfil, set_stock, adjust_stock)",
+                    )
+                )
+                policies.append(None)
+                continue
+            method = UNARY_METHOD[kind]
+            request = getattr(command, kind)
+            policy = self._policy(method)
+            policies.append(None if policy is None else (policy, request))
+            results.append(await self._one(kind, method, request, policy, principal))
+        return applied
+
+    async def finish(self, applied: Applied, context: Any) -> list[batch_pb2.BatchResult]:
+        """Wait once for every record of the batch (and before it) to be durable; the answers."""
+        results = applied.results
+        try:
+            await self.engine.wait_all_durable()
+        except (WritesUnavailable, LeadershipLostUnacknowledged) as error:
+            # LeadershipLostUnacknowledged: this server stopped leading meanwhile (a cluster:
+            # README "Running a cluster"); the next leader may not have these: none is acked.
+            code = status_of(error)
+            for index, result in enumerate(results):
+                if result.WhichOneof("result") != "error":
+                    results[index] = error_result(code, str(error))
+        for command, result in zip(applied.commands, results, strict=True):
+            kind = command.WhichOneof("command")
+            if kind is not None:
+                self._count(UNARY_METHOD[kind], result)
+        if self.access is not None:
+            self._audit(applied.policies, results, applied.principal, context)
+        return results
+
+    # ------------------------------------------------------------------ one command
+
+    def _policy(self, method: str) -> MethodPolicy | None:
+        if self.access is None:
+            return None
+        policy = self._policies.get(method)
+        if policy is None:
+            policy = self._policies[method] = self.access.policy(PACKAGE_PREFIX + method)
+        return policy
+
+    async def _one(
+        self,
+        kind: str,
+        method: str,
+        request: Any,
+        policy: MethodPolicy | None,
+        principal: Principal | None,
+    ) -> batch_pb2.BatchResult:
+        try:
+            if policy is not None and not policy.open:
+                assert self.access is not None and principal is not None
+                self.access.authorize(policy, principal, request)
+            if kind == "reserve":
+                return batch_pb2.BatchResult(reserve=await self._reserve(request, principal))
+            if kind == "set_stock":
+                stock = await self.engine.execute_unwaited(validation.set_stock(request))
+                return batch_pb2.BatchResult(
+                    set_stock=inventory_pb2.SetStockResponse(
+                        outcome=convert.pb_enum(stock.outcome),
+                        position=convert.position_message(stock.position),
+                        last_source_sequence=stock.last_source_sequence,
+                    )
+                )
+            if kind == "adjust_stock":
+                adjusted = await self.engine.execute_unwaited(validation.adjust_stock(request))
+                return batch_pb2.BatchResult(
+                    adjust_stock=inventory_pb2.AdjustStockResponse(
+                        outcome=convert.pb_enum(adjusted.outcome),
+                        position=convert.position_message(adjusted.position),
+                    )
+                )
+            return batch_pb2.BatchResult(
+                reservation=await self._lifecycle(kind, method, request, principal)
+            )
+        except Refused as refusal:
+            if refusal.code is grpc.StatusCode.PERMISSION_DENIED and self.access is not None:
+                self.access.denied_log.log(logging.WARNING, method, refusal.message)
+            return error_result(refusal.code, refusal.message)
+        except Exception as error:
+            if is_bug(error):
+                # The unary call answers INTERNAL through the transport; here only this
+                # command does, the others keep their answers.
+                log.exception("unexpected error in %s inside a batch", method)
+                name = method.rsplit("/", 1)[-1]
+                return error_result(
+                    grpc.StatusCode.INTERNAL,
+                    f"internal error in {name} ({type(error).__name__}); the server log has "
+                    "details",
+                )
+            code = status_of(error)
+            if code is grpc.StatusCode.PERMISSION_DENIED and self.access is not None:
+                self.access.denied_log.log(logging.WARNING, method, str(error))
+            return error_result(code, str(error))
+
+    async def _reserve(
+        self, request: reservations_pb2.ReserveRequest, principal: Principal | None
+    ) -> reservations_pb2.ReserveResponse:
+        """ReservationServicer.Reserve, without its wait for the disk."""
+        engine = self.engine
+        maker = principal.maker if principal is not None else None
+        if is_sourced(request):
+            sourced = sourced_command(
+                engine.state, request, self.limits, engine.catch_up(), principal, self._geo_path_of
+            )
+            if isinstance(sourced, str):
+                return reservations_pb2.ReserveResponse(
+                    outcome=common_pb2.OUTCOME_INSUFFICIENT_STOCK, no_option_reason=sourced
+                )
+            command = sourced
+        elif request.option_token:
+            plan = verified_plan(
+                engine.option_tokens,
+                request.option_token,
+                engine.now_ms(),
+                retry=request.reservation_id in engine.state.reservations,
+            )
+            check_plan_access(principal, plan, self._geo_path_of)
+            command = reserve_option(request, self.limits, plan, maker)
+        else:
+            command = validation.reserve(request, self.limits, maker)
+        result = await engine.execute_unwaited(command)
+        response = convert.reserve_response(result)
+        if result.outcome is Outcome.PROMISE_CHANGED and command.plan is not None:
+            self._reservations.offer_best(response, command.plan)
+        return response
+
+    async def _lifecycle(
+        self, kind: str, method: str, request: Any, principal: Principal | None
+    ) -> reservations_pb2.ReservationResponse:
+        """ReservationServicer._lifecycle (Confirm, Release, Fulfil), without the wait."""
+        build: Callable[[], Any] = {
+            "confirm": lambda: validation.confirm(request),
+            "release": lambda: validation.release(request),
+            "fulfil": lambda: validation.fulfil(request, self.limits),
+        }[kind]
+        lifecycle = build()
+        if principal is not None:
+            # Race-free: nothing awaits between this check and the command's application.
+            reservation = self.engine.state.reservations.get(lifecycle.reservation_id)
+            if reservation is not None:
+                check_owner(
+                    method,
+                    principal,
+                    lifecycle.reservation_id,
+                    reservation.maker,
+                    self._geo_path_of,
+                )
+        result: ReservationResult = await self.engine.execute_unwaited(lifecycle)
+        return reservations_pb2.ReservationResponse(
+            outcome=convert.pb_enum(result.outcome),
+            reservation=convert.reservation_message(result.reservation),
+        )
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _count(self, method: str, result: batch_pb2.BatchResult) -> None:
+        """Counted as the unary call would be (atpd_rpc_calls by method and status)."""
+        if result.WhichOneof("result") == "error":
+            code = _status_by_number(result.error.code)
+        else:
+            code = grpc.StatusCode.OK
+        name = method.rsplit("/", 1)[-1]
+        counter = self._calls.get((name, code))
+        if counter is None:
+            counter = self._calls[(name, code)] = self.engine.metrics.rpc_calls.labels(
+                name, code.name
+            )
+        counter.inc()
+
+    def _audit(
+        self,
+        policies: list[tuple[MethodPolicy, Any] | None],
+        results: list[batch_pb2.BatchResult],
+        principal: Principal | None,
+        context: Any,
+    ) -> None:
+        """Per command, as for unary calls: audited methods (SetStock, AdjustStock) whatever
+        their outcome, and every command refused for permission."""
+        assert self.access is not None
+        caller = principal if principal is not None else ANONYMOUS
+        denied = grpc.StatusCode.PERMISSION_DENIED.value[0]
+        for entry, result in zip(policies, results, strict=True):
+            if entry is None:
+                continue
+            policy, request = entry
+            which = result.WhichOneof("result")
+            if which == "error":
+                if policy.audited or result.error.code == denied:
+                    code = _status_by_number(result.error.code).name
+                    self.access.audit(
+                        policy, caller, context, code, request, None, result.error.message
+                    )
+            elif policy.audited:
+                self.access.audit(policy, caller, context, "OK", request, getattr(result, which))
+
+
+_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def _status_by_number(number: int) -> grpc.StatusCode:
+    return _STATUS_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
