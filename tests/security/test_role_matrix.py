@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool, message_factory
 
-from atpd.service.auth import DEFAULT_METHOD_ROLES, GLOBAL_WRITES
+from atpd.service.method_roles import DEFAULT_METHOD_ROLES, GLOBAL_WRITES
 from atpd.service.server import SERVICE_NAMES
 
 from .support import ROLE_NAMES, Credentials, SecureServer, secure_server, status_of

@@ -11,8 +11,9 @@ metadata scan, one SHA-256 of the presented secret, a dict lookup and a set memb
   is logged). With mutual TLS and no token, the client certificate's subject may map to a role
   (`certificate_roles`). Missing, wrong, expired or revoked: UNAUTHENTICATED, the same message
   for all (the server log says which).
-- **Roles.** `DEFAULT_METHOD_ROLES` below, overridable per method (`method_roles`). Health is
-  open; reflection needs any principal unless `reflection_requires_auth = false`.
+- **Roles.** `DEFAULT_METHOD_ROLES` (method_roles.py), overridable per method
+  (`method_roles`). Health is open; reflection needs any principal unless
+  `reflection_requires_auth = false`.
 - **Scopes.** A principal with nodes or geo prefixes may only name nodes inside them in the
   methods that act on nodes (Reserve lines, SetStock, AdjustStock, supply, BulkLoad rows,
   Confirm/Fulfil/Release/GetReservation through the reservation's lines). Whole-network reads
@@ -47,15 +48,13 @@ from atpd.service.access_lookup import (
     bulk_load_nodes,
 )
 from atpd.service.audit import AuditLog
+from atpd.service.method_roles import AUDITED_METHODS, DEFAULT_METHOD_ROLES, GLOBAL_WRITES
 from atpd.service.principals import (
     ANONYMOUS,
     CURRENT_PRINCIPAL,
-    AuthConfigError,
     Principal,
     TokenTable,
 )
-from atpd.service.store_access import store_method_roles
-from atpd.service.tokens import ROLES
 
 log = logging.getLogger(__name__)
 
@@ -68,99 +67,6 @@ REFLECTION_SERVICES = (
 UNAUTHENTICATED_MESSAGE = "missing, invalid or expired credentials"
 NO_CREDENTIALS_MESSAGE = "credentials required: send `authorization: Bearer <token>`"
 BEARER = "bearer "
-
-_READS = (
-    "AvailabilityService/GetAvailability",
-    "InventoryService/GetStock",
-    "InventoryService/ListNodes",
-    "ReservationService/GetReservation",
-    "WatchService/Watch",
-    "RulesService/GetRules",
-    "NetworkService/GetNetwork",
-    "NetworkService/GetCarrierCapacity",
-    "PromiseService/Promise",
-    "PromiseService/PromiseBatch",
-    "PromiseService/AssociateView",
-)
-_RESERVATION_WRITES = (
-    "ReservationService/Reserve",
-    "ReservationService/Confirm",
-    "ReservationService/Release",
-    "ReservationService/Fulfil",
-    "ReservationService/AmendReservation",
-)
-_LOADER_WRITES = (
-    "InventoryService/SetStock",
-    "InventoryService/AdjustStock",
-    "FeedService/BulkLoad",
-    "SupplyService/AddSupply",
-    "SupplyService/ReceiveSupply",
-    "SupplyService/CancelSupply",
-    # A TMS feed sets carrier slots as a WMS feed sets counts.
-    "NetworkService/SetCarrierCapacity",
-    "StoreService/LoadSupply",  # a supply file: AddSupply in bulk
-)
-_ADMIN_ONLY = (
-    "RulesService/SetRules",
-    "InventoryService/UpsertNode",
-    "StoreService/LoadNodes",  # a nodes file: UpsertNode in bulk
-    "AdminService/Snapshot",
-    "AdminService/GetStatus",
-    "NetworkService/SetNetwork",
-)
-_BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
-_BATCHES = ("CommandService/CommandBatch", "CommandService/Submit")  # see batch_commands.py
-_BATCHABLE = (*_RESERVATION_WRITES, "InventoryService/SetStock", "InventoryService/AdjustStock")
-
-
-def _default_method_roles() -> dict[str, frozenset[str]]:
-    """Method ("Service/Method") -> roles. admin may call everything; checkout and pos also
-    read; pos may AdjustStock (a return or a count correction at its own store) within scope."""
-    table: dict[str, set[str]] = {}
-
-    def allow(methods: Iterable[str], *roles: str) -> None:
-        for method in methods:
-            table.setdefault(method, set()).update(roles)
-
-    allow(_READS, "reader", "checkout", "pos", "loader", "admin")
-    allow(_BULK_READS, "reader", "checkout", "loader", "admin")
-    allow(_RESERVATION_WRITES, "checkout", "pos", "admin")
-    allow(_LOADER_WRITES, "loader", "admin")
-    allow(("InventoryService/AdjustStock",), "pos")
-    allow(_ADMIN_ONLY, "admin")
-    table.update(store_method_roles())
-    allow(("ReplicationService/Follow",), "replication", "admin")  # the whole journal
-    allow(_BATCHES, "checkout", "pos", "loader", "admin")
-    return {method: frozenset(roles) for method, roles in table.items()}
-
-
-DEFAULT_METHOD_ROLES: Mapping[str, frozenset[str]] = _default_method_roles()
-# Admin and loader actions: every call is audited, whatever its outcome.
-AUDITED_METHODS = frozenset(_LOADER_WRITES + _ADMIN_ONLY[:4] + ("NetworkService/SetNetwork",))
-# Methods that act on the whole network: refused to a principal limited to some nodes.
-GLOBAL_WRITES = frozenset(_ADMIN_ONLY)
-
-
-def method_roles_from_config(overrides: Mapping[str, Any]) -> dict[str, frozenset[str]]:
-    table = dict(DEFAULT_METHOD_ROLES)
-    for method, roles in overrides.items():
-        if method not in table:
-            raise AuthConfigError(
-                f"method_roles: unknown method {method!r} (e.g. 'InventoryService/AdjustStock'; "
-                f"known: {', '.join(sorted(table))})"
-            )
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            raise AuthConfigError(f"method_roles.{method}: expected a list of role names")
-        for role in roles:
-            if role not in ROLES:
-                raise AuthConfigError(
-                    f"method_roles.{method}: {role!r} is not one of {', '.join(ROLES)}"
-                )
-        table[method] = frozenset(roles)
-    for method in (m for m in _BATCHES if m not in overrides):  # roles of their commands
-        table[method] = frozenset().union(*(table[m] for m in _BATCHABLE))
-    return table
-
 
 # ---------------------------------------------------------------------------- the gate
 

@@ -36,7 +36,7 @@ from atpd.persistence.journal import FsyncPolicy
 from atpd.persistence.recovery import recover
 from atpd.service.access_lookup import EngineLookup
 from atpd.service.audit import AuditLog
-from atpd.service.auth import AccessControl, AccessSettings, method_roles_from_config
+from atpd.service.auth import AccessControl, AccessSettings
 from atpd.service.batch_servicer import CommandServicer
 from atpd.service.cluster_join import join_cluster
 from atpd.service.cluster_member import ClusterMember
@@ -45,6 +45,7 @@ from atpd.service.engine import CommandLog, Engine
 from atpd.service.feeds import FeedServicer
 from atpd.service.gc_pauses import FreezeSurvivors
 from atpd.service.leadership import Leadership
+from atpd.service.method_roles import method_roles_from_config
 from atpd.service.network_servicer import NetworkServicer
 from atpd.service.network_start import apply_network_at_start
 from atpd.service.option_tokens import load_option_tokens
