@@ -77,6 +77,7 @@ _READS = (
     "InventoryService/ListNodes",
     "ReservationService/GetReservation",
     "WatchService/Watch",
+    "WatchService/WatchBatch",
     "RulesService/GetRules",
     "NetworkService/GetNetwork",
     "NetworkService/GetCarrierCapacity",
@@ -107,6 +108,8 @@ _ADMIN_ONLY = (
     "AdminService/GetStatus",
     "NetworkService/SetNetwork",
 )
+# Change streams: counted against max_watch_subscribers_per_principal, not in-flight calls.
+WATCH_METHODS = frozenset({"WatchService/Watch", "WatchService/WatchBatch"})
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
 
 
@@ -234,7 +237,7 @@ class AccessControl:
             nodes_of=NODES_OF.get(method),
             global_write=method in GLOBAL_WRITES,
             audited=self.settings.audit is not None and method in AUDITED_METHODS,
-            watch=method == "WatchService/Watch",
+            watch=method in WATCH_METHODS,
         )
 
     # -- per call

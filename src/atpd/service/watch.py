@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -24,12 +24,15 @@ import numpy.typing as npt
 
 from atpd.core.results import InvalidCommand, LimitExceeded
 from atpd.core.state import AtpState
+from atpd.service.validation import InvalidArgument
 from atpd.v1 import watch_pb2
 
 log = logging.getLogger(__name__)
 
 MAX_WATCHED_CALLERS = 64
 KIND = watch_pb2.WatchEventKind
+# WatchBatch: events per message when the request leaves max_events at 0.
+DEFAULT_BATCH_EVENTS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,48 @@ def make_event(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """How a WatchBatch stream frames its events (validated by WatchHub.batching)."""
+
+    max_events: int
+    delay_s: float
+
+
+class EventOutbox:
+    """Events on their way to one stream: each sent as its own message (Watch, `batching`
+    None), or gathered and sent as WatchEvents of up to `batching.max_events` (WatchBatch);
+    `flush` sends what is gathered. Order is kept either way."""
+
+    __slots__ = ("batching", "events", "send")
+
+    def __init__(
+        self,
+        send: Callable[[watch_pb2.WatchEvent | watch_pb2.WatchEvents], Awaitable[None]],
+        batching: Batching | None,
+    ) -> None:
+        self.send = send
+        self.batching = batching
+        self.events: list[watch_pb2.WatchEvent] = []
+
+    @property
+    def empty(self) -> bool:
+        return not self.events
+
+    async def put(self, event: watch_pb2.WatchEvent) -> None:
+        if self.batching is None:
+            await self.send(event)
+            return
+        self.events.append(event)
+        if len(self.events) >= self.batching.max_events:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.events:
+            events, self.events = self.events, []
+            await self.send(watch_pb2.WatchEvents(events=events))
+
+
 class StreamStalled(Exception):
     """A server stream's client took nothing for stream_stall_timeout_s (DEADLINE_EXCEEDED)."""
 
@@ -150,8 +195,13 @@ class WatchHub:
         max_subscribers: int = 1_000,
         max_subscribers_per_peer: int = 16,
         stall_timeout_s: float = 60.0,
+        max_batch_events: int = 1_000,
+        max_batch_delay_ms: int = 1_000,
     ) -> None:
         assert buffer_events > 0 and max_queue_events > 0
+        assert max_batch_events > 0 and max_batch_delay_ms >= 0
+        self.max_batch_events = max_batch_events
+        self.max_batch_delay_ms = max_batch_delay_ms
         assert max_subscribers_per_peer > 0 and stall_timeout_s > 0
         self.max_subscribers_per_peer = max_subscribers_per_peer
         self.stall_timeout_s = stall_timeout_s
@@ -174,6 +224,21 @@ class WatchHub:
         self.caller_since: dict[tuple[str, str], int] = {}
         self.node_names: list[str] = []
         self.cut_off = 0
+
+    def batching(self, max_events: int, max_delay_ms: int) -> Batching:
+        """A WatchBatch request's framing, checked against watch_max_batch_events and
+        watch_max_batch_delay_ms."""
+        if max_events < 0 or max_events > self.max_batch_events:
+            raise InvalidArgument(
+                "max_events", f"must be 0..{self.max_batch_events} (watch_max_batch_events)"
+            )
+        if max_delay_ms < 0 or max_delay_ms > self.max_batch_delay_ms:
+            raise InvalidArgument(
+                "max_delay_ms",
+                f"must be 0..{self.max_batch_delay_ms} (watch_max_batch_delay_ms)",
+            )
+        events = max_events or min(DEFAULT_BATCH_EVENTS, self.max_batch_events)
+        return Batching(events, max_delay_ms / 1000)
 
     @property
     def state(self) -> AtpState:
