@@ -280,7 +280,8 @@ class Journal:
                 f"journal backlog full: {self._pending_bytes} bytes pending, "
                 f"limit {self._max_pending_bytes}"
             )
-        self._bind_loop()
+        if self._loop is None:
+            self._bind_loop()  # bound once; _kick_flusher checks the loop again per batch
 
         sequence = self._last_sequence + 1
         if self._tail_bytes >= self._segment_bytes:
@@ -370,7 +371,10 @@ class Journal:
         loop = self._bind_loop()
         try:
             for _ in range(BATCHES_PER_FLUSH_TASK):
-                await self._until_loop_idle(loop)
+                if self._pending:
+                    # Only with records waiting: with none, the task ends in this step, so a
+                    # caller whose wait just resolved finds no flush in flight.
+                    await self._until_loop_idle(loop)
                 job = self._take_job()
                 if job is None:
                     break
