@@ -169,6 +169,59 @@ async def write_or_stall(context: Any, message: Any, stall_timeout_s: float, sen
         ) from None
 
 
+class StallGuard:
+    """write_or_stall for a long-lived stream, with one timer per stream instead of a timeout
+    per message (asyncio.wait_for creates a task per write: ~13 us a message). The timer checks
+    how long the write in progress, if any, has waited; past stall_timeout_s it cancels the
+    stream's task, and the write raises StreamStalled with the same message. Create it in the
+    handler's task; `close` when the stream ends."""
+
+    __slots__ = ("handle", "loop", "pending_since", "sent", "stalled", "task", "timeout_s")
+
+    def __init__(self, timeout_s: float) -> None:
+        assert timeout_s > 0
+        task = asyncio.current_task()
+        assert task is not None, "a StallGuard belongs to the stream's task"
+        self.task = task
+        self.loop = asyncio.get_running_loop()
+        self.timeout_s = timeout_s
+        self.pending_since: float | None = None
+        self.stalled = False
+        self.sent = 0
+        self.handle: asyncio.TimerHandle | None = self.loop.call_later(timeout_s, self._check)
+
+    def _check(self) -> None:
+        self.handle = None
+        delay = self.timeout_s
+        if self.pending_since is not None:
+            waited = self.loop.time() - self.pending_since
+            if waited >= self.timeout_s:
+                self.stalled = True
+                self.task.cancel()
+                return
+            delay -= waited
+        self.handle = self.loop.call_later(delay, self._check)
+
+    async def write(self, context: Any, message: Any) -> None:
+        self.pending_since = self.loop.time()
+        try:
+            await context.write(message)
+        except asyncio.CancelledError:
+            if self.stalled:
+                raise StreamStalled(
+                    f"stream_stall_timeout_s: the client took no message for "
+                    f"{self.timeout_s:g} s after {self.sent} messages; the stream was ended"
+                ) from None
+            raise
+        self.pending_since = None
+        self.sent += 1
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
 def end_stalled(method: str, error: StreamStalled) -> NoReturn:
     """End a stalled server stream's handler, freeing what it holds. No status can follow a
     message the client has not taken (the write was abandoned mid-flight), so the client learns

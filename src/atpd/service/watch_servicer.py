@@ -15,12 +15,12 @@ from atpd.service.servicers import ServicerBase
 from atpd.service.watch import (
     Batching,
     EventOutbox,
+    StallGuard,
     StreamStalled,
     Subscriber,
     WatchHub,
     end_stalled,
     peer_host,
-    write_or_stall,
 )
 from atpd.v1 import watch_pb2, watch_pb2_grpc
 
@@ -63,14 +63,12 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
         except Exception as error:
             await self._refuse(method, context, error)
         hub = self.hub
-        sent = 0
+        # Bounded: a client that stops reading is ended after stream_stall_timeout_s even when
+        # no event comes to overflow its queue.
+        guard = StallGuard(hub.stall_timeout_s)
 
         async def send(message: watch_pb2.WatchEvent | watch_pb2.WatchEvents) -> None:
-            # Bounded: a client that stops reading is ended after stream_stall_timeout_s
-            # even when no event comes to overflow its queue.
-            nonlocal sent
-            await write_or_stall(context, message, hub.stall_timeout_s, sent)
-            sent += 1
+            await guard.write(context, message)
 
         outbox = EventOutbox(send, batching)
         try:
@@ -121,6 +119,7 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
             metrics.rpc_calls.labels(method, status_of(error).name).inc()
             end_stalled(method, error)
         finally:
+            guard.close()
             hub.unsubscribe(subscriber)
 
     def _subscribe(self, request: watch_pb2.WatchRequest, peer: str) -> Subscriber:
