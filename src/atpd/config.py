@@ -64,6 +64,10 @@ class Config:
     watch_buffer_events: int = 100_000
     watch_max_queue_events: int = 10_000
     watch_max_subscribers: int = 1_000
+    # WatchBatch: the most events a client may ask per message, and the longest it may let the
+    # server hold a message back to fill it.
+    watch_max_batch_events: int = 1_000
+    watch_max_batch_delay_ms: int = 1_000
     # Watch subscribers one peer host may hold (every connection from one address counts).
     max_watch_subscribers_per_peer: int = 16
     # A server stream (Watch, ExportPositions) whose client has not taken a message for this
@@ -171,6 +175,7 @@ class Config:
             "watch_buffer_events",
             "watch_max_queue_events",
             "watch_max_subscribers",
+            "watch_max_batch_events",
             "max_receive_message_bytes",
             "max_send_message_bytes",
             "max_connections",
@@ -198,6 +203,8 @@ class Config:
             # The chained comparison is false for NaN too; inf (never) is refused as well.
             if not 0 < value < float("inf"):
                 raise ConfigError(f"{name}: must be a finite number > 0, got {value}")
+        if self.watch_max_batch_delay_ms < 0:
+            raise ConfigError("watch_max_batch_delay_ms: must be >= 0")
         self._check_security()
         self._check_cluster()
         self._check_replication()

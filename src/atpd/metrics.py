@@ -7,12 +7,16 @@ import gc
 import hashlib
 import hmac
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, cast
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # Microsecond-scale buckets: the core answers in microseconds, RPCs in tens to hundreds.
 CORE_BUCKETS_S = (2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 1e-2, 0.1, 1.0)
@@ -29,19 +33,20 @@ class Metrics:
             ["method", "code"],
             registry=self.registry,
         )
-        self.rpc_latency = Histogram(
+        # Observed on every call: lock-free histograms (see LoopHistogram).
+        self.rpc_latency = LoopHistogram(
             "atpd_rpc_latency_seconds",
             "Time from request decoded to response ready, per method",
-            ["method"],
-            buckets=RPC_BUCKETS_S,
-            registry=self.registry,
+            "method",
+            RPC_BUCKETS_S,
+            self.registry,
         )
-        self.core_latency = Histogram(
+        self.core_latency = LoopHistogram(
             "atpd_core_apply_seconds",
             "Time inside the core per command kind",
-            ["command"],
-            buckets=CORE_BUCKETS_S,
-            registry=self.registry,
+            "command",
+            CORE_BUCKETS_S,
+            self.registry,
         )
         self.batch_commands = Histogram(
             "atpd_batch_commands",
@@ -128,6 +133,13 @@ class Metrics:
         self.skus.set_function(skus)
         self.nodes.set_function(nodes)
 
+    def bind_journal(
+        self, records: Callable[[], int], fsyncs: Callable[[], int], batches: Callable[[], int]
+    ) -> None:
+        """Journal counters, read at scrape time: records written, data fsyncs, write batches.
+        records / fsyncs is how many commands the group commit merges into one fsync."""
+        self.registry.register(_JournalCollector(records, fsyncs, batches))
+
     def serve_http(
         self,
         host: str,
@@ -151,6 +163,92 @@ class Metrics:
         thread.start()
         self.http_server = server
         return int(server.server_port)
+
+
+# prometheus_client's own bucket-bound format ("1.0", "2.5e-05", "1e+06"), typed for mypy.
+go_float = cast(Callable[[float], str], floatToGoString)
+
+
+class LoopHistogramChild:
+    """One label value's buckets: a bisect and two additions per observation, no lock."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        # bisect_left: the first bucket whose upper bound is >= amount ("le" is inclusive).
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.total += amount
+
+
+class LoopHistogram(Collector):
+    """A histogram with one label, observed only on the event loop (the single writer), so it
+    needs none of prometheus_client's per-observation locks (~4 us per observe with two of
+    them, on every call; this is ~0.3 us). A scrape, on the metrics thread, reads plain ints:
+    at worst it misses an observation made meanwhile, and the count is derived from the
+    buckets, so every exposition is self-consistent. Same names, labels and buckets as
+    prometheus_client's Histogram."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry,
+    ) -> None:
+        assert list(buckets) == sorted(buckets) and buckets[-1] != float("inf")
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.bounds = tuple(float(bound) for bound in buckets)
+        self.children: dict[str, LoopHistogramChild] = {}
+        registry.register(self)
+
+    def labels(self, value: str) -> LoopHistogramChild:
+        child = self.children.get(value)
+        if child is None:
+            child = self.children[value] = LoopHistogramChild(self.bounds)
+        return child
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        upper = [*(go_float(bound) for bound in self.bounds), "+Inf"]
+        for value, child in list(self.children.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(upper, list(child.counts), strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric([value], buckets, child.total)
+        yield family
+
+
+class _JournalCollector(Collector):
+    """Counters owned by the journal (plain ints it bumps per batch), exposed at scrape time so
+    the write path never touches a metric object."""
+
+    def __init__(
+        self, records: Callable[[], int], fsyncs: Callable[[], int], batches: Callable[[], int]
+    ) -> None:
+        self.sources = (
+            ("atpd_journal_records", "Journal records written", records),
+            (
+                "atpd_journal_fsyncs",
+                "Journal data fsyncs (group commits under fsync always)",
+                fsyncs,
+            ),
+            ("atpd_journal_batches", "Journal write batches handed to the disk thread", batches),
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        for name, documentation, source in self.sources:
+            family = CounterMetricFamily(name, documentation)
+            family.add_metric([], source())
+            yield family
 
 
 # The listener is reachable without a token until a request arrives: bound what an idle or slow

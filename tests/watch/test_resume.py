@@ -10,7 +10,7 @@ import threading
 from service.harness import RPC_TIMEOUT_S, ServerThread, World
 
 from atpd.core.commands import SetStock
-from atpd.service.servicers import WatchServicer
+from atpd.service.watch_servicer import WatchServicer
 from atpd.v1 import watch_pb2
 
 from .conftest import StartServer

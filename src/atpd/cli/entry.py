@@ -226,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment", help="customer segment")
     p.add_argument("--from-sequence", type=int, default=0, help="replay changes after this")
     p.add_argument("--low-stock", type=int, default=0, help="LOW_STOCK below this ATP")
+    p.add_argument(
+        "--max-delay-ms",
+        type=int,
+        default=0,
+        help="let the server hold a message up to this long to gather more events (default 0)",
+    )
     p.set_defaults(func=cmd_watch)
 
     p = client("snapshot", "write a snapshot now (journal segments it covers are removed)")

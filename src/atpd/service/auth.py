@@ -48,7 +48,12 @@ from atpd.service.access_lookup import (
     bulk_load_nodes,
 )
 from atpd.service.audit import AuditLog
-from atpd.service.method_roles import AUDITED_METHODS, DEFAULT_METHOD_ROLES, GLOBAL_WRITES
+from atpd.service.method_roles import (
+    AUDITED_METHODS,
+    DEFAULT_METHOD_ROLES,
+    GLOBAL_WRITES,
+    WATCH_METHODS,
+)
 from atpd.service.principals import (
     ANONYMOUS,
     CURRENT_PRINCIPAL,
@@ -148,7 +153,7 @@ class AccessControl:
             nodes_of=NODES_OF.get(method),
             global_write=method in GLOBAL_WRITES,
             audited=self.settings.audit is not None and method in AUDITED_METHODS,
-            watch=method == "WatchService/Watch",
+            watch=method in WATCH_METHODS,
         )
 
     # -- per call

@@ -338,6 +338,12 @@ class Durability:
         engine.on_write_failure = self._on_write_failure
         self.snapshotter = Snapshotter(lambda: engine.state, self.journal, self.data_dir)
         self._records_since_snapshot = self.journal.last_sequence - self.snapshotter.last_sequence
+        journal = self.journal
+        engine.metrics.bind_journal(
+            lambda: journal.records_count,
+            lambda: journal.fsync_count,
+            lambda: journal.batch_count,
+        )
         self._arm_timer()
 
     def _arm_timer(self) -> None:

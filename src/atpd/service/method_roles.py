@@ -17,6 +17,7 @@ _READS = (
     "InventoryService/ListNodes",
     "ReservationService/GetReservation",
     "WatchService/Watch",
+    "WatchService/WatchBatch",
     "RulesService/GetRules",
     "NetworkService/GetNetwork",
     "NetworkService/GetCarrierCapacity",
@@ -50,6 +51,8 @@ _ADMIN_ONLY = (
     "AdminService/GetStatus",
     "NetworkService/SetNetwork",
 )
+# Change streams: counted against max_watch_subscribers_per_principal, not in-flight calls.
+WATCH_METHODS = frozenset({"WatchService/Watch", "WatchService/WatchBatch"})
 _BULK_READS = ("FeedService/ExportPositions", "SupplyService/ListSupply")
 _BATCHES = ("CommandService/CommandBatch", "CommandService/Submit")  # see batch_commands.py
 _BATCHABLE = (*_RESERVATION_WRITES, "InventoryService/SetStock", "InventoryService/AdjustStock")

@@ -60,7 +60,6 @@ from atpd.service.servicers import (
     ReservationServicer,
     RulesServicer,
     SupplyServicer,
-    WatchServicer,
 )
 from atpd.service.store_servicer import StoreServicer
 from atpd.service.tls import CertificateReloader, TlsError, is_loopback
@@ -73,6 +72,7 @@ from atpd.service.transport import (
     raise_fd_limit,
 )
 from atpd.service.watch import WatchHub
+from atpd.service.watch_servicer import WatchServicer
 from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -321,6 +321,8 @@ def create_server(
         config.watch_max_subscribers,
         config.max_watch_subscribers_per_peer,
         config.stream_stall_timeout_s,
+        config.watch_max_batch_events,
+        config.watch_max_batch_delay_ms,
     )
     engine.on_changes = hub.publish
     engine.on_resync = hub.resync_all

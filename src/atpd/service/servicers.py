@@ -33,14 +33,6 @@ from atpd.service.principals import current_principal
 from atpd.service.promise_messages import option_message
 from atpd.service.replication_role import ReplicationRole
 from atpd.service.sourced_reserve import is_sourced, sourced_command
-from atpd.service.watch import (
-    StreamStalled,
-    Subscriber,
-    WatchHub,
-    end_stalled,
-    peer_host,
-    write_or_stall,
-)
 from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -55,8 +47,6 @@ from atpd.v1 import (
     rules_pb2_grpc,
     supply_pb2,
     supply_pb2_grpc,
-    watch_pb2,
-    watch_pb2_grpc,
 )
 
 Response = TypeVar("Response")
@@ -428,90 +418,6 @@ class SupplyServicer(_Base, supply_pb2_grpc.SupplyServiceServicer):
             )
 
         return await self._guard("ListSupply", context, handle, write=False)
-
-
-class WatchServicer(_Base, watch_pb2_grpc.WatchServiceServicer):
-    def __init__(self, engine: Engine, hub: WatchHub) -> None:
-        super().__init__(engine)
-        self.hub = hub
-
-    async def Watch(self, request: watch_pb2.WatchRequest, context: Any) -> None:
-        metrics = self.engine.metrics
-        try:
-            subscriber = self._subscribe(request, peer_host(context.peer()))
-        except Exception as error:
-            status = status_of(error)
-            if is_bug(error):
-                raise
-            metrics.rpc_calls.labels("Watch", status.name).inc()
-            await abort(context, status, str(error))
-        hub = self.hub
-        sent = 0
-
-        async def send(event: watch_pb2.WatchEvent) -> None:
-            # Bounded: a client that stops reading is ended after stream_stall_timeout_s
-            # even when no event comes to overflow its queue.
-            nonlocal sent
-            await write_or_stall(context, event, hub.stall_timeout_s, sent)
-            sent += 1
-
-        try:
-            # The head as of subscribing: anything published after it is in the queue.
-            last = hub.sequence
-            await send(
-                watch_pb2.WatchEvent(
-                    sequence=last, kind=watch_pb2.WATCH_EVENT_KIND_SYNC, epoch=hub.epoch
-                )
-            )
-            if request.from_sequence:
-                # Registered before replaying, so nothing published meanwhile is missed.
-                for event in hub.replay(subscriber, request.from_sequence, request.epoch):
-                    last = max(last, event.sequence)
-                    await send(event)
-            while True:
-                if subscriber.overflowed:
-                    metrics.rpc_calls.labels("Watch", "RESOURCE_EXHAUSTED").inc()
-                    await abort(
-                        context,
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"subscriber too slow: its queue of {hub.max_queue_events} events "
-                        f"overflowed at sequence {subscriber.dropped_at}; reconnect with "
-                        f"from_sequence={last} and epoch={hub.epoch}",
-                    )
-                event = await subscriber.queue.get()
-                if event is None or subscriber.overflowed:
-                    continue  # cut off: the check at the top of the loop ends the stream
-                if (
-                    event.sequence <= last
-                    and event.kind != watch_pb2.WATCH_EVENT_KIND_RESYNC_REQUIRED
-                ):
-                    continue  # already sent by the replay
-                last = max(last, event.sequence)
-                await send(event)
-        except StreamStalled as error:
-            metrics.rpc_calls.labels("Watch", status_of(error).name).inc()
-            end_stalled("Watch", error)
-        finally:
-            hub.unsubscribe(subscriber)
-
-    def _subscribe(self, request: watch_pb2.WatchRequest, peer: str) -> Subscriber:
-        if request.from_sequence < 0:
-            raise validation.InvalidArgument("from_sequence", "must be >= 0")
-        if request.low_stock_threshold < 0:
-            raise validation.InvalidArgument("low_stock_threshold", "must be >= 0")
-        for i, sku in enumerate(request.skus):
-            validation.sku_id(sku, f"skus[{i}]")
-        node_ids = tuple(request.node_ids)
-        for i, value in enumerate(node_ids):
-            validation.node_id(value, f"node_ids[{i}]")
-        geo_prefix = validation.geo_prefix(request.geo_prefix)
-        validation.name(request.channel, "channel")
-        validation.name(request.segment, "segment")
-        state = self.engine.state
-        policy = state.policy(request.channel, request.segment)
-        caller = ("", "") if policy is None else (policy.channel, policy.segment)
-        nodes = state.node_mask(node_ids, geo_prefix).copy() if node_ids or geo_prefix else None
-        return self.hub.subscribe(caller, request.skus, nodes, request.low_stock_threshold, peer)
 
 
 class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):

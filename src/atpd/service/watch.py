@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -25,12 +25,15 @@ import numpy.typing as npt
 from atpd.core.results import InvalidCommand, LimitExceeded
 from atpd.core.state import AtpState
 from atpd.core.store_book import Discrepancy
+from atpd.service.validation import InvalidArgument
 from atpd.v1 import store_pb2, watch_pb2
 
 log = logging.getLogger(__name__)
 
 MAX_WATCHED_CALLERS = 64
 KIND = watch_pb2.WatchEventKind
+# WatchBatch: events per message when the request leaves max_events at 0.
+DEFAULT_BATCH_EVENTS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,48 @@ def discrepancy_message(found: Discrepancy, message: store_pb2.Discrepancy) -> N
     message.terminal_id = found.terminal_id
 
 
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """How a WatchBatch stream frames its events (validated by WatchHub.batching)."""
+
+    max_events: int
+    delay_s: float
+
+
+class EventOutbox:
+    """Events on their way to one stream: each sent as its own message (Watch, `batching`
+    None), or gathered and sent as WatchEvents of up to `batching.max_events` (WatchBatch);
+    `flush` sends what is gathered. Order is kept either way."""
+
+    __slots__ = ("batching", "events", "send")
+
+    def __init__(
+        self,
+        send: Callable[[watch_pb2.WatchEvent | watch_pb2.WatchEvents], Awaitable[None]],
+        batching: Batching | None,
+    ) -> None:
+        self.send = send
+        self.batching = batching
+        self.events: list[watch_pb2.WatchEvent] = []
+
+    @property
+    def empty(self) -> bool:
+        return not self.events
+
+    async def put(self, event: watch_pb2.WatchEvent) -> None:
+        if self.batching is None:
+            await self.send(event)
+            return
+        self.events.append(event)
+        if len(self.events) >= self.batching.max_events:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.events:
+            events, self.events = self.events, []
+            await self.send(watch_pb2.WatchEvents(events=events))
+
+
 class StreamStalled(Exception):
     """A server stream's client took nothing for stream_stall_timeout_s (DEADLINE_EXCEEDED)."""
 
@@ -153,6 +198,59 @@ async def write_or_stall(context: Any, message: Any, stall_timeout_s: float, sen
             f"stream_stall_timeout_s: the client took no message for {stall_timeout_s:g} s "
             f"after {sent} messages; the stream was ended"
         ) from None
+
+
+class StallGuard:
+    """write_or_stall for a long-lived stream, with one timer per stream instead of a timeout
+    per message (asyncio.wait_for creates a task per write: ~13 us a message). The timer checks
+    how long the write in progress, if any, has waited; past stall_timeout_s it cancels the
+    stream's task, and the write raises StreamStalled with the same message. Create it in the
+    handler's task; `close` when the stream ends."""
+
+    __slots__ = ("handle", "loop", "pending_since", "sent", "stalled", "task", "timeout_s")
+
+    def __init__(self, timeout_s: float) -> None:
+        assert timeout_s > 0
+        task = asyncio.current_task()
+        assert task is not None, "a StallGuard belongs to the stream's task"
+        self.task = task
+        self.loop = asyncio.get_running_loop()
+        self.timeout_s = timeout_s
+        self.pending_since: float | None = None
+        self.stalled = False
+        self.sent = 0
+        self.handle: asyncio.TimerHandle | None = self.loop.call_later(timeout_s, self._check)
+
+    def _check(self) -> None:
+        self.handle = None
+        delay = self.timeout_s
+        if self.pending_since is not None:
+            waited = self.loop.time() - self.pending_since
+            if waited >= self.timeout_s:
+                self.stalled = True
+                self.task.cancel()
+                return
+            delay -= waited
+        self.handle = self.loop.call_later(delay, self._check)
+
+    async def write(self, context: Any, message: Any) -> None:
+        self.pending_since = self.loop.time()
+        try:
+            await context.write(message)
+        except asyncio.CancelledError:
+            if self.stalled:
+                raise StreamStalled(
+                    f"stream_stall_timeout_s: the client took no message for "
+                    f"{self.timeout_s:g} s after {self.sent} messages; the stream was ended"
+                ) from None
+            raise
+        self.pending_since = None
+        self.sent += 1
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 def end_stalled(method: str, error: StreamStalled) -> NoReturn:
@@ -181,8 +279,13 @@ class WatchHub:
         max_subscribers: int = 1_000,
         max_subscribers_per_peer: int = 16,
         stall_timeout_s: float = 60.0,
+        max_batch_events: int = 1_000,
+        max_batch_delay_ms: int = 1_000,
     ) -> None:
         assert buffer_events > 0 and max_queue_events > 0
+        assert max_batch_events > 0 and max_batch_delay_ms >= 0
+        self.max_batch_events = max_batch_events
+        self.max_batch_delay_ms = max_batch_delay_ms
         assert max_subscribers_per_peer > 0 and stall_timeout_s > 0
         self.max_subscribers_per_peer = max_subscribers_per_peer
         self.stall_timeout_s = stall_timeout_s
@@ -205,6 +308,21 @@ class WatchHub:
         self.caller_since: dict[tuple[str, str], int] = {}
         self.node_names: list[str] = []
         self.cut_off = 0
+
+    def batching(self, max_events: int, max_delay_ms: int) -> Batching:
+        """A WatchBatch request's framing, checked against watch_max_batch_events and
+        watch_max_batch_delay_ms."""
+        if max_events < 0 or max_events > self.max_batch_events:
+            raise InvalidArgument(
+                "max_events", f"must be 0..{self.max_batch_events} (watch_max_batch_events)"
+            )
+        if max_delay_ms < 0 or max_delay_ms > self.max_batch_delay_ms:
+            raise InvalidArgument(
+                "max_delay_ms",
+                f"must be 0..{self.max_batch_delay_ms} (watch_max_batch_delay_ms)",
+            )
+        events = max_events or min(DEFAULT_BATCH_EVENTS, self.max_batch_events)
+        return Batching(events, max_delay_ms / 1000)
 
     @property
     def state(self) -> AtpState:
