@@ -28,6 +28,13 @@ from atpd.core.results import (
     TickResult,
 )
 from atpd.core.supply import SupplyKind
+from atpd.core.transfer_commands import (
+    ApplyRestock,
+    CancelTransfer,
+    CreateTransfer,
+    ReceiveTransfer,
+    ShipTransfer,
+)
 
 
 class NodeKind(enum.IntEnum):
@@ -210,4 +217,9 @@ Command = (
     | BulkLoad
     | SetNetwork
     | SetCarrierCapacity
+    | CreateTransfer
+    | ShipTransfer
+    | ReceiveTransfer
+    | CancelTransfer
+    | ApplyRestock
 )

@@ -49,6 +49,14 @@ class Limits:
     # far ahead a date may be. Entries of past dates are dropped as time passes.
     max_capacity_entries: int = 1_000_000
     max_capacity_days_ahead: int = 400
+    # Transfer orders (core/transfers.py): open ones at once, lines per transfer, closed ones
+    # kept for idempotent retries (the oldest forgotten first), receipts per transfer, and how
+    # far ahead a ship date may be.
+    max_open_transfers: int = 100_000
+    max_lines_per_transfer: int = 1_000
+    max_retained_transfers: int = 100_000
+    max_receipts_per_transfer: int = 100
+    max_transfer_days_ahead: int = 400
 
     def __post_init__(self) -> None:
         assert 0 < self.min_ttl_ms <= self.max_ttl_ms
@@ -61,3 +69,8 @@ class Limits:
         assert self.max_capacity_days_ahead >= 1, "max_capacity_days_ahead: must be >= 1"
         assert self.initial_node_capacity >= 1, "initial_node_capacity: must be >= 1"
         assert self.initial_sku_capacity >= 1, "initial_sku_capacity: must be >= 1"
+        assert self.max_open_transfers >= 1, "max_open_transfers: must be >= 1"
+        assert self.max_lines_per_transfer >= 1, "max_lines_per_transfer: must be >= 1"
+        assert self.max_retained_transfers >= 1, "max_retained_transfers: must be >= 1"
+        assert self.max_receipts_per_transfer >= 1, "max_receipts_per_transfer: must be >= 1"
+        assert self.max_transfer_days_ahead >= 1, "max_transfer_days_ahead: must be >= 1"
