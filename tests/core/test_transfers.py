@@ -195,3 +195,14 @@ def test_transfers_conserve_units(
     if transfer.status is TransferStatus.RECEIVED:
         assert source_decrement == arrived + line.damaged + line.short - line.over
     state.check_invariants()
+
+
+def test_supply_api_cannot_receive_or_cancel_transfer_supply() -> None:
+    """A transfer's inbound supply is moved by the transfer only: FAILED_PRECONDITION."""
+    from atpd.core.commands import CancelSupply, ReceiveSupply
+
+    state = world()
+    create(state, bag=2)
+    for command in (ReceiveSupply("T-1#1"), CancelSupply("T-1#1")):
+        with pytest.raises(FailedPrecondition, match="ReceiveTransfer"):
+            state.apply(command, NOW_MS)

@@ -18,12 +18,16 @@ shipped == received + damaged + short - over.
 from __future__ import annotations
 
 import enum
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from atpd.core.supply import Supply
 
 DAY_MS = 86_400_000
+# Like reservation ids but without '#' (it separates the line number in supply ids) and 100
+# characters at most, so every supply id it makes is a valid supply id.
+TRANSFER_ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}\Z")
 # A transfer's inbound supply id: the transfer id, '#' and the line number (1-based). Transfer
 # ids cannot contain '#', so no two transfers can produce the same supply id.
 SUPPLY_ID_SEPARATOR = "#"
@@ -97,6 +101,10 @@ class Transfer:
             tuple((x.sku, x.quantity) for x in self.lines),
             self.ship_day,
         )
+
+
+def is_transfer_id(value: str) -> bool:
+    return TRANSFER_ID_PATTERN.fullmatch(value) is not None
 
 
 def supply_id_of(transfer_id: str, line: int) -> str:

@@ -41,7 +41,20 @@ from atpd.core.load_command import BulkLoad, LoadMode
 from atpd.core.network import parse_date
 from atpd.core.supply import SupplyKind
 from atpd.core.text import shown
+from atpd.core.transfer_commands import (
+    ApplyRestock,
+    CancelTransfer,
+    CreateTransfer,
+    ReceiveTransfer,
+    ShipTransfer,
+)
 from atpd.persistence.plan_codec import decode_plan, encode_plan, plan_problem
+from atpd.persistence.transfer_codec import (
+    ONEOF_FIELDS,
+    decode_transfer_command,
+    encode_transfer_command,
+    transfer_command_problem,
+)
 from atpd.v1 import inventory_pb2, journal_pb2, reservations_pb2
 
 _SUPPLY_KINDS = frozenset(int(kind) for kind in SupplyKind)
@@ -175,6 +188,10 @@ def encode_command(command: Command) -> bytes:
             capacity.node_id = command.node_id
             capacity.date = command.date
             capacity.slots = command.slots
+        case CreateTransfer() | ShipTransfer() | ReceiveTransfer() | CancelTransfer():
+            encode_transfer_command(entry, command)
+        case ApplyRestock():
+            encode_transfer_command(entry, command)
         case _:
             raise AssertionError(f"no encoding for {command!r}")
     return entry.SerializeToString()
@@ -327,6 +344,10 @@ def command_problem(command: Command) -> str | None:
                 or _date_problem(command.date)
                 or _quantity_problem(command.slots, "slots", 0)
             )
+        case CreateTransfer() | ShipTransfer() | ReceiveTransfer() | CancelTransfer():
+            return transfer_command_problem(command)
+        case ApplyRestock():
+            return transfer_command_problem(command)
     raise AssertionError(f"no check for {command!r}")
 
 
@@ -399,4 +420,6 @@ def _decode(payload: bytes) -> Command:
     if which == "set_carrier_capacity":
         c = entry.set_carrier_capacity
         return SetCarrierCapacity(c.service, c.node_id, c.date, c.slots)
+    if which in ONEOF_FIELDS:
+        return decode_transfer_command(entry, which)
     raise UndecodableRecord(f"unknown command {which!r}")

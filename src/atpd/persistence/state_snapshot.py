@@ -47,6 +47,7 @@ from atpd.core.supply import Supply, SupplyKind
 from atpd.core.text import shown
 from atpd.persistence.codec import maker_problem
 from atpd.persistence.plan_codec import load_picks, load_plans, plans_blob
+from atpd.persistence.transfer_snapshot import export_transfers, import_transfers
 
 STATE_FORMAT = 1
 
@@ -253,6 +254,8 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
     if len(state.pick_capacity):
         blobs["reservation_plans"] = plans_blob(state)
         blobs["pick_capacity"] = json.dumps(state.pick_capacity.rows()).encode()
+    # Transfer orders and demand velocity (older snapshots have neither).
+    export_transfers(state, arrays, blobs)
     return arrays, blobs
 
 
@@ -378,6 +381,8 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
         load_plans(state, blobs.get("reservation_plans", b"{}"))
     with _entry("pick_capacity"):
         load_picks(state, blobs.get("pick_capacity", b"[]"))
+    with _entry("transfers"):
+        import_transfers(state, arrays, blobs)
     with _entry("meta"):
         state.now_ms = int(meta["now_ms"])
         state.expired_total = int(meta["expired_total"])
