@@ -430,6 +430,18 @@ def apply_restock(state: StateFields, command: ApplyRestock, now_ms: int) -> Res
                 f"moved (on_hand, reserved, inbound) {(check.on_hand, check.reserved, check.inbound)}"
                 f" -> {now}; plan again"
             )
+    if not ids:
+        return RestockResult(Outcome.OK, command.plan_id, ())
+    for transfer in command.transfers:
+        try:
+            late = ship_day_of_text(transfer.ship_date) < now_ms // DAY_MS
+        except ValueError:
+            late = False  # _prepare names the bad date
+        if late:
+            raise FailedPrecondition(
+                f"plan_id: plan {command.plan_id!r} is stale: its ship date "
+                f"{transfer.ship_date} has passed; plan again"
+            )
     if len(state.transfers) + len(ids) > state.limits.max_open_transfers:
         raise LimitExceeded(f"max_open_transfers: already {len(state.transfers)} open transfers")
     pending: dict[tuple[int, int], int] = {}
