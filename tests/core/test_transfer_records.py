@@ -3,6 +3,8 @@ snapshots: a replay and a snapshot round-trip give the same digest."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from atpd.core.commands import Fulfil, Line, Reserve
@@ -21,6 +23,7 @@ from atpd.core.transfers import DAY_MS
 from atpd.persistence.codec import UndecodableRecord, decode_command, encode_command
 from atpd.persistence.state_snapshot import export_state, import_state
 from atpd.v1 import journal_pb2
+
 from .support import make_state, put_stock
 
 NOW_MS = 20_000 * DAY_MS
@@ -60,7 +63,7 @@ def built() -> tuple[AtpState, list[tuple[bytes, int]]]:
     put_stock(state, "bag", "paris", 10, now_ms=NOW_MS)
     journal = []
     for command, now_ms in history():
-        result = state.apply(command, now_ms)  # type: ignore[arg-type]
+        result: Any = state.apply(command, now_ms)  # type: ignore[arg-type]
         assert result.changed, command
         journal.append((encode_command(command), now_ms))  # type: ignore[arg-type]
     state.check_invariants()

@@ -90,13 +90,31 @@ def test_create_is_idempotent_and_refuses_other_content() -> None:
 @pytest.mark.parametrize(
     ("command", "error", "field"),
     [
-        (CreateTransfer("T", "paris", "paris", (TransferItem("bag", 1),), TODAY), InvalidCommand, "to_node_id"),
-        (CreateTransfer("T", "nowhere", "lyon", (TransferItem("bag", 1),), TODAY), NotFound, "from_node_id"),
-        (CreateTransfer("T", "paris", "lyon", (), TODAY), InvalidCommand, "lines"),
-        (CreateTransfer("T", "paris", "lyon", (TransferItem("bag", 1),), "2024-10-03"), InvalidCommand, "ship_date"),
-        (CreateTransfer("T", "paris", "lyon", (TransferItem("bag", 1),), "04/10/2024"), InvalidCommand, "ship_date"),
         (
-            CreateTransfer("T", "paris", "lyon", (TransferItem("bag", 1), TransferItem("bag", 1)), TODAY),
+            CreateTransfer("T", "paris", "paris", (TransferItem("bag", 1),), TODAY),
+            InvalidCommand,
+            "to_node_id",
+        ),
+        (
+            CreateTransfer("T", "nowhere", "lyon", (TransferItem("bag", 1),), TODAY),
+            NotFound,
+            "from_node_id",
+        ),
+        (CreateTransfer("T", "paris", "lyon", (), TODAY), InvalidCommand, "lines"),
+        (
+            CreateTransfer("T", "paris", "lyon", (TransferItem("bag", 1),), "2024-10-03"),
+            InvalidCommand,
+            "ship_date",
+        ),
+        (
+            CreateTransfer("T", "paris", "lyon", (TransferItem("bag", 1),), "04/10/2024"),
+            InvalidCommand,
+            "ship_date",
+        ),
+        (
+            CreateTransfer(
+                "T", "paris", "lyon", (TransferItem("bag", 1), TransferItem("bag", 1)), TODAY
+            ),
             InvalidCommand,
             "lines",
         ),
@@ -181,9 +199,7 @@ def test_transfers_conserve_units(
         assert transfer is not None
         if transfer.status is not TransferStatus.SHIPPED or good + damaged == 0:
             continue
-        state.apply(
-            ReceiveTransfer("T-1", f"R-{i}", (ReceivedItem("bag", good, damaged),)), NOW_MS
-        )
+        state.apply(ReceiveTransfer("T-1", f"R-{i}", (ReceivedItem("bag", good, damaged),)), NOW_MS)
     transfer = state.transfers.find("T-1")
     assert transfer is not None
     if transfer.status is TransferStatus.SHIPPED and final:

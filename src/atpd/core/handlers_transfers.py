@@ -138,7 +138,9 @@ def _prepare(
         sku = state.skus.get(line.sku)
         if sku < 0:
             shortages.append(
-                Shortage(line.sku, command.from_node_id, line.quantity, 0, ShortageReason.UNKNOWN_SKU)
+                Shortage(
+                    line.sku, command.from_node_id, line.quantity, 0, ShortageReason.UNKNOWN_SKU
+                )
             )
             continue
         free = (
@@ -150,7 +152,9 @@ def _prepare(
         if free < line.quantity:
             shortages.append(Shortage(line.sku, command.from_node_id, line.quantity, max(free, 0)))
             continue
-        inbound = state.supply.expected_at(sku, destination) + pending.get((sku, -1 - destination), 0)
+        inbound = state.supply.expected_at(sku, destination) + pending.get(
+            (sku, -1 - destination), 0
+        )
         if inbound + line.quantity > MAX_QUANTITY:
             raise LimitExceeded(
                 f"lines: {inbound} units of {line.sku!r} are already expected at "
@@ -220,9 +224,7 @@ def _existing(state: StateFields, command: CreateTransfer) -> TransferResult | N
         except ValueError:
             same = False
     if not same:
-        raise AlreadyExists(
-            f"transfer_id: {command.transfer_id!r} exists with different content"
-        )
+        raise AlreadyExists(f"transfer_id: {command.transfer_id!r} exists with different content")
     return TransferResult(Outcome.OK, existing)
 
 
@@ -424,11 +426,11 @@ def apply_restock(state: StateFields, command: ApplyRestock, now_ms: int) -> Res
             if sku >= 0 and node >= 0
             else (-1, -1, -1)
         )
-        if now != (check.on_hand, check.reserved, check.inbound):
+        then = (check.on_hand, check.reserved, check.inbound)
+        if now != then:
             raise FailedPrecondition(
                 f"plan_id: plan {command.plan_id!r} is stale: {check.sku} at {check.node_id} "
-                f"moved (on_hand, reserved, inbound) {(check.on_hand, check.reserved, check.inbound)}"
-                f" -> {now}; plan again"
+                f"moved (on_hand, reserved, inbound) {then} -> {now}; plan again"
             )
     if not ids:
         return RestockResult(Outcome.OK, command.plan_id, ())

@@ -278,9 +278,7 @@ def _targets(inputs: RestockInputs) -> tuple[Bools, Floats, Floats, Ints]:
             lengths[t] = 0
             continue
         for prefix in target.sku_prefixes:
-            matched = np.fromiter(
-                (x.startswith(prefix) for x in names), np.bool_, count=shape[0]
-            )
+            matched = np.fromiter((x.startswith(prefix) for x in names), np.bool_, count=shape[0])
             lengths[t] = np.where(matched, np.maximum(lengths[t], len(prefix)), lengths[t])
     for kind in set(inputs.node_kinds):
         node_mask = np.array([k == kind for k in inputs.node_kinds], np.bool_)
@@ -433,7 +431,7 @@ def plan_transfers(
     """The transfer orders applying a plan: one per lane, split every `max_lines` SKUs; ids
     `<plan_id>-<n>`."""
     assert max_lines >= 1
-    transfers = []
+    transfers: list[CreateTransfer] = []
     for shipment in plan.shipments:
         for start in range(0, len(shipment.moves), max_lines):
             chunk = shipment.moves[start : start + max_lines]

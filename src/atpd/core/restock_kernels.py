@@ -16,7 +16,7 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-@njit(nogil=True, cache=True)  # type: ignore[misc]
+@njit(nogil=True, cache=True)
 def assign_moves(
     rows: Int64Array,
     need: Int64Array,
@@ -86,3 +86,21 @@ def assign_moves(
                 left -= best_units
                 opened[d, r] = True
     return moves[:count].copy()
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) the kernel on tiny inputs before serving."""
+    need = np.array([[0, 2]], np.int64)
+    give = np.array([[3, 0]], np.int64)
+    lanes = np.array([[False, True], [True, False]])
+    moves = assign_moves(
+        np.array([0], np.int64),
+        need,
+        give,
+        np.zeros((1, 2), np.float64),
+        lanes,
+        np.ones((2, 2), np.float64),
+        0.0,
+        np.zeros((2, 2), np.bool_),
+    )
+    assert moves.tolist() == [[0, 0, 1, 2]], moves

@@ -91,9 +91,7 @@ def _keys(table: Any, allowed: tuple[str, ...], where: str) -> dict[str, Any]:
         raise RestockRulesError(f"{where}: expected a table, got {type(table).__name__}")
     for key in table:
         if key not in allowed:
-            raise RestockRulesError(
-                f"{where}.{key}: unknown key (known: {', '.join(allowed)})"
-            )
+            raise RestockRulesError(f"{where}.{key}: unknown key (known: {', '.join(allowed)})")
     return table
 
 
@@ -137,7 +135,9 @@ def parse_restock(table: Any) -> RestockRules:
     table = _keys(table, RESTOCK_KEYS, "restock")
     raw_targets = table.get("targets", [])
     if not isinstance(raw_targets, list):
-        raise RestockRulesError("restock.targets: expected an array of tables ([[restock.targets]])")
+        raise RestockRulesError(
+            "restock.targets: expected an array of tables ([[restock.targets]])"
+        )
     if len(raw_targets) > MAX_RESTOCK_TARGETS:
         raise RestockRulesError(
             f"restock.targets: {len(raw_targets)}, more than the {MAX_RESTOCK_TARGETS} allowed"

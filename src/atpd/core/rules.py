@@ -33,13 +33,13 @@ import numpy as np
 
 from atpd.core.commands import NodeKind
 from atpd.core.nodes import Node
-from atpd.core.rules_catalogue import Catalogue, CatalogueError, parse_catalogue
 from atpd.core.restock_rules import (
     DEFAULT_RESTOCK,
     RestockRules,
     RestockRulesError,
     parse_restock,
 )
+from atpd.core.rules_catalogue import Catalogue, CatalogueError, parse_catalogue
 from atpd.core.rules_sourcing import (
     DEFAULT_SOURCING,
     Sourcing,

@@ -117,7 +117,10 @@ def _transfer_id(value: str) -> str | None:
 
 def create_problem(command: CreateTransfer) -> str | None:
     problem = _transfer_id(command.transfer_id)
-    for field, node_id in (("from_node_id", command.from_node_id), ("to_node_id", command.to_node_id)):
+    for field, node_id in (
+        ("from_node_id", command.from_node_id),
+        ("to_node_id", command.to_node_id),
+    ):
         if problem is None and not is_node_id(node_id):
             problem = f"{field} {shown(node_id)} is not a valid node id"
     for i, line in enumerate(command.lines):

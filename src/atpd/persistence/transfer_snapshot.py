@@ -34,8 +34,17 @@ def _transfer_row(t: Transfer) -> list[Any]:
         t.updated_at_ms,
         t.plan_id,
         [
-            [x.sku, x.quantity, x.held, x.shipped, x.received, x.damaged, x.short, x.over]
-            + [x.source_shortfall]
+            [
+                x.sku,
+                x.quantity,
+                x.held,
+                x.shipped,
+                x.received,
+                x.damaged,
+                x.short,
+                x.over,
+                x.source_shortfall,
+            ]
             for x in t.lines
         ],
         [[r.receipt_id, [list(x) for x in r.lines], r.final, r.at_ms] for r in t.receipts],

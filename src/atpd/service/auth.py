@@ -58,6 +58,7 @@ from atpd.service.principals import (
 from atpd.service.tokens import (
     ROLES,
 )
+from atpd.service.transfer_access import RESTOCK_METHODS, TRANSFER_AUDITED, allow_transfer_methods
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,16 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
     allow(_LOADER_WRITES, "loader", "admin")
     allow(("InventoryService/AdjustStock",), "pos")
     allow(_ADMIN_ONLY, "admin")
+    allow_transfer_methods(allow)
     return {method: frozenset(roles) for method, roles in table.items()}
 
 
 DEFAULT_METHOD_ROLES: Mapping[str, frozenset[str]] = _default_method_roles()
 # Admin and loader actions: every call is audited, whatever its outcome.
 AUDITED_METHODS = frozenset(_LOADER_WRITES + _ADMIN_ONLY[:3] + ("NetworkService/SetNetwork",))
+AUDITED_METHODS |= TRANSFER_AUDITED
 # Methods that act on the whole network: refused to a principal limited to some nodes.
-GLOBAL_WRITES = frozenset(_ADMIN_ONLY)
+GLOBAL_WRITES = frozenset(_ADMIN_ONLY + RESTOCK_METHODS)
 
 
 def method_roles_from_config(overrides: Mapping[str, Any]) -> dict[str, frozenset[str]]:
