@@ -170,6 +170,21 @@ class TransferBook:
         )
 
 
+def inbound_at(
+    book: TransferBook, supplies: dict[str, Supply], sku_index: int, node_index: int
+) -> list[tuple[Transfer, int]]:
+    """(transfer, units still expected) of open transfers due at one position (explain)."""
+    found = []
+    for transfer in book.open.values():
+        if transfer.to_index != node_index:
+            continue
+        for i, line in enumerate(transfer.lines):
+            supply = supplies.get(transfer.supply_id(i))
+            if line.sku_index == sku_index and supply is not None:
+                found.append((transfer, supply.quantity))
+    return found
+
+
 def inbound_of(transfer: Transfer, supplies: dict[str, Supply]) -> list[tuple[int, Supply]]:
     """(line, open supply) of a transfer's lines still expected at the destination."""
     found = []
