@@ -181,8 +181,12 @@ def availability_response(
             mask = view.node_mask
             block = cells[sku_row].tolist()
             present_row = present[sku_row].tolist()
+            # Explain also lists nodes that have nothing yet but incoming supply (a transfer).
+            incoming = (
+                {x.node_index for x in state.supply.by_sku.get(sku_row, ())} if explain else ()
+            )
             for node in range(node_count):
-                if not (mask[node] and (present_row[node] or row[node])):
+                if not (mask[node] and (present_row[node] or row[node] or node in incoming)):
                     continue
                 if policy is not None:
                     terms = state.explain_position(policy, sku_row, node)
@@ -197,14 +201,14 @@ def availability_response(
                         entry.buffer = terms["buffer"]
                         entry.supply = terms["supply"]
                         entry.protected_for_others = terms["protected_for_others"]
-                        if state.transfers.open:
-                            explain_transfers(state, entry, sku_row, node)
                 else:
-                    item.nodes.add(
+                    entry = item.nodes.add(
                         node_id=node_names[node],
                         atp=row[node],
                         on_hand=block[0][node],
                         reserved=block[1][node],
                         safety_stock=block[2][node],
                     )
+                if explain and state.transfers.open:
+                    explain_transfers(state, entry, sku_row, node)
     return response
