@@ -199,7 +199,7 @@ def test_plan_then_apply(server: ServerThread, world: World, clock: FakeClock) -
 
 
 def test_stale_plan_is_refused(server: ServerThread, world: World) -> None:
-    """A position the plan used moved (a sale at the receiver): FAILED_PRECONDITION, nothing made."""
+    """A position the plan used moved (a sale at the receiver): FAILED_PRECONDITION, no change."""
     restock_world(server, world)
     stub = restock(server)
     plan = stub.PlanRestock(restock_pb2.PlanRestockRequest(), timeout=RPC_TIMEOUT_S)
