@@ -44,6 +44,12 @@ def print_plan(plan: Any, details: bool) -> None:
         f"{plan.receivers} positions below their min cover, {plan.receivers_unmet} still below "
         f"after; {plan.dropped_lanes} lanes left out (below the minimum shipment)"
     )
+    if plan.truncated:
+        print("the plan reached max_restock_moves: the least urgent SKUs wait for the next one")
+    if plan.moves_truncated:
+        print(
+            f"{plan.move_count} moves; the first {sum(len(s.moves) for s in plan.shipments)} listed"
+        )
     rows = [
         (
             s.from_node_id,

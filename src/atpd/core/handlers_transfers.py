@@ -422,15 +422,16 @@ def apply_restock(state: StateFields, command: ApplyRestock, now_ms: int) -> Res
                 int(cells[sku, FIELD_ON_HAND, node]),
                 int(cells[sku, FIELD_RESERVED, node]),
                 state.supply.expected_at(sku, node),
+                int(cells[sku, FIELD_SAFETY, node]),
             )
             if sku >= 0 and node >= 0
-            else (-1, -1, -1)
+            else (-1, -1, -1, -1)
         )
-        then = (check.on_hand, check.reserved, check.inbound)
+        then = (check.on_hand, check.reserved, check.inbound, check.safety)
         if now != then:
             raise FailedPrecondition(
                 f"plan_id: plan {command.plan_id!r} is stale: {check.sku} at {check.node_id} "
-                f"moved (on_hand, reserved, inbound) {then} -> {now}; plan again"
+                f"moved (on_hand, reserved, inbound, safety) {then} -> {now}; plan again"
             )
     if not ids:
         return RestockResult(Outcome.OK, command.plan_id, ())

@@ -57,6 +57,9 @@ class Limits:
     max_retained_transfers: int = 100_000
     max_receipts_per_transfer: int = 100
     max_transfer_days_ahead: int = 400
+    # Moves (SKU, lane, units) one restock plan may hold: bounds the plan, its journal record
+    # and the ApplyRestock work; past it the least urgent SKUs wait for the next plan.
+    max_restock_moves: int = 100_000
 
     def __post_init__(self) -> None:
         assert 0 < self.min_ttl_ms <= self.max_ttl_ms
@@ -74,3 +77,4 @@ class Limits:
         assert self.max_retained_transfers >= 1, "max_retained_transfers: must be >= 1"
         assert self.max_receipts_per_transfer >= 1, "max_receipts_per_transfer: must be >= 1"
         assert self.max_transfer_days_ahead >= 1, "max_transfer_days_ahead: must be >= 1"
+        assert self.max_restock_moves >= 1, "max_restock_moves: must be >= 1"

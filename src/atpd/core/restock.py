@@ -34,15 +34,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from atpd.core.caller_atp import compiled_rules
-from atpd.core.commands import NodeKind
 from atpd.core.demand import TAU_MS
-from atpd.core.handlers_network import compiled_network
-from atpd.core.reads import list_nodes
-from atpd.core.restock_kernels import assign_moves
-from atpd.core.restock_rules import RestockRules
-from atpd.core.state_fields import StateFields
-from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
+from atpd.core.restock_inputs import (
+    RestockInputs,
+    copy_positions,
+    protected_units,
+    restock_inputs,
+)
+from atpd.core.restock_kernels import assign_moves, position_terms
 from atpd.core.transfer_commands import CreateTransfer, PositionCheck, TransferItem
 
 MAX_ROUNDS = 4
@@ -53,29 +52,7 @@ Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 
-
-@dataclass(slots=True)
-class RestockInputs:
-    """The consistent copy a plan is computed from (arrays are [SKU in scope, node in scope])."""
-
-    now_ms: int
-    ship_day: int
-    horizon_days: int
-    sku_names: list[str]
-    node_ids: list[str]
-    node_kinds: list[NodeKind]
-    on_hand: Ints
-    reserved: Ints
-    safety: Ints
-    protected: Ints
-    inbound: Ints  # open supply not overdue (counts for cover)
-    inbound_all: Ints  # every open supply (what ApplyRestock checks)
-    rate: Floats  # demand rate as of the last sale
-    last_sale_ms: Ints  # 0: never sold
-    rules: RestockRules
-    lane_ok: Bools  # [from, to]
-    lane_cost: Floats
-    lane_lead_days: Ints
+__all__ = ["RestockInputs", "RestockPlan", "plan_restock", "plan_transfers", "restock_inputs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,208 +77,114 @@ class PlannedShipment:
 
 @dataclass(frozen=True, slots=True)
 class RestockPlan:
+    """A plan as arrays: moves sorted by lane (from, to) then SKU; lane k holds the moves
+    lane_starts[k]:lane_starts[k + 1]. Indexes are into sku_names and node_ids."""
+
     computed_at_ms: int
     ship_day: int
     horizon_days: int
-    shipments: tuple[PlannedShipment, ...]
+    sku_names: list[str]
+    node_ids: list[str]
+    move_sku: Ints
+    move_units: Ints
+    cover: Floats  # [move, 4]: from before, from after, to before, to after (days; -1: no demand)
+    lane_from: Ints
+    lane_to: Ints
+    lane_starts: Ints
+    lane_units: Ints
+    lane_cost: Floats
+    lane_lead_days: Ints
     checks: tuple[PositionCheck, ...]
     receivers: int
     receivers_unmet: int
     dropped_lanes: int
+    truncated: bool  # max_restock_moves reached: the least urgent SKUs were left out
 
     @property
     def total_units(self) -> int:
-        return sum(x.units for x in self.shipments)
+        return int(self.lane_units.sum())
 
     @property
     def total_cost(self) -> float:
-        return sum(x.cost for x in self.shipments)
+        return float(self.lane_cost.sum())
+
+    @property
+    def move_count(self) -> int:
+        return len(self.move_sku)
+
+    def shipments(self, max_moves: int) -> list[PlannedShipment]:
+        """Every lane, with its moves until `max_moves` moves are listed (for display)."""
+        shown = 0
+        result = []
+        for k in range(len(self.lane_from)):
+            start, stop = int(self.lane_starts[k]), int(self.lane_starts[k + 1])
+            stop = min(stop, start + max(max_moves - shown, 0))
+            shown += stop - start
+            moves = tuple(
+                PlannedMove(self.sku_names[sku], units, *cover)
+                for sku, units, cover in zip(
+                    self.move_sku[start:stop].tolist(),
+                    self.move_units[start:stop].tolist(),
+                    self.cover[start:stop].tolist(),
+                    strict=True,
+                )
+            )
+            result.append(
+                PlannedShipment(
+                    self.node_ids[int(self.lane_from[k])],
+                    self.node_ids[int(self.lane_to[k])],
+                    int(self.lane_lead_days[k]),
+                    int(self.lane_units[k]),
+                    float(self.lane_cost[k]),
+                    moves,
+                )
+            )
+        return result
 
 
-def _columns(
-    cells: npt.NDArray[np.int32], field: int, rows: Ints, columns: Ints, contiguous: bool
-) -> Ints:
-    if contiguous:
-        return cells[: len(rows), field, : len(columns)].astype(np.int64)
-    return cells[rows][:, field, :][:, columns].astype(np.int64)
+def _velocity_at(inputs: RestockInputs, sku: Ints, node: Ints) -> Floats:
+    """Units per day at the plan's time at the given positions (local indexes)."""
+    slot = inputs.demand_slot[sku]
+    column = inputs.columns[node]
+    width = inputs.demand_rate.shape[1]
+    known = (slot >= 0) & (column < width)
+    velocity = np.zeros(len(sku), np.float64)
+    s, c = slot[known], column[known]
+    last = inputs.demand_last[s, c]
+    elapsed = np.maximum(inputs.now_ms - last, 0).astype(np.float64)
+    velocity[known] = np.where(last > 0, inputs.demand_rate[s, c] * np.exp(-elapsed / TAU_MS), 0)
+    return velocity
 
 
-def restock_inputs(
-    state: StateFields,
-    geo_prefix: str,
-    sku_prefix: str,
-    horizon_days: int,
-    ship_day: int,
-    now_ms: int,
-) -> RestockInputs:
-    """Copy what a plan reads, on the writer (between two commands)."""
-    assert 1 <= horizon_days <= MAX_HORIZON_DAYS, horizon_days
-    nodes = [n for n in list_nodes(state, geo_prefix) if n.enabled]
-    columns = np.array([n.index for n in nodes], np.int64)
-    names = state.skus.names
-    if sku_prefix:
-        rows = np.array([i for i, x in enumerate(names) if x.startswith(sku_prefix)], np.int64)
-    else:
-        rows = np.arange(len(names), dtype=np.int64)
-    sku_names = [names[i] for i in rows.tolist()]
-    contiguous = bool(
-        np.array_equal(rows, np.arange(len(rows)))
-        and np.array_equal(columns, np.arange(len(columns)))
-    )
-    cells = state.stock.cells
-    shape = (len(rows), len(columns))
-    on_hand = _columns(cells, FIELD_ON_HAND, rows, columns, contiguous)
-    reserved = _columns(cells, FIELD_RESERVED, rows, columns, contiguous)
-    safety = _columns(cells, FIELD_SAFETY, rows, columns, contiguous)
-    local_row = {int(r): i for i, r in enumerate(rows.tolist())} if sku_prefix else None
-    local_column = np.full(max(len(state.nodes), 1), -1, np.int64)
-    local_column[columns] = np.arange(len(columns))
-    inbound = np.zeros(shape, np.int64)
-    inbound_all = np.zeros(shape, np.int64)
-    for row, supplies in state.supply.by_sku.items():
-        i = row if local_row is None else local_row.get(row, -1)
-        if i < 0 or i >= shape[0]:
-            continue
-        for supply in supplies:
-            j = int(local_column[supply.node_index])
-            if j < 0:
-                continue
-            inbound_all[i, j] += supply.quantity
-            if supply.eta_ms >= now_ms:
-                inbound[i, j] += supply.quantity
-    rate = np.zeros(shape, np.float64)
-    last_sale_ms = np.zeros(shape, np.int64)
-    for row, (row_rate, row_last) in state.demand.rows.items():
-        i = row if local_row is None else local_row.get(row, -1)
-        if i < 0 or i >= shape[0]:
-            continue
-        width = len(row_rate)
-        inside = columns < width
-        rate[i, inside] = row_rate[columns[inside]]
-        last_sale_ms[i, inside] = row_last[columns[inside]]
-    protected = _protected(state, rows, columns, sku_names, on_hand)
-    lane_ok, lane_cost, lane_lead = _lanes(state, columns, local_column)
-    return RestockInputs(
-        now_ms,
-        ship_day,
-        horizon_days,
-        sku_names,
-        [n.node_id for n in nodes],
-        [n.kind for n in nodes],
-        on_hand,
-        reserved,
-        safety,
-        protected,
-        inbound,
-        inbound_all,
-        rate,
-        last_sale_ms,
-        state.rules.restock,
-        lane_ok,
-        lane_cost,
-        lane_lead,
-    )
-
-
-def _protected(
-    state: StateFields, rows: Ints, columns: Ints, sku_names: list[str], on_hand: Ints
-) -> Ints:
-    """Units each position keeps for protections' beneficiaries and that they have not taken."""
-    protected = np.zeros(on_hand.shape, np.int64)
-    protections = state.rules.protections
-    if not protections or not len(columns):
-        return protected
-    compiled = compiled_rules(state)
-    row_list = rows.tolist()
-    for p, protection in enumerate(protections):
-        node_mask = compiled.protection_mask[p, columns]
-        sku_mask = np.array([protection.covers_sku(x) for x in sku_names], np.bool_)
-        if not node_mask.any() or not sku_mask.any():
-            continue
-        if protection.units:
-            amount = np.full(on_hand.shape, protection.units, np.int64)
-        else:
-            amount = on_hand * protection.percent // 100
-        for i, row in enumerate(row_list):
-            consumed = state.protection_consumed.get(row)
-            if consumed is not None and sku_mask[i]:
-                amount[i] -= consumed[p, columns]
-        protected += np.where(np.outer(sku_mask, node_mask), np.maximum(amount, 0), 0)
-    return protected
-
-
-def _lanes(state: StateFields, columns: Ints, local_column: Ints) -> tuple[Bools, Floats, Ints]:
-    """Lanes between nodes in scope: the network's transfer lanes when it has any, else every
-    pair of nodes at the rules' default lead time and shipment cost."""
-    count = len(columns)
-    rules = state.rules.restock
-    network = compiled_network(state)
-    if len(network.lane_from):
-        lane_ok = np.zeros((count, count), np.bool_)
-        lane_cost = np.zeros((count, count), np.float64)
-        lane_lead = np.zeros((count, count), np.int64)
-        for source, destination, lead, cost in zip(
-            network.lane_from.tolist(),
-            network.lane_to.tolist(),
-            network.lane_lead_days.tolist(),
-            network.lane_cost.tolist(),
-            strict=True,
-        ):
-            if source >= len(local_column) or destination >= len(local_column):
-                continue
-            i, j = int(local_column[source]), int(local_column[destination])
-            if i >= 0 and j >= 0 and not lane_ok[i, j]:  # the first lane in file order wins
-                lane_ok[i, j], lane_cost[i, j], lane_lead[i, j] = True, cost, lead
-        return lane_ok, lane_cost, lane_lead
-    lane_ok = ~np.eye(count, dtype=np.bool_)
-    lane_cost = np.full((count, count), rules.default_shipment_cost, np.float64)
-    lane_lead = np.full((count, count), rules.default_lead_days, np.int64)
-    return lane_ok, lane_cost, lane_lead
-
-
-def _targets(inputs: RestockInputs) -> tuple[Bools, Floats, Floats, Ints]:
-    """Per position: has a target, min_days, max_days, keep_units (the most specific target
-    for the node's kind and the SKU: longest SKU prefix, later target on a tie)."""
-    shape = inputs.on_hand.shape
-    has = np.zeros(shape, np.bool_)
-    min_days = np.zeros(shape, np.float64)
-    max_days = np.zeros(shape, np.float64)
-    keep = np.zeros(shape, np.int64)
+def _targets(inputs: RestockInputs) -> tuple[Ints, Ints]:
+    """target_of [SKU, kind slot] (index in the rules' targets, -1: none) and kind_slot
+    [node]: the most specific target per node kind and SKU (longest SKU prefix; a target
+    without prefixes counts 0; the later target on a tie)."""
+    kinds = sorted(set(inputs.node_kinds))
+    kind_slot = np.array([kinds.index(k) for k in inputs.node_kinds], np.int64)
     targets = inputs.rules.targets
-    if not targets or not shape[0] or not shape[1]:
-        return has, min_days, max_days, keep
-    names = np.array(inputs.sku_names, dtype=object)
-    # Specificity per target and SKU: -1 where it does not apply, else its longest prefix.
-    lengths = np.full((len(targets), shape[0]), -1, np.int64)
+    sku_count = len(inputs.sku_names)
+    target_of = np.full((sku_count, max(len(kinds), 1)), -1, np.int64)
+    if not targets or not sku_count:
+        return target_of, kind_slot
+    lengths = np.full((len(targets), sku_count), -1, np.int64)
     for t, target in enumerate(targets):
         if not target.sku_prefixes:
             lengths[t] = 0
             continue
         for prefix in target.sku_prefixes:
-            matched = np.fromiter((x.startswith(prefix) for x in names), np.bool_, count=shape[0])
+            matched = np.fromiter(
+                (x.startswith(prefix) for x in inputs.sku_names), np.bool_, count=sku_count
+            )
             lengths[t] = np.where(matched, np.maximum(lengths[t], len(prefix)), lengths[t])
-    for kind in set(inputs.node_kinds):
-        node_mask = np.array([k == kind for k in inputs.node_kinds], np.bool_)
-        best = np.full(shape[0], -1, np.int64)
-        best_length = np.full(shape[0], -1, np.int64)
+    for slot, kind in enumerate(kinds):
+        best_length = np.full(sku_count, -1, np.int64)
         for t, target in enumerate(targets):
-            if not target.covers_kind(kind):
-                continue
-            better = (lengths[t] >= 0) & (lengths[t] >= best_length)
-            best = np.where(better, t, best)
-            best_length = np.where(better, lengths[t], best_length)
-        found = best >= 0
-        if not found.any():
-            continue
-        mins = np.array([t.min_days for t in targets])[np.maximum(best, 0)]
-        maxs = np.array([t.max_days for t in targets])[np.maximum(best, 0)]
-        keeps = np.array([t.keep_units for t in targets], np.int64)[np.maximum(best, 0)]
-        block = np.outer(found, node_mask)
-        has |= block
-        min_days = np.where(block, mins[:, None], min_days)
-        max_days = np.where(block, maxs[:, None], max_days)
-        keep = np.where(block, keeps[:, None], keep)
-    return has, min_days, max_days, keep
+            if target.covers_kind(kind):
+                better = (lengths[t] >= 0) & (lengths[t] >= best_length)
+                target_of[better, slot] = t
+                best_length = np.where(better, lengths[t], best_length)
+    return target_of, kind_slot
 
 
 def _cover(stock: Floats, velocity: Floats) -> Floats:
@@ -310,33 +193,64 @@ def _cover(stock: Floats, velocity: Floats) -> Floats:
 
 
 def plan_restock(inputs: RestockInputs) -> RestockPlan:
-    """The plan for a copy of the state (pure; any thread)."""
-    horizon = float(inputs.horizon_days)
-    elapsed = np.maximum(inputs.now_ms - inputs.last_sale_ms, 0).astype(np.float64)
-    velocity = np.where(inputs.last_sale_ms > 0, inputs.rate * np.exp(-elapsed / TAU_MS), 0.0)
-    has, min_days, max_days, keep = _targets(inputs)
-    free = inputs.on_hand - inputs.reserved
-    stock = np.maximum(free, 0) + inputs.inbound
-    demand = velocity * horizon
-    receiver = has & (velocity > 0) & (stock - demand < velocity * min_days)
-    need = np.where(receiver, np.ceil(velocity * (horizon + max_days) - stock), 0.0)
-    need = np.maximum(need, 0).astype(np.int64)
-    floor = np.maximum(np.maximum(inputs.safety, inputs.protected), keep)
-    give_cover = np.floor(stock - velocity * (horizon + max_days))
-    give = np.where(has & ~receiver, np.minimum(free - floor, give_cover), 0.0)
-    give = np.maximum(give, 0).astype(np.int64)
-    urgency = np.where(velocity > 0, (stock - demand) / np.where(velocity > 0, velocity, 1.0), 0.0)
-    rows = np.flatnonzero((need > 0).any(axis=1) & (give > 0).any(axis=1)).astype(np.int64)
+    """The plan (worker thread): copy the positions, then two numba kernels."""
+    positions = copy_positions(inputs)
+    sku_count, node_count = len(inputs.sku_names), len(inputs.node_ids)
+    counted = [x for x in inputs.supply if x[3]]
+    inbound = np.zeros((sku_count, node_count) if counted else (0, 0), np.int32)
+    for i, j, units, _ in counted:
+        inbound[i, j] += units
+    protected = protected_units(inputs, positions)
+    target_of, kind_slot = _targets(inputs)
     rules = inputs.rules
+    targets = rules.targets or ()
+    need = np.empty((sku_count, node_count), np.int32)
+    give = np.empty((sku_count, node_count), np.int32)
+    urgency = np.empty((sku_count, node_count), np.float64)
+    row_urgency = np.empty(sku_count, np.float64)
+    receivers = position_terms(
+        positions,
+        inputs.demand_slot,
+        inputs.demand_rate,
+        inputs.demand_last,
+        inputs.columns,
+        inputs.now_ms,
+        TAU_MS,
+        inbound,
+        np.zeros((0, 0), np.int32) if protected is None else protected,
+        target_of,
+        kind_slot,
+        np.array([t.min_days for t in targets] or [0.0]),
+        np.array([t.max_days for t in targets] or [0.0]),
+        np.array([t.keep_units for t in targets] or [0], np.int64),
+        float(inputs.horizon_days),
+        need,
+        give,
+        urgency,
+        row_urgency,
+    )
+    # SKUs with a receiver and a donor, most urgent first (their lowest receiver cover), so a
+    # plan cut at max_moves keeps the most urgent.
+    rows = np.flatnonzero(row_urgency < np.inf).astype(np.int64)
+    rows = rows[np.argsort(row_urgency[rows], kind="stable")]
     allowed = inputs.lane_ok.copy()
-    node_count = len(inputs.node_ids)
     moves = np.zeros((0, 4), np.int64)
     dropped = 0
+    truncated = False
     for round_number in range(MAX_ROUNDS):
         opened = np.zeros((node_count, node_count), np.bool_)
         moves = assign_moves(
-            rows, need, give, urgency, allowed, inputs.lane_cost, rules.unit_cost, opened
+            rows,
+            need,
+            give,
+            urgency,
+            allowed,
+            inputs.lane_cost,
+            rules.unit_cost,
+            opened,
+            inputs.max_moves,
         )
+        truncated = len(moves) >= inputs.max_moves
         totals = np.zeros((node_count, node_count), np.int64)
         np.add.at(totals, (moves[:, 1], moves[:, 2]), moves[:, 3])
         small = (totals > 0) & (totals < rules.min_shipment_units)
@@ -345,83 +259,115 @@ def plan_restock(inputs: RestockInputs) -> RestockPlan:
         allowed &= ~small
         dropped += int(small.sum())
         if round_number == MAX_ROUNDS - 1:
-            keep_move = ~small[moves[:, 1], moves[:, 2]]
-            moves = moves[keep_move]
-    return _plan(inputs, moves, velocity, stock, demand, min_days, receiver, dropped)
+            moves = moves[~small[moves[:, 1], moves[:, 2]]]
+    terms = _Terms(inputs, positions, inbound, target_of, kind_slot, need)
+    return _plan(inputs, moves, terms, receivers, dropped, truncated)
+
+
+@dataclass(slots=True)
+class _Terms:
+    inputs: RestockInputs
+    positions: npt.NDArray[np.int32]
+    inbound: npt.NDArray[np.int32]
+    target_of: Ints
+    kind_slot: Ints
+    need: npt.NDArray[np.int32]
+
+    def stock(self, sku: Ints, node: Ints) -> Floats:
+        free = self.positions[sku, 0, node].astype(np.int64) - self.positions[sku, 1, node]
+        stock: Floats = np.maximum(free, 0).astype(np.float64)
+        if self.inbound.shape[0]:
+            stock += self.inbound[sku, node]
+        return stock
+
+    def velocity(self, sku: Ints, node: Ints) -> Floats:
+        return _velocity_at(self.inputs, sku, node)
 
 
 def _plan(
     inputs: RestockInputs,
     moves: Ints,
-    velocity: Floats,
-    stock: Floats,
-    demand: Floats,
-    min_days: Floats,
-    receiver: Bools,
+    terms: _Terms,
+    receivers: int,
     dropped: int,
+    truncated: bool,
 ) -> RestockPlan:
-    received = np.zeros(stock.shape, np.int64)
-    given = np.zeros(stock.shape, np.int64)
-    np.add.at(received, (moves[:, 0], moves[:, 2]), moves[:, 3])
-    np.add.at(given, (moves[:, 0], moves[:, 1]), moves[:, 3])
-    before = _cover(stock - demand, velocity)
-    after = _cover(stock + received - given - demand, velocity)
-    unmet = receiver & (stock + received - demand < velocity * min_days)
-    order = np.lexsort((moves[:, 0], moves[:, 2], moves[:, 1]))
-    moves = moves[order]
-    rules = inputs.rules
-    shipments = []
-    start = 0
-    move_list = moves.tolist()
-    while start < len(move_list):
-        source, destination = move_list[start][1], move_list[start][2]
-        end = start
-        planned = []
-        while end < len(move_list) and move_list[end][1:3] == [source, destination]:
-            s, _, _, units = move_list[end]
-            planned.append(
-                PlannedMove(
-                    inputs.sku_names[s],
-                    units,
-                    float(before[s, source]),
-                    float(after[s, source]),
-                    float(before[s, destination]),
-                    float(after[s, destination]),
-                )
-            )
-            end += 1
-        units = sum(x.units for x in planned)
-        shipments.append(
-            PlannedShipment(
-                inputs.node_ids[source],
-                inputs.node_ids[destination],
-                int(inputs.lane_lead_days[source, destination]),
-                units,
-                float(inputs.lane_cost[source, destination]) + rules.unit_cost * units,
-                tuple(planned),
-            )
-        )
-        start = end
-    used = sorted({(m[0], m[1]) for m in move_list} | {(m[0], m[2]) for m in move_list})
+    """The plan's arrays from the kernel's moves (vectorised: a plan may hold 100,000s)."""
+    horizon = float(inputs.horizon_days)
+    moves = moves[np.lexsort((moves[:, 0], moves[:, 2], moves[:, 1]))]
+    sku, source, destination, units = moves[:, 0], moves[:, 1], moves[:, 2], moves[:, 3]
+    node_count = max(len(inputs.node_ids), 1)
+    # Units given and received per position the plan touches.
+    given_key, given_inverse = np.unique(sku * node_count + source, return_inverse=True)
+    given = np.bincount(given_inverse, weights=units).astype(np.int64)
+    received_key, received_inverse = np.unique(sku * node_count + destination, return_inverse=True)
+    received = np.bincount(received_inverse, weights=units).astype(np.int64)
+    v_from, v_to = terms.velocity(sku, source), terms.velocity(sku, destination)
+    stock_from, stock_to = terms.stock(sku, source), terms.stock(sku, destination)
+    cover = np.stack(
+        (
+            _cover(stock_from - v_from * horizon, v_from),
+            _cover(stock_from - given[given_inverse] - v_from * horizon, v_from),
+            _cover(stock_to - v_to * horizon, v_to),
+            _cover(stock_to + received[received_inverse] - v_to * horizon, v_to),
+        ),
+        axis=1,
+    )
+    # Receivers still below their min cover after the plan: all but those the plan brought
+    # back to it (a receiver that got nothing is still below).
+    receiver_sku, receiver_node = np.divmod(received_key, node_count)
+    v_receiver = terms.velocity(receiver_sku, receiver_node)
+    min_days = np.array([t.min_days for t in inputs.rules.targets] or [0.0])
+    t_index = terms.target_of[receiver_sku, terms.kind_slot[receiver_node]]
+    met = (
+        terms.stock(receiver_sku, receiver_node) + received - v_receiver * horizon
+        >= v_receiver * min_days[t_index]
+    )
+    unmet = receivers - int(met.sum())
+    first = np.flatnonzero(np.diff(source * node_count + destination, prepend=-1))
+    starts = np.append(first, len(moves)).astype(np.int64)
+    lane_units = np.add.reduceat(units, first) if len(moves) else np.zeros(0, np.int64)
+    lane_from, lane_to = source[first], destination[first]
+    lane_cost = inputs.lane_cost[lane_from, lane_to] + inputs.rules.unit_cost * lane_units
+    inbound_all: dict[tuple[int, int], int] = {}
+    for i, j, quantity, _ in inputs.supply:
+        inbound_all[(i, j)] = inbound_all.get((i, j), 0) + quantity
+    used = np.union1d(given_key, received_key)
+    used_sku, used_node = np.divmod(used, node_count)
+    fields = terms.positions[used_sku, :, used_node].tolist()
     checks = tuple(
         PositionCheck(
             inputs.sku_names[s],
             inputs.node_ids[n],
-            int(inputs.on_hand[s, n]),
-            int(inputs.reserved[s, n]),
-            int(inputs.inbound_all[s, n]),
+            on_hand,
+            reserved,
+            inbound_all.get((s, n), 0),
+            safety,
         )
-        for s, n in used
+        for s, n, (on_hand, reserved, safety) in zip(
+            used_sku.tolist(), used_node.tolist(), fields, strict=True
+        )
     )
     return RestockPlan(
         inputs.now_ms,
         inputs.ship_day,
         inputs.horizon_days,
-        tuple(shipments),
+        inputs.sku_names,
+        inputs.node_ids,
+        sku,
+        units,
+        cover,
+        lane_from,
+        lane_to,
+        starts,
+        lane_units.astype(np.int64),
+        lane_cost.astype(np.float64),
+        inputs.lane_lead_days[lane_from, lane_to].astype(np.int64),
         checks,
-        int(receiver.sum()),
-        int(unmet.sum()),
+        receivers,
+        unmet,
         dropped,
+        truncated,
     )
 
 
@@ -432,15 +378,20 @@ def plan_transfers(
     `<plan_id>-<n>`."""
     assert max_lines >= 1
     transfers: list[CreateTransfer] = []
-    for shipment in plan.shipments:
-        for start in range(0, len(shipment.moves), max_lines):
-            chunk = shipment.moves[start : start + max_lines]
+    names = plan.sku_names
+    skus, units = plan.move_sku.tolist(), plan.move_units.tolist()
+    starts = plan.lane_starts.tolist()
+    for k in range(len(plan.lane_from)):
+        source = plan.node_ids[int(plan.lane_from[k])]
+        destination = plan.node_ids[int(plan.lane_to[k])]
+        for start in range(starts[k], starts[k + 1], max_lines):
+            stop = min(start + max_lines, starts[k + 1])
             transfers.append(
                 CreateTransfer(
                     f"{plan_id}-{len(transfers) + 1}",
-                    shipment.from_node_id,
-                    shipment.to_node_id,
-                    tuple(TransferItem(x.sku, x.units) for x in chunk),
+                    source,
+                    destination,
+                    tuple(TransferItem(names[skus[i]], units[i]) for i in range(start, stop)),
                     ship_date,
                     plan_id,
                 )

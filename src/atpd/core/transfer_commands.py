@@ -7,14 +7,14 @@ reservation commands; `Command` there includes these.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from atpd.core.command_base import CommandOf
 from atpd.core.results import RestockResult, TransferResult
 
 
-@dataclass(frozen=True, slots=True)
-class TransferItem:
-    """One line of a transfer order: a SKU and how many units."""
+class TransferItem(NamedTuple):
+    """One line of a transfer order: a SKU and how many units (a tuple: plans make 100,000s)."""
 
     sku: str
     quantity: int
@@ -64,15 +64,16 @@ class CancelTransfer(CommandOf[TransferResult]):
     transfer_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class PositionCheck:
-    """A position a restock plan relied on, as it was then: the plan is stale once it moved."""
+class PositionCheck(NamedTuple):
+    """A position a restock plan relied on, as it was then: the plan is stale once it moved
+    (a tuple: plans make 100,000s)."""
 
     sku: str
     node_id: str
     on_hand: int
     reserved: int
     inbound: int
+    safety: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,7 @@ def encode_transfer_command(entry: journal_pb2.JournalCommand, command: Transfer
                     on_hand=check.on_hand,
                     reserved=check.reserved,
                     inbound=check.inbound,
+                    safety=check.safety,
                 )
 
 
@@ -101,7 +102,10 @@ def decode_transfer_command(entry: journal_pb2.JournalCommand, which: str) -> Tr
     return ApplyRestock(
         a.plan_id,
         tuple(create_of(x) for x in a.transfers),
-        tuple(PositionCheck(x.sku, x.node_id, x.on_hand, x.reserved, x.inbound) for x in a.checks),
+        tuple(
+            PositionCheck(x.sku, x.node_id, x.on_hand, x.reserved, x.inbound, x.safety)
+            for x in a.checks
+        ),
     )
 
 

@@ -35,6 +35,9 @@ from atpd.v1 import restock_pb2, restock_pb2_grpc
 
 log = logging.getLogger(__name__)
 EPOCH_ORDINAL = 719_163
+# Moves listed in a RestockPlan response (a response must fit max_send_message_bytes; about
+# 60 bytes a move); the plan itself may hold up to Limits.max_restock_moves.
+MAX_MOVES_SHOWN = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +93,12 @@ def plan_message(kept: KeptPlan) -> restock_pb2.RestockPlan:
         receivers_unmet=plan.receivers_unmet,
         dropped_lanes=plan.dropped_lanes,
         compute_seconds=kept.compute_seconds,
+        move_count=plan.move_count,
+        moves_truncated=plan.move_count > MAX_MOVES_SHOWN,
+        truncated=plan.truncated,
     )
     ship_date = date_of_day(plan.ship_day)
-    for shipment in plan.shipments:
+    for shipment in plan.shipments(MAX_MOVES_SHOWN):
         entry = message.shipments.add(
             from_node_id=shipment.from_node_id,
             to_node_id=shipment.to_node_id,
@@ -140,14 +146,17 @@ class RestockServicer(ServicerBase, restock_pb2_grpc.RestockServiceServicer):
         started = time.perf_counter()
         inputs = restock_inputs(state, geo_prefix, sku_prefix, horizon_days, ship_day, now_ms)
         sequence = self.engine.journal.last_sequence
-        plan = await asyncio.to_thread(plan_restock, inputs)
-        seconds = time.perf_counter() - started
         # A random part: plan ids never repeat across restarts (an applied plan's transfer ids
         # derive from its plan id).
         plan_id = f"RP-{sequence}-{secrets.token_hex(4)}"
-        transfers = plan_transfers(
-            plan, plan_id, date_of_day(ship_day), self.limits.max_lines_per_transfer
-        )
+        max_lines = self.limits.max_lines_per_transfer
+
+        def work() -> tuple[RestockPlan, tuple[CreateTransfer, ...]]:
+            plan = plan_restock(inputs)
+            return plan, plan_transfers(plan, plan_id, date_of_day(ship_day), max_lines)
+
+        plan, transfers = await asyncio.to_thread(work)
+        seconds = time.perf_counter() - started
         kept = KeptPlan(plan_id, plan, geo_prefix, sku_prefix, sequence, seconds, transfers)
         self.plans.keep(kept)
         return kept
