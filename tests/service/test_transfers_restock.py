@@ -162,7 +162,7 @@ def test_bad_transfer_calls_name_the_field(
 
 def sell(world: World, sku: str, node_id: str, count: int) -> None:
     for i in range(count):
-        request = reserve_request(f"sale-{node_id}-{i}", (sku, node_id, 1))
+        request = reserve_request(f"sale-{sku}-{node_id}-{i}", (sku, node_id, 1))
         request.kind = common_pb2.RESERVATION_KIND_POS_SALE
         response = world.api.reservations.Reserve(request, timeout=RPC_TIMEOUT_S)
         assert response.outcome == common_pb2.OUTCOME_OK, response
@@ -245,3 +245,22 @@ def test_unknown_plan_is_not_found(server: ServerThread, world: World) -> None:
         error = rpc_error(call)
         assert error.code() is grpc.StatusCode.NOT_FOUND
         assert "plan_id" in str(error.details())
+
+
+def test_schedule_round_applies_within_the_daily_limit(server: ServerThread, world: World) -> None:
+    """A scheduled round plans and applies (journaled like any caller's ApplyRestock); the
+    next round, past the units-per-day limit, plans but does not apply."""
+    restock_world(server, world)
+    restock_servicer = server.app.restock
+    assert restock_servicer is not None
+    said = server.run(restock_servicer.run_once("EU", 7, 1_000))
+    assert "applied" in said, said
+    moved = restock_servicer.units_applied_today(server.app.engine.now_ms())
+    assert moved > 0
+    world.set_stock("hat", "paris", 50)  # another SKU running short at lyon
+    world.set_stock("hat", "lyon", 12)
+    sell(world, "hat", "lyon", 10)
+    said = server.run(restock_servicer.run_once("EU", 7, moved))
+    assert "not applied" in said, said
+    assert restock_servicer.units_applied_today(server.app.engine.now_ms()) == moved
+    server.check_invariants()
