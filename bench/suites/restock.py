@@ -2,8 +2,8 @@
 
 The state is synthetic: 12 warehouses and 288 stores over 4 regions, every SKU stocked
 everywhere, demand velocity at every store position (0-3 units a day, written straight into
-the demand arrays, which is what `record_units_sold` produces), store stock around 14 days of
-cover with 10 % of positions running low and 10 % holding excess, warehouses 0-400 units,
+the demand arrays, which is what `record_units_sold` produces), store stock for 15-28 days
+with 5 % of positions running low and 10 % holding excess, warehouses 0-400 units,
 min/max cover targets per node kind, and no fulfilment network, so every ordered pair of nodes
 is a lane at the rules' default cost (the widest search). The figure is the whole PlanRestock
 computation: the writer's part (`restock_inputs`) plus the plan (`plan_restock`), median of
@@ -61,14 +61,14 @@ def build_state(sku_count: int, node_count: int) -> AtpState:
     state.skus.intern_many(names)
     state.stock.ensure(sku_count, node_count)
     random = np.random.default_rng(14)
-    # Store velocity 0-3 units a day; stock around 14 days of cover, except 10 % of store
-    # positions running low (0-3 days) and 10 % holding excess (40-80 days); warehouses hold
-    # 0-400 units and sell nothing.
+    # Store velocity 0-3 units a day; stock for 15-28 days (within min/max cover at the end of
+    # the 7-day horizon), except 5 % of store positions running low (0-6 days) and 10 %
+    # holding excess (40-80 days); warehouses hold 0-400 units and sell nothing.
     rates = random.uniform(0.0, 3.0, (sku_count, node_count))
     rates[:, :warehouses] = 0.0
-    days = random.uniform(8.0, 20.0, (sku_count, node_count))
+    days = random.uniform(15.0, 28.0, (sku_count, node_count))
     draw = random.random((sku_count, node_count))
-    days[draw < 0.1] = random.uniform(0.0, 3.0, int((draw < 0.1).sum()))
+    days[draw < 0.05] = random.uniform(0.0, 6.0, int((draw < 0.05).sum()))
     days[draw > 0.9] = random.uniform(40.0, 80.0, int((draw > 0.9).sum()))
     on_hand = np.round(rates * days).astype(np.int32)
     on_hand[:, :warehouses] = random.integers(0, 400, (sku_count, warehouses), dtype=np.int32)
@@ -120,6 +120,7 @@ def restock_plan_seconds(context: Context) -> Figure:
             "units": plan.total_units,
             "receivers": plan.receivers,
             "receivers_unmet": plan.receivers_unmet,
+            "truncated_at_max_restock_moves": plan.truncated,
             "trials": len(totals),
         },
         "in-process, wall clock (cpu_s: this process's CPU time) on a shared 2-core machine "

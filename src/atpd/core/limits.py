@@ -58,8 +58,9 @@ class Limits:
     max_receipts_per_transfer: int = 100
     max_transfer_days_ahead: int = 400
     # Moves (SKU, lane, units) one restock plan may hold: bounds the plan, its journal record
-    # and the ApplyRestock work; past it the least urgent SKUs wait for the next plan.
-    max_restock_moves: int = 100_000
+    # (at most 16 MiB: about 50,000 moves with 64-character ids) and the ApplyRestock work;
+    # past it the least urgent SKUs wait for the next plan.
+    max_restock_moves: int = 50_000
 
     def __post_init__(self) -> None:
         assert 0 < self.min_ttl_ms <= self.max_ttl_ms

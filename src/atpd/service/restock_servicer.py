@@ -23,9 +23,11 @@ from typing import Any
 from atpd.core.network import parse_date
 from atpd.core.reads import list_nodes
 from atpd.core.restock import RestockPlan, plan_restock, plan_transfers, restock_inputs
-from atpd.core.results import FailedPrecondition, NotFound
+from atpd.core.results import FailedPrecondition, LimitExceeded, NotFound
 from atpd.core.transfer_commands import ApplyRestock, CreateTransfer
 from atpd.core.transfers import DAY_MS
+from atpd.persistence.codec import encode_command
+from atpd.persistence.framing import MAX_PAYLOAD_BYTES
 from atpd.service import convert, transfer_validation, validation
 from atpd.service.engine import Engine
 from atpd.service.servicers import ServicerBase
@@ -153,7 +155,15 @@ class RestockServicer(ServicerBase, restock_pb2_grpc.RestockServiceServicer):
 
         def work() -> tuple[RestockPlan, tuple[CreateTransfer, ...]]:
             plan = plan_restock(inputs)
-            return plan, plan_transfers(plan, plan_id, date_of_day(ship_day), max_lines)
+            transfers = plan_transfers(plan, plan_id, date_of_day(ship_day), max_lines)
+            record = encode_command(ApplyRestock(plan_id, transfers, plan.checks))
+            if len(record) > MAX_PAYLOAD_BYTES:
+                raise LimitExceeded(
+                    f"max_restock_moves: the plan's {plan.move_count} moves make a "
+                    f"{len(record)}-byte journal record, over the {MAX_PAYLOAD_BYTES}-byte "
+                    "limit; narrow the scope (geo_prefix, sku_prefix) or lower max_restock_moves"
+                )
+            return plan, transfers
 
         plan, transfers = await asyncio.to_thread(work)
         seconds = time.perf_counter() - started
