@@ -166,7 +166,7 @@ def add_transfer_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("transfer_id")
     p = action("get", "show a transfer")
     p.add_argument("transfer_id")
-    p = action("list", "list transfers (open first, then the newest closed)")
+    p = action("list", "list transfers (open ones, then closed ones, oldest first)")
     p.add_argument("--node", help="only transfers from or to this node")
     p.add_argument("--status", choices=STATUSES, help="only transfers in this status")
     p.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
