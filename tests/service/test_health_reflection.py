@@ -39,6 +39,8 @@ API_SERVICES = (
     "atpd.v1.FeedService",
     "atpd.v1.NetworkService",
     "atpd.v1.PromiseService",
+    "atpd.v1.TransferService",
+    "atpd.v1.RestockService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
