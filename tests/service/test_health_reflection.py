@@ -21,8 +21,10 @@ from atpd.v1 import (
     network_pb2,
     promise_pb2,
     reservations_pb2,
+    restock_pb2,
     rules_pb2,
     supply_pb2,
+    transfers_pb2,
     watch_pb2,
 )
 
@@ -123,6 +125,8 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
             feeds_pb2,
             network_pb2,
             promise_pb2,
+            transfers_pb2,
+            restock_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
     }
