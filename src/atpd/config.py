@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atpd.core.geo import parse_geo_path
 from atpd.core.limits import Limits
 from atpd.files import MAX_CONFIG_FILE_BYTES, FileRefused, read_regular_text
 
@@ -159,6 +160,15 @@ class Config:
     # Batches of one Submit stream applied and not yet answered (waiting for the disk) at once;
     # the stream is not read further until the oldest is answered.
     max_submit_inflight_batches: int = 16
+    # Restock plans (PlanRestock) kept for ApplyRestock / GetRestockPlan; the oldest go first.
+    max_restock_plans: int = 100
+    # The restock schedule: every restock_schedule_interval_s (0: off) plan for the nodes under
+    # restock_schedule_geo ("" : all) and apply the plan, unless that would move more than
+    # restock_schedule_max_units_per_day units on the current UTC day (then it waits a day).
+    restock_schedule_interval_s: float = 0.0
+    restock_schedule_geo: str = ""
+    restock_schedule_horizon_days: int = 7
+    restock_schedule_max_units_per_day: int = 10_000
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -186,6 +196,9 @@ class Config:
             "max_watch_subscribers_per_principal",
             "max_batch_commands",
             "max_submit_inflight_batches",
+            "max_restock_plans",
+            "restock_schedule_horizon_days",
+            "restock_schedule_max_units_per_day",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0")
@@ -205,6 +218,17 @@ class Config:
                 raise ConfigError(f"{name}: must be a finite number > 0, got {value}")
         if self.watch_max_batch_delay_ms < 0:
             raise ConfigError("watch_max_batch_delay_ms: must be >= 0")
+        interval = self.restock_schedule_interval_s
+        if not 0 <= interval < float("inf"):
+            raise ConfigError(
+                "restock_schedule_interval_s: must be a finite number >= 0 (0: off), "
+                f"got {interval}"
+            )
+        if self.restock_schedule_geo:
+            try:
+                parse_geo_path(self.restock_schedule_geo)
+            except ValueError as error:
+                raise ConfigError(f"restock_schedule_geo: {error}") from None
         self._check_security()
         self._check_cluster()
         self._check_replication()

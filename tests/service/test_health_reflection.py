@@ -23,9 +23,11 @@ from atpd.v1 import (
     promise_pb2,
     replication_pb2,
     reservations_pb2,
+    restock_pb2,
     rules_pb2,
     store_pb2,
     supply_pb2,
+    transfers_pb2,
     watch_pb2,
 )
 
@@ -45,6 +47,8 @@ API_SERVICES = (
     "atpd.v1.StoreService",
     "atpd.v1.CommandService",
     "atpd.v1.ReplicationService",
+    "atpd.v1.TransferService",
+    "atpd.v1.RestockService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -130,6 +134,8 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
             store_pb2,
             batch_pb2,
             replication_pb2,
+            transfers_pb2,
+            restock_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
     }

@@ -12,6 +12,7 @@ atpd network apply FILE | show ;  atpd carrier capacity SERVICE NODE DATE SLOTS 
 atpd promise SKU=2,SKU2=1 --to FR:75008 | --pickup STORE | --from-store STORE [--segment vip]
 atpd node add|update|disable|enable|list ;  atpd load nodes.csv|supply.csv --kind nodes|supply
 atpd discrepancies [--node N] ;  atpd inspection [--node N]   (cli/store.py)
+atpd transfer create|ship|receive|cancel|get|list ;  atpd restock plan --geo EU | apply PLAN_ID
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from atpd.cli.load_export import add_feed_commands
 from atpd.cli.network import add_network_commands
 from atpd.cli.promise import add_promise_command, destination
 from atpd.cli.reads import cmd_availability, cmd_nodes, cmd_status, cmd_watch
+from atpd.cli.restock import add_restock_commands
 from atpd.cli.rules_supply import cmd_rules, cmd_supply
 from atpd.cli.serve import cmd_serve, cmd_verify_journal, cmd_verify_snapshot
 from atpd.cli.store import add_store_commands
 from atpd.cli.tokens import add_token_commands
+from atpd.cli.transfers import add_transfer_commands
 from atpd.cli.writes import cmd_lifecycle, cmd_reserve, cmd_snapshot
 
 DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
@@ -281,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_commands(sub, parse_duration_ms)
     add_network_commands(sub)
     add_promise_command(sub)
+    add_transfer_commands(sub)
+    add_restock_commands(sub)
     return parser
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+from typing import Any
 
 import grpc
 
@@ -59,11 +61,29 @@ def cmd_availability(args: argparse.Namespace) -> int:
                 "atp",
             )
             print(table(headers, rows))
+            for line in transfer_notes(item.nodes):
+                print(line)
         elif args.nodes and item.nodes:
             plain = [(n.node_id, n.on_hand, n.reserved, n.safety_stock, n.atp) for n in item.nodes]
             print(table(("node", "on_hand", "reserved", "safety", "atp"), plain))
         print()
     return 0
+
+
+def transfer_notes(nodes: Any) -> list[str]:
+    """Per node, what transfers bring ("2 inbound from WH-EU-01, ETA Dec 3") and hold."""
+    notes = []
+    for n in nodes:
+        for x in n.inbound_transfers:
+            eta = datetime.datetime.fromtimestamp(x.eta_ms / 1000, datetime.UTC)
+            how = "in transit" if x.shipped else "not shipped yet"
+            notes.append(
+                f"  {n.node_id}: {x.quantity} inbound from {x.from_node_id}, "
+                f"ETA {eta:%b} {eta.day} (transfer {x.transfer_id}, {how})"
+            )
+        if n.held_for_transfers:
+            notes.append(f"  {n.node_id}: {n.held_for_transfers} held for transfers out")
+    return notes
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:

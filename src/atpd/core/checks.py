@@ -10,6 +10,7 @@ from atpd.core.plan_holds import plan_hold_problems
 from atpd.core.reservations import ReservationStatus
 from atpd.core.state_fields import StateFields
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED
+from atpd.core.transfers import transfer_problems
 
 
 def check_invariants(state: StateFields) -> None:
@@ -24,6 +25,10 @@ def check_invariants(state: StateFields) -> None:
             assert not any(reservation.held), reservation
         for (sku, node), held in zip(reservation.cells, reservation.held, strict=True):
             expected[sku, node] += held
+    # Transfer orders not yet shipped hold their units in the same column.
+    for transfer in state.transfers.open.values():
+        for line in transfer.lines:
+            expected[line.sku_index, transfer.from_index] += line.held
     cells = state.stock.cells[:sku_count, :, :node_count]
     assert np.array_equal(cells[:, FIELD_RESERVED, :], expected), "reserved != sum of holds"
     assert (cells[:, FIELD_ON_HAND, :] >= 0).all(), "negative on_hand"
@@ -33,6 +38,8 @@ def check_invariants(state: StateFields) -> None:
     problems = state.carrier_capacity.problems()
     assert not problems, problems
     problems = state.pick_capacity.problems() + plan_hold_problems(state)
+    assert not problems, problems
+    problems = transfer_problems(state.transfers, state.supply.by_id)
     assert not problems, problems
 
 
@@ -93,4 +100,12 @@ def digest(state: StateFields) -> str:
     if state.store:
         h.update(b"store")
         h.update(state.store.to_json())
+    # Transfers and demand: only once there are some, so older digests stay as they were.
+    if len(state.transfers) or state.transfers.closed:
+        h.update(b"transfers")
+        for transfer in state.transfers.all():
+            h.update(repr(transfer).encode())
+    if len(state.demand):
+        h.update(b"demand")
+        h.update(repr(state.demand.entries()).encode())
     return h.hexdigest()

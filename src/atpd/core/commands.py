@@ -30,6 +30,13 @@ from atpd.core.results import (
     TickResult,
 )
 from atpd.core.supply import SupplyKind
+from atpd.core.transfer_commands import (
+    ApplyRestock,
+    CancelTransfer,
+    CreateTransfer,
+    ReceiveTransfer,
+    ShipTransfer,
+)
 
 
 class NodeKind(enum.IntEnum):
@@ -214,4 +221,9 @@ Command = (
     | SetCarrierCapacity
     | StoreCommand
     | AmendReservation
+    | CreateTransfer
+    | ShipTransfer
+    | ReceiveTransfer
+    | CancelTransfer
+    | ApplyRestock
 )

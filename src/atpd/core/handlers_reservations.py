@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from atpd.core.caller_atp import caller_atp, caller_policy
 from atpd.core.change_capture import touch
 from atpd.core.commands import Confirm, Fulfil, Line, Release, ReservationKind, Reserve
+from atpd.core.demand import record_units_sold
 from atpd.core.limits import MAX_QUANTITY
 from atpd.core.plan_holds import (
     check_plan_command,
@@ -360,6 +361,7 @@ def take_out(
         on_hand = int(cells[sku, FIELD_ON_HAND, node]) - quantity
         cells[sku, FIELD_ON_HAND, node] = on_hand if on_hand > 0 else 0
         reservation.fulfilled[i] += quantity
+        record_units_sold(state.demand, sku, node, quantity, now_ms)
     if release_remainder:
         free_held(state, reservation)
     reservation.updated_at_ms = now_ms

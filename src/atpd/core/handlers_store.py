@@ -26,6 +26,7 @@ from atpd.core.commands_store import (
     SaleResult,
     StoreResult,
 )
+from atpd.core.demand import record_units_sold
 from atpd.core.limits import MAX_QUANTITY
 from atpd.core.results import (
     AlreadyExists,
@@ -157,10 +158,10 @@ def sale_shortages(
 
 
 def units_sold(state: StateFields, sku: int, node: int, quantity: int, sold_at_ms: int) -> None:
-    """Every unit sold at the till passes here, once, at the till's time: the one place where
-    sold units are known. Restocking demand (core/demand.py, built separately) is not recorded
-    yet: its call belongs here when it is merged."""
+    """Every unit sold at the till passes here, once, at the till's time: the demand that
+    restocking plans from (core/demand.py)."""
     assert quantity > 0 and sold_at_ms >= 0, (sku, node, quantity, sold_at_ms)
+    record_units_sold(state.demand, sku, node, quantity, sold_at_ms)
 
 
 def take_sold(

@@ -5,7 +5,14 @@ from __future__ import annotations
 from atpd.core.change_capture import touch
 from atpd.core.commands import AddSupply, CancelSupply, ReceiveSupply
 from atpd.core.limits import MAX_QUANTITY
-from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, Outcome, SupplyResult
+from atpd.core.results import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidCommand,
+    LimitExceeded,
+    Outcome,
+    SupplyResult,
+)
 from atpd.core.state_fields import (
     StateFields,
     check_quantity,
@@ -62,8 +69,18 @@ def add_supply(state: StateFields, command: AddSupply, now_ms: int) -> SupplyRes
     return SupplyResult(Outcome.OK, supply, changed=True)
 
 
+def _not_a_transfer(state: StateFields, supply_id: str) -> None:
+    transfer_id = state.transfers.by_supply.get(supply_id)
+    if transfer_id is not None:
+        raise FailedPrecondition(
+            f"supply_id: {supply_id!r} belongs to transfer {transfer_id!r}: use ReceiveTransfer "
+            "or CancelTransfer"
+        )
+
+
 def receive_supply(state: StateFields, command: ReceiveSupply, now_ms: int) -> SupplyResult:
     supply = find_supply(state, command.supply_id)
+    _not_a_transfer(state, command.supply_id)
     quantity = supply.quantity if command.quantity is None else command.quantity
     if quantity > supply.quantity:
         raise InvalidCommand(
@@ -84,6 +101,7 @@ def receive_supply(state: StateFields, command: ReceiveSupply, now_ms: int) -> S
 
 def cancel_supply(state: StateFields, command: CancelSupply, now_ms: int) -> SupplyResult:
     supply = find_supply(state, command.supply_id)
+    _not_a_transfer(state, command.supply_id)
     touch(state, supply.sku_index, supply.node_index)
     state.supply.remove(supply)
     return SupplyResult(Outcome.OK, supply, changed=True)

@@ -61,6 +61,18 @@ class Limits:
     # record holds them all, and the request must fit max_receive_message_bytes (a supply row
     # takes about 80 bytes: 40,000 rows are about 3.2 MB of the default 4 MiB).
     max_catalogue_load_rows: int = 40_000
+    # Transfer orders (core/transfers.py): open ones at once, lines per transfer, closed ones
+    # kept for idempotent retries (the oldest forgotten first), receipts per transfer, and how
+    # far ahead a ship date may be.
+    max_open_transfers: int = 100_000
+    max_lines_per_transfer: int = 1_000
+    max_retained_transfers: int = 100_000
+    max_receipts_per_transfer: int = 100
+    max_transfer_days_ahead: int = 400
+    # Moves (SKU, lane, units) one restock plan may hold: bounds the plan, its journal record
+    # (at most 16 MiB: about 50,000 moves with 64-character ids) and the ApplyRestock work;
+    # past it the least urgent SKUs wait for the next plan.
+    max_restock_moves: int = 50_000
 
     def __post_init__(self) -> None:
         assert 0 < self.min_ttl_ms <= self.max_ttl_ms
@@ -78,3 +90,9 @@ class Limits:
         assert self.max_offline_sales_per_call >= 1, "max_offline_sales_per_call: must be >= 1"
         assert self.max_till_clock_skew_ms >= 0, "max_till_clock_skew_ms: must be >= 0"
         assert self.max_catalogue_load_rows >= 1, "max_catalogue_load_rows: must be >= 1"
+        assert self.max_open_transfers >= 1, "max_open_transfers: must be >= 1"
+        assert self.max_lines_per_transfer >= 1, "max_lines_per_transfer: must be >= 1"
+        assert self.max_retained_transfers >= 1, "max_retained_transfers: must be >= 1"
+        assert self.max_receipts_per_transfer >= 1, "max_receipts_per_transfer: must be >= 1"
+        assert self.max_transfer_days_ahead >= 1, "max_transfer_days_ahead: must be >= 1"
+        assert self.max_restock_moves >= 1, "max_restock_moves: must be >= 1"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # annotations only: keeps results importable from anywhere in the core
     from atpd.core.reservations import Reservation
     from atpd.core.supply import Supply
+    from atpd.core.transfers import Transfer
 
 
 class Outcome(enum.IntEnum):
@@ -175,3 +176,24 @@ class CarrierCapacityResult:
     held: int
     previous_slots: int | None  # None: the date had no slots set (its default applied)
     changed: bool = True
+
+
+class FailedPrecondition(CommandRejected):
+    """The command is valid but the record is not in a state that allows it (a shipped
+    transfer cancelled, a stale restock plan applied): gRPC FAILED_PRECONDITION."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    outcome: Outcome
+    transfer: Transfer | None
+    shortages: tuple[Shortage, ...] = ()
+    changed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RestockResult:
+    outcome: Outcome
+    plan_id: str
+    transfer_ids: tuple[str, ...]
+    changed: bool = False

@@ -33,6 +33,12 @@ import numpy as np
 
 from atpd.core.commands import NodeKind
 from atpd.core.nodes import Node
+from atpd.core.restock_rules import (
+    DEFAULT_RESTOCK,
+    RestockRules,
+    RestockRulesError,
+    parse_restock,
+)
 from atpd.core.rules_catalogue import Catalogue, CatalogueError, parse_catalogue
 from atpd.core.rules_sourcing import (
     DEFAULT_SOURCING,
@@ -132,6 +138,7 @@ class RuleSet:
     policies: Mapping[tuple[str, str], Policy]
     protections: tuple[Protection, ...]
     catalogue: Catalogue = ()  # unit values by SKU prefix (core/rules_catalogue.py)
+    restock: RestockRules = DEFAULT_RESTOCK  # cover targets, lane defaults (core/restock_rules.py)
 
     def resolve(self, channel: str, segment: str) -> tuple[str, str]:
         """The (channel, segment) a request means; raises KeyError naming what is unknown."""
@@ -448,7 +455,16 @@ def parse_rules(
 def _parse(document: dict[str, Any], text: str, known: Known) -> RuleSet:
     _check_keys(
         document,
-        ("version", "defaults", "policy", "channels", "segments", "protections", "catalogue"),
+        (
+            "version",
+            "defaults",
+            "policy",
+            "channels",
+            "segments",
+            "protections",
+            "catalogue",
+            "restock",
+        ),
         "top level",
     )
     version = _expect(document.get("version"), str, "version")
@@ -518,6 +534,10 @@ def _parse(document: dict[str, Any], text: str, known: Known) -> RuleSet:
         catalogue = parse_catalogue(document.get("catalogue", {}))
     except CatalogueError as error:
         raise RulesError(str(error)) from None
+    try:
+        restock = parse_restock(document.get("restock", {}))
+    except RestockRulesError as error:
+        raise RulesError(str(error)) from None
     return RuleSet(
         version,
         text,
@@ -528,4 +548,5 @@ def _parse(document: dict[str, Any], text: str, known: Known) -> RuleSet:
         policies,
         protections,
         catalogue,
+        restock,
     )

@@ -71,6 +71,13 @@ from atpd.core.handlers_store import (
     release_inspection,
 )
 from atpd.core.handlers_supply import add_supply, cancel_supply, receive_supply
+from atpd.core.handlers_transfers import (
+    apply_restock,
+    cancel_transfer,
+    create_transfer,
+    receive_transfer,
+    ship_transfer,
+)
 from atpd.core.limits import Limits
 from atpd.core.load_command import BulkLoad
 from atpd.core.protections import rebuild_protection_consumption
@@ -78,6 +85,13 @@ from atpd.core.reads import AvailabilityView
 from atpd.core.reservations import ReservationStatus
 from atpd.core.results import CommandRejected, TickResult
 from atpd.core.state_fields import StateFields, find_reservation
+from atpd.core.transfer_commands import (
+    ApplyRestock,
+    CancelTransfer,
+    CreateTransfer,
+    ReceiveTransfer,
+    ShipTransfer,
+)
 
 __all__ = ["AtpState", "AvailabilityView"]
 
@@ -112,6 +126,11 @@ class AtpState(StateFields):
             NodeLoad: node_load,
             SupplyLoad: supply_load,
             AmendReservation: amend_reservation,
+            CreateTransfer: create_transfer,
+            ShipTransfer: ship_transfer,
+            ReceiveTransfer: receive_transfer,
+            CancelTransfer: cancel_transfer,
+            ApplyRestock: apply_restock,
         }
 
     # ------------------------------------------------------------------ commands

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from sortedcontainers import SortedList
 
+from atpd.core.demand import DemandBook
 from atpd.core.geo import Geography
 from atpd.core.ids import IdMap
 from atpd.core.limits import MAX_QUANTITY, Limits
@@ -27,6 +28,7 @@ from atpd.core.rules_compile import CompiledRules
 from atpd.core.stock import StockTable
 from atpd.core.store_book import StoreBook
 from atpd.core.supply import Supply, SupplyBook
+from atpd.core.transfers import TransferBook
 
 
 class StateFields:
@@ -92,6 +94,9 @@ class StateFields:
         self.pick_capacity = PickCapacity()
         # Store operations: receipt ids, discrepancies, units to inspect (core/store_book.py).
         self.store = StoreBook()
+        # Transfer orders (core/transfers.py) and demand velocity (core/demand.py).
+        self.transfers = TransferBook(limits.max_retained_transfers)
+        self.demand = DemandBook()
 
 
 def node_index(state: StateFields, node_id: str, field: str) -> int:

@@ -49,6 +49,13 @@ from atpd.core.load_command import BulkLoad, LoadMode
 from atpd.core.network import parse_date
 from atpd.core.supply import SupplyKind
 from atpd.core.text import shown
+from atpd.core.transfer_commands import (
+    ApplyRestock,
+    CancelTransfer,
+    CreateTransfer,
+    ReceiveTransfer,
+    ShipTransfer,
+)
 from atpd.persistence.plan_codec import decode_plan, encode_plan, plan_problem
 from atpd.persistence.store_codec import (
     STORE_ENTRIES,
@@ -60,6 +67,12 @@ from atpd.persistence.store_codec import (
     node_of,
     store_problem,
     supply_of,
+)
+from atpd.persistence.transfer_codec import (
+    ONEOF_FIELDS,
+    decode_transfer_command,
+    encode_transfer_command,
+    transfer_command_problem,
 )
 from atpd.v1 import inventory_pb2, journal_pb2, reservations_pb2
 
@@ -196,6 +209,10 @@ def encode_command(command: Command) -> bytes:
             amend.reservation_id = command.reservation_id
             amend.lines.extend(_lines_pb(command.lines))
             amend.ttl_ms = command.ttl_ms
+        case CreateTransfer() | ShipTransfer() | ReceiveTransfer() | CancelTransfer():
+            encode_transfer_command(entry, command)
+        case ApplyRestock():
+            encode_transfer_command(entry, command)
         case _:
             raise AssertionError(f"no encoding for {command!r}")
     return entry.SerializeToString()
@@ -368,6 +385,10 @@ def command_problem(command: Command) -> str | None:
                 if problem is not None:
                     return f"rows[{i}]: {problem}"
             return _id_problem(command.load_id, is_load_id, "load_id")
+        case CreateTransfer() | ShipTransfer() | ReceiveTransfer() | CancelTransfer():
+            return transfer_command_problem(command)
+        case ApplyRestock():
+            return transfer_command_problem(command)
     raise AssertionError(f"no check for {command!r}")
 
 
@@ -436,4 +457,6 @@ def _decode(payload: bytes) -> Command:
             return decode_store(entry, which)
         except StoreRecordError as error:
             raise UndecodableRecord(str(error)) from error
+    if which in ONEOF_FIELDS:
+        return decode_transfer_command(entry, which)
     raise UndecodableRecord(f"unknown command {which!r}")

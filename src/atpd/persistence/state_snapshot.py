@@ -48,6 +48,7 @@ from atpd.core.supply import Supply, SupplyKind
 from atpd.core.text import shown
 from atpd.persistence.codec import maker_problem
 from atpd.persistence.plan_codec import load_picks, load_plans, plans_blob
+from atpd.persistence.transfer_snapshot import export_transfers, import_transfers
 
 STATE_FORMAT = 1
 
@@ -256,6 +257,8 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
         blobs["pick_capacity"] = json.dumps(state.pick_capacity.rows()).encode()
     if state.store:
         blobs["store"] = state.store.to_json()
+    # Transfer orders and demand velocity (older snapshots have neither).
+    export_transfers(state, arrays, blobs)
     return arrays, blobs
 
 
@@ -384,6 +387,8 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
     with _entry("store"):
         if "store" in blobs:
             state.store = StoreBook.from_json(blobs["store"])
+    with _entry("transfers"):
+        import_transfers(state, arrays, blobs)
     with _entry("meta"):
         state.now_ms = int(meta["now_ms"])
         state.expired_total = int(meta["expired_total"])

@@ -21,6 +21,9 @@ class StateLookup(Protocol):
 
     def supply_node(self, supply_id: str) -> str | None: ...
 
+    def transfer_nodes(self, transfer_id: str) -> tuple[str, str] | None:
+        """The transfer's (source, destination) node ids, None when unknown."""
+
 
 class EngineLookup:
     """StateLookup over the engine's current state (the state object is replaced at
@@ -48,6 +51,12 @@ class EngineLookup:
         supply = book.by_id.get(supply_id) or book.closed.get(supply_id)
         return None if supply is None else str(supply.node_id)
 
+    def transfer_nodes(self, transfer_id: str) -> tuple[str, str] | None:
+        transfer = self.engine.state.transfers.find(transfer_id)
+        if transfer is None:
+            return None
+        return str(transfer.from_node_id), str(transfer.to_node_id)
+
 
 # What a request names, per method: node ids (and, for reservation ids, the reservation's
 # channel). Each answers () for requests that name none, which the servicer then refuses.
@@ -62,6 +71,22 @@ def nodes_by_reservation(request: Any, lookup: StateLookup) -> tuple[tuple[str, 
 def nodes_by_supply(request: Any, lookup: StateLookup) -> tuple[tuple[str, ...], str | None]:
     node_id = lookup.supply_node(request.supply_id)
     return ((node_id,) if node_id is not None else ()), None
+
+
+def nodes_by_transfer(request: Any, lookup: StateLookup) -> tuple[tuple[str, ...], str | None]:
+    """Shipping and cancelling act at the source; receiving (and reading) at either end."""
+    found = lookup.transfer_nodes(request.transfer_id)
+    return (() if found is None else found), None
+
+
+def transfer_source(request: Any, lookup: StateLookup) -> tuple[tuple[str, ...], str | None]:
+    found = lookup.transfer_nodes(request.transfer_id)
+    return (() if found is None else (found[0],)), None
+
+
+def transfer_destination(request: Any, lookup: StateLookup) -> tuple[tuple[str, ...], str | None]:
+    found = lookup.transfer_nodes(request.transfer_id)
+    return (() if found is None else (found[1],)), None
 
 
 NODES_OF: dict[str, NodesOf] = {
@@ -96,6 +121,11 @@ NODES_OF: dict[str, NodesOf] = {
     "StoreService/Exchange": lambda r, _: ((r.node_id,), r.channel),
     "StoreService/ReleaseInspection": lambda r, _: ((r.node_id,), None),
     "StoreService/LoadSupply": lambda r, _: (tuple(row.node_id for row in r.rows), None),
+    # A store may move stock out of and into itself: both ends must be in its scope.
+    "TransferService/CreateTransfer": lambda r, _: ((r.from_node_id, r.to_node_id), None),
+    "TransferService/ShipTransfer": transfer_source,
+    "TransferService/CancelTransfer": transfer_source,
+    "TransferService/ReceiveTransfer": transfer_destination,
 }
 
 
@@ -136,6 +166,13 @@ def audit_summary(method: str, request: Any, response: Any) -> dict[str, Any]:
     elif method == "SupplyService/AddSupply":
         summary = {"supply_id": request.supply_id, "sku": request.sku, "node_id": request.node_id}
         summary["quantity"] = request.quantity
+    elif method == "TransferService/CreateTransfer":
+        summary = {"transfer_id": request.transfer_id, "from_node_id": request.from_node_id}
+        summary.update(to_node_id=request.to_node_id, lines=len(request.lines))
+    elif method.startswith("TransferService/"):
+        summary = {"transfer_id": request.transfer_id}
+    elif method == "RestockService/ApplyRestock":
+        summary = {"plan_id": request.plan_id}
     elif method in ("SupplyService/ReceiveSupply", "SupplyService/CancelSupply"):
         summary = {"supply_id": request.supply_id}
         if method.endswith("ReceiveSupply") and request.HasField("quantity"):

@@ -12,6 +12,7 @@ from atpd.core.results import PositionView, ReserveResult
 from atpd.core.rules_compile import CompiledPolicy
 from atpd.core.state import AtpState, AvailabilityView
 from atpd.core.supply import Supply
+from atpd.core.transfers import TransferStatus, inbound_at
 from atpd.v1 import availability_pb2, inventory_pb2, reservations_pb2, supply_pb2
 
 
@@ -127,6 +128,21 @@ def supply_message(supply: Supply, now_ms: int) -> supply_pb2.Supply:
     )
 
 
+def explain_transfers(
+    state: AtpState, entry: availability_pb2.NodeAvailability, sku_row: int, node: int
+) -> None:
+    """Transfers due at a node, and units held there for transfers (O(open transfers))."""
+    for transfer, quantity in inbound_at(state.transfers, state.supply.by_id, sku_row, node):
+        entry.inbound_transfers.add(
+            transfer_id=transfer.transfer_id,
+            from_node_id=transfer.from_node_id,
+            quantity=quantity,
+            eta_ms=transfer.eta_ms,
+            shipped=transfer.status is TransferStatus.SHIPPED,
+        )
+    entry.held_for_transfers = state.transfers.held_at(sku_row, node)
+
+
 def availability_response(
     state: AtpState,
     view: AvailabilityView,
@@ -165,8 +181,12 @@ def availability_response(
             mask = view.node_mask
             block = cells[sku_row].tolist()
             present_row = present[sku_row].tolist()
+            # Explain also lists nodes that have nothing yet but incoming supply (a transfer).
+            incoming = (
+                {x.node_index for x in state.supply.by_sku.get(sku_row, ())} if explain else ()
+            )
             for node in range(node_count):
-                if not (mask[node] and (present_row[node] or row[node])):
+                if not (mask[node] and (present_row[node] or row[node] or node in incoming)):
                     continue
                 if policy is not None:
                     terms = state.explain_position(policy, sku_row, node)
@@ -182,11 +202,13 @@ def availability_response(
                         entry.supply = terms["supply"]
                         entry.protected_for_others = terms["protected_for_others"]
                 else:
-                    item.nodes.add(
+                    entry = item.nodes.add(
                         node_id=node_names[node],
                         atp=row[node],
                         on_hand=block[0][node],
                         reserved=block[1][node],
                         safety_stock=block[2][node],
                     )
+                if explain and state.transfers.open:
+                    explain_transfers(state, entry, sku_row, node)
     return response

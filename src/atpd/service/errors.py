@@ -18,7 +18,13 @@ from typing import Any, NoReturn
 import grpc
 
 from atpd.core.promise_context import NoNetwork
-from atpd.core.results import AlreadyExists, InvalidCommand, LimitExceeded, NotFound
+from atpd.core.results import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidCommand,
+    LimitExceeded,
+    NotFound,
+)
 from atpd.core.text import MAX_MESSAGE_BYTES, bounded
 from atpd.service.engine import (
     InternalFailure,
@@ -70,6 +76,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (ReplicationRefused, grpc.StatusCode.FAILED_PRECONDITION),
     # A leader whose etcd lease may have lapsed: writes go to the next leader.
     (LeaseLost, grpc.StatusCode.FAILED_PRECONDITION),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),

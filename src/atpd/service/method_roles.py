@@ -10,6 +10,7 @@ from typing import Any
 from atpd.service.principals import AuthConfigError
 from atpd.service.store_access import store_method_roles
 from atpd.service.tokens import ROLES
+from atpd.service.transfer_access import RESTOCK_METHODS, TRANSFER_AUDITED, allow_transfer_methods
 
 _READS = (
     "AvailabilityService/GetAvailability",
@@ -73,6 +74,7 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
     allow(_LOADER_WRITES, "loader", "admin")
     allow(("InventoryService/AdjustStock",), "pos")
     allow(_ADMIN_ONLY, "admin")
+    allow_transfer_methods(allow)
     table.update(store_method_roles())
     allow(("ReplicationService/Follow",), "replication", "admin")  # the whole journal
     allow(_BATCHES, "checkout", "pos", "loader", "admin")
@@ -82,8 +84,9 @@ def _default_method_roles() -> dict[str, frozenset[str]]:
 DEFAULT_METHOD_ROLES: Mapping[str, frozenset[str]] = _default_method_roles()
 # Admin and loader actions: every call is audited, whatever its outcome.
 AUDITED_METHODS = frozenset(_LOADER_WRITES + _ADMIN_ONLY[:4] + ("NetworkService/SetNetwork",))
+AUDITED_METHODS |= TRANSFER_AUDITED
 # Methods that act on the whole network: refused to a principal limited to some nodes.
-GLOBAL_WRITES = frozenset(_ADMIN_ONLY)
+GLOBAL_WRITES = frozenset(_ADMIN_ONLY + RESTOCK_METHODS)
 
 
 def method_roles_from_config(overrides: Mapping[str, Any]) -> dict[str, frozenset[str]]:

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from atpd.config import Config, ConfigError
-from atpd.core import bulk_kernels, kernels
+from atpd.core import bulk_kernels, kernels, restock_kernels
 from atpd.core.commands import SetRules
 from atpd.core.network import NetworkError
 from atpd.core.promise import warm_up as warm_promise_kernels
@@ -53,6 +53,7 @@ from atpd.service.principals import AuthConfigError, TokenTable, certificate_pri
 from atpd.service.promise_servicer import PromiseServicer
 from atpd.service.replication_role import ReplicationRole
 from atpd.service.replication_servicer import ReplicationServicer
+from atpd.service.restock_servicer import RestockServicer
 from atpd.service.servicers import (
     AdminServicer,
     AvailabilityServicer,
@@ -64,6 +65,7 @@ from atpd.service.servicers import (
 from atpd.service.store_servicer import StoreServicer
 from atpd.service.tls import CertificateReloader, TlsError, is_loopback
 from atpd.service.tokens import TokenFileError
+from atpd.service.transfers_servicer import TransferServicer
 from atpd.service.transport import (
     CallGuard,
     CheckedServer,
@@ -91,12 +93,16 @@ from atpd.v1 import (
     replication_pb2_grpc,
     reservations_pb2,
     reservations_pb2_grpc,
+    restock_pb2,
+    restock_pb2_grpc,
     rules_pb2,
     rules_pb2_grpc,
     store_pb2,
     store_pb2_grpc,
     supply_pb2,
     supply_pb2_grpc,
+    transfers_pb2,
+    transfers_pb2_grpc,
     watch_pb2,
     watch_pb2_grpc,
 )
@@ -117,6 +123,8 @@ SERVICE_NAMES = (
     store_pb2.DESCRIPTOR.services_by_name["StoreService"].full_name,
     replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name,
     batch_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
+    transfers_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name,
+    restock_pb2.DESCRIPTOR.services_by_name["RestockService"].full_name,
 )
 DRAIN_SECONDS = 5.0
 # Pings a client may send with no call in flight before the server answers GOAWAY (a client
@@ -168,6 +176,9 @@ class App:
     certificates: CertificateReloader | None = None
     # Mirrors the gRPC health status for the metrics listener's /healthz (read from its thread).
     serving: bool = False
+    # Restock plans and the optional schedule: (interval_s (0: off), geo, horizon, units/day).
+    restock: RestockServicer | None = None
+    restock_schedule: tuple[float, str, int, int] = (0.0, "", 7, 1)
 
     def reload_credentials(self) -> None:
         """SIGHUP: re-read the tokens file now and the certificates at the next handshake."""
@@ -314,6 +325,9 @@ def create_server(
     supply_pb2_grpc.add_SupplyServiceServicer_to_server(SupplyServicer(engine), server)
     network_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(engine), server)
     promise_pb2_grpc.add_PromiseServiceServicer_to_server(PromiseServicer(engine), server)
+    transfers_pb2_grpc.add_TransferServiceServicer_to_server(TransferServicer(engine), server)
+    restock = RestockServicer(engine, config.max_restock_plans)
+    restock_pb2_grpc.add_RestockServiceServicer_to_server(restock, server)
     hub = WatchHub(
         lambda: engine.state,
         config.watch_buffer_events,
@@ -375,6 +389,13 @@ def create_server(
         lambda: len(engine.state.nodes),
     )
     app = App(grpc_server, port, engine, health, hub, access=access, certificates=certificates)
+    app.restock = restock
+    app.restock_schedule = (
+        config.restock_schedule_interval_s,
+        config.restock_schedule_geo,
+        config.restock_schedule_horizon_days,
+        config.restock_schedule_max_units_per_day,
+    )
     admin.durability_of = lambda: app.durability
     feeds.durability_of = lambda: app.durability
     app.replication = admin.replication = role
@@ -399,6 +420,7 @@ async def start(
     await loop.run_in_executor(None, kernels.warm_up)
     await loop.run_in_executor(None, bulk_kernels.warm_up)
     await loop.run_in_executor(None, warm_promise_kernels)
+    await loop.run_in_executor(None, restock_kernels.warm_up)
     if prepare is not None:
         # Nothing else writes before `ready`, so preparing off the loop is safe; reads may see
         # a partly loaded state while health says NOT_SERVING.
@@ -411,6 +433,9 @@ async def start(
         await before_serving()
     app.engine.ready = True
     app.engine.start()
+    interval_s, geo, horizon_days, units_per_day = app.restock_schedule
+    if app.restock is not None and interval_s > 0:
+        app.restock.start_schedule(interval_s, geo, horizon_days, units_per_day)
     await app.set_serving(True)
     log.info("ready in %.2f s on port %d", time.perf_counter() - started, app.port)
 
@@ -420,6 +445,8 @@ async def stop(app: App, grace_s: float = DRAIN_SECONDS) -> None:
     if app.leadership is not None:
         await app.leadership.stop()  # a successor is elected without waiting for the lease
     app.engine.ready = False
+    if app.restock is not None:
+        await app.restock.stop_schedule()
     app.engine.stop()
     if app.replication is not None:
         await app.replication.close()
