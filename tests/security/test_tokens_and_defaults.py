@@ -15,7 +15,7 @@ import pytest
 
 from atpd.config import Config, ConfigError
 from atpd.metrics import Metrics
-from atpd.service.server import check_exposure, exposure_problems
+from atpd.service.server_access import check_exposure, exposure_problems
 from atpd.service.tls import is_loopback
 from atpd.service.tokens import (
     TokenFileError,

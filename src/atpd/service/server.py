@@ -34,9 +34,7 @@ from atpd.files import MAX_RULES_FILE_BYTES, FileRefused, read_regular_text
 from atpd.metrics import Metrics
 from atpd.persistence.journal import FsyncPolicy
 from atpd.persistence.recovery import recover
-from atpd.service.access_lookup import EngineLookup
-from atpd.service.audit import AuditLog
-from atpd.service.auth import AccessControl, AccessSettings
+from atpd.service.auth import AccessControl
 from atpd.service.batch_servicer import CommandServicer
 from atpd.service.cluster_join import join_cluster
 from atpd.service.cluster_member import ClusterMember
@@ -45,15 +43,14 @@ from atpd.service.engine import CommandLog, Engine
 from atpd.service.feeds import FeedServicer
 from atpd.service.gc_pauses import FreezeSurvivors
 from atpd.service.leadership import Leadership
-from atpd.service.method_roles import method_roles_from_config
 from atpd.service.network_servicer import NetworkServicer
 from atpd.service.network_start import apply_network_at_start
 from atpd.service.option_tokens import load_option_tokens
-from atpd.service.principals import AuthConfigError, TokenTable, certificate_principals
 from atpd.service.promise_servicer import PromiseServicer
 from atpd.service.replication_role import ReplicationRole
 from atpd.service.replication_servicer import ReplicationServicer
 from atpd.service.restock_servicer import RestockServicer
+from atpd.service.server_access import access_control, check_exposure
 from atpd.service.servicers import (
     AdminServicer,
     AvailabilityServicer,
@@ -63,8 +60,7 @@ from atpd.service.servicers import (
     SupplyServicer,
 )
 from atpd.service.store_servicer import StoreServicer
-from atpd.service.tls import CertificateReloader, TlsError, is_loopback
-from atpd.service.tokens import TokenFileError
+from atpd.service.tls import CertificateReloader, TlsError
 from atpd.service.transfers_servicer import TransferServicer
 from atpd.service.transport import (
     CallGuard,
@@ -196,75 +192,6 @@ class App:
         self.serving = serving
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
-
-
-def exposure_problems(config: Config) -> list[str]:
-    """Why this configuration is unsafe to run as given (empty: safe). Anything but a loopback
-    bind needs TLS and authentication; metrics beyond loopback need a token."""
-    problems: list[str] = []
-    if not is_loopback(config.host):
-        if not config.tls:
-            problems.append(
-                f"host {config.host!r} is not loopback and TLS is off (tls_cert_file, tls_key_file)"
-            )
-        if not config.authentication:
-            problems.append(
-                f"host {config.host!r} is not loopback and authentication is off "
-                "(auth_tokens_file or certificate_roles)"
-            )
-    if (
-        config.metrics_port >= 0
-        and not is_loopback(config.metrics_host)
-        and not config.metrics_token_sha256
-    ):
-        problems.append(
-            f"metrics_host {config.metrics_host!r} is not loopback and metrics_token_sha256 "
-            "is not set"
-        )
-    return problems
-
-
-def check_exposure(config: Config) -> None:
-    """Refuse (ConfigError) an exposed server without TLS and tokens unless `insecure`; with
-    `insecure`, say so in the log at every start."""
-    problems = exposure_problems(config)
-    if not problems:
-        return
-    if not config.insecure:
-        raise ConfigError(
-            "refusing to start: "
-            + "; ".join(problems)
-            + ". Configure TLS and tokens (README: Deploying to stores), bind 127.0.0.1, or "
-            "pass --insecure to accept the exposure"
-        )
-    log.warning("--insecure: serving with %s", "; ".join(problems))
-
-
-def access_control(config: Config, engine: Engine) -> AccessControl | None:
-    """The gate in front of every handler, when authentication or the audit log is on."""
-    if not config.authentication and config.audit_log_file is None:
-        return None
-    try:
-        tokens = TokenTable(config.auth_tokens_file, config.auth_reload_interval_s)
-        settings = AccessSettings(
-            authenticate=config.authentication,
-            tokens=tokens,
-            certificates=certificate_principals(config.certificate_roles),
-            method_roles=method_roles_from_config(config.method_roles),
-            reflection_requires_auth=config.reflection_requires_auth,
-            max_inflight_per_principal=config.max_inflight_per_principal,
-            max_watch_subscribers_per_principal=config.max_watch_subscribers_per_principal,
-        )
-    except (TokenFileError, AuthConfigError) as error:
-        raise ConfigError(str(error)) from None
-    if config.audit_log_file is not None:
-        try:
-            settings.audit = AuditLog(
-                config.audit_log_file, config.audit_log_max_bytes, config.audit_log_backup_count
-            )
-        except OSError as error:
-            raise ConfigError(f"{config.audit_log_file}: audit_log_file: {error}") from None
-    return AccessControl(settings, EngineLookup(engine))
 
 
 def create_server(
