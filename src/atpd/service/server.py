@@ -302,9 +302,13 @@ def create_server(
             )
         except TlsError as error:
             raise ConfigError(str(error)) from None
-        port = grpc_server.add_secure_port(address, certificates.credentials())
-    else:
-        port = grpc_server.add_insecure_port(address)
+    try:  # older grpcio answers port 0, newer raises RuntimeError("Failed to bind ...")
+        if certificates is not None:
+            port = grpc_server.add_secure_port(address, certificates.credentials())
+        else:
+            port = grpc_server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise OSError(f"cannot bind {config.host}:{config.port}: {error}") from None
     if port == 0:
         raise OSError(f"cannot bind {config.host}:{config.port}")
     # Read through the engine: the state object is replaced at recovery.
