@@ -39,6 +39,7 @@ API_SERVICES = (
     "atpd.v1.FeedService",
     "atpd.v1.NetworkService",
     "atpd.v1.PromiseService",
+    "atpd.v1.ReplicationService",
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
