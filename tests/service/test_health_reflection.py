@@ -20,6 +20,7 @@ from atpd.v1 import (
     inventory_pb2,
     network_pb2,
     promise_pb2,
+    replication_pb2,
     reservations_pb2,
     rules_pb2,
     supply_pb2,
@@ -122,6 +123,7 @@ def test_reflection_serves_method_descriptors(server: ServerThread) -> None:
             feeds_pb2,
             network_pb2,
             promise_pb2,
+            replication_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
     }
