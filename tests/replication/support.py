@@ -68,6 +68,12 @@ class Cluster:
             follower.spawn(self.follow_args())
         for follower in self.followers:
             assert follower.wait_serving(), follower.log_text()
+        # SERVING comes before the stream is open: wait until the primary sees them all.
+        wait_until(
+            lambda: len(status(self.primary.stubs()).followers) == len(self.followers),
+            CATCH_UP_TIMEOUT_S,
+            "every follower connected",
+        )
 
 
 @contextmanager

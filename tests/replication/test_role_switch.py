@@ -4,6 +4,8 @@ after a switch both hold the same state. Also the Follow request checks."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +185,38 @@ def test_follow_requests_are_checked() -> None:
         assert "no journal" in str(info.value.details())
     finally:
         server.close()
+
+
+@pytest.mark.grpc
+def test_followers_gone_before_their_answer_leave_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Follow calls whose deadline passes before the server answers (the request stream just
+    ends) are ended quietly: no server error, no traceback."""
+    server = ServerThread(Config(port=0, metrics_port=-1))
+    server.start()
+    try:
+        call = server.channel().stream_stream(
+            "/atpd.v1.ReplicationService/Follow",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        codes: set[grpc.StatusCode] = set()
+
+        def hurry() -> None:
+            for attempt in range(50):
+                try:
+                    list(call(iter(()), timeout=0.001 * (attempt % 5)))
+                except grpc.RpcError as error:
+                    codes.add(error.code())
+
+        threads = [threading.Thread(target=hurry) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert codes <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INVALID_ARGUMENT}
+    finally:
+        server.close()
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert not errors, [record.getMessage() for record in errors]

@@ -53,12 +53,20 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
             code = status_of(error)
             if is_bug(error):
                 raise
-            if context.done():
+            if context.done() or context.cancelled():
                 # The follower went away (cancelled, past its deadline): its request stream
                 # simply ended, and there is nobody left to send a status to.
                 code = grpc.StatusCode.CANCELLED
                 return
-            await abort(context, code, str(error))
+            try:
+                await abort(context, code, str(error))
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                # The call ended between the check and the status (a deadline just passed):
+                # end the handler as a cancelled call, which gRPC expects quietly.
+                code = grpc.StatusCode.CANCELLED
+                raise asyncio.CancelledError from None
         finally:
             if reader is not None:
                 reader.cancel()
