@@ -220,3 +220,48 @@ def test_followers_gone_before_their_answer_leave_no_error(
         server.close()
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert not errors, [record.getMessage() for record in errors]
+
+
+@pytest.mark.durable
+def test_an_undecodable_ack_ends_follow_with_invalid_argument_and_no_server_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A follower that sends bytes that are not a FollowerMessage after a valid start, while
+    the primary streams to it, gets INVALID_ARGUMENT naming the type; the server logs no
+    error (the status is sent by the handler, never from the task reading acks during a
+    write: gRPC refuses that with TOO_MANY_OPERATIONS, then "Abort already called")."""
+    clock = FakeClock()
+    primary = started(tmp_path / "a", clock)
+    try:
+        stubs = primary.stubs()
+        stubs.inventory.UpsertNode(
+            inventory_pb2.UpsertNodeRequest(
+                node=inventory_pb2.Node(
+                    node_id="PAR", kind=common_pb2.NODE_KIND_STORE, geo_path="EU/FR/Paris"
+                )
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
+        for sequence in range(1, 30):
+            set_stock(stubs, sequence, sequence)
+        start = replication_pb2.FollowerMessage(
+            start=replication_pb2.FollowRequest(from_sequence=0, follower_id="garbled")
+        ).SerializeToString()
+        call = primary.channel().stream_stream(
+            "/atpd.v1.ReplicationService/Follow",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        for _ in range(5):
+            with pytest.raises(grpc.RpcError) as info:
+                list(call(iter([start, b"\x0a\x02\xff"]), timeout=RPC_TIMEOUT_S))
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, info.value
+            assert "atpd.v1.FollowerMessage" in str(info.value.details())
+        set_stock(stubs, 99, 99)  # still serving writes
+    finally:
+        replication = primary.app.replication
+        assert replication is not None
+        primary.run(replication.close())
+        primary.crash()
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert not errors, [record.getMessage() for record in errors]

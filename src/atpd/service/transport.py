@@ -31,6 +31,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
+from atpd.service.validation import InvalidArgument
+
 log = logging.getLogger(__name__)
 
 # Longest decoder reason echoed back to a client (the decoder's messages are short; this only
@@ -91,6 +93,19 @@ class Undecodable:
 
     def __init__(self, message: str) -> None:
         self.message = message
+
+
+class UndecodableRequest(InvalidArgument):
+    """Raised from a request stream at an undecodable message. The handler ends the call as
+    for any InvalidArgument (or, if it lets it through, the wrappers below do). Aborting from
+    inside the iterator could run in a task that reads acks while the handler writes, and a
+    status sent during a write is a gRPC usage error (TOO_MANY_OPERATIONS, then "Abort already
+    called")."""
+
+    def __init__(self, undecodable: Undecodable) -> None:
+        ValueError.__init__(self, undecodable.message)  # the message names the type already
+        self.field = "request"
+        self.undecodable = undecodable
 
 
 def _message_type_name(deserializer: Callable[[bytes], Any] | None, method: str) -> str:
@@ -192,12 +207,10 @@ class CallGuard:
     def _checked_requests(
         self, method: str, requests: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[Any]:
-        reject = self._reject
-
         async def checked() -> AsyncIterator[Any]:
             async for request in requests:
                 if request.__class__ is Undecodable:
-                    await reject(method, context, request)
+                    raise UndecodableRequest(request)
                 yield request
 
         return checked()
@@ -227,6 +240,8 @@ class CallGuard:
                 return await behaviour(self._checked_requests(method, requests, context), context)
             except grpc.aio.AbortError:
                 raise
+            except UndecodableRequest as error:
+                await self._reject(method, context, error.undecodable)
             except Exception as error:
                 await self._internal(method, context, error)
 
@@ -245,6 +260,8 @@ class CallGuard:
                         yield response
                 except grpc.aio.AbortError:
                     raise
+                except UndecodableRequest as error:
+                    await self._reject(method, context, error.undecodable)
                 except Exception as error:
                     await self._internal(method, context, error)
 
@@ -257,6 +274,8 @@ class CallGuard:
                 await behaviour(await first(request, context), context)
             except grpc.aio.AbortError:
                 raise
+            except UndecodableRequest as error:
+                await self._reject(method, context, error.undecodable)
             except Exception as error:
                 await self._internal(method, context, error)
 
