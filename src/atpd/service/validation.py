@@ -61,6 +61,20 @@ class InvalidArgument(ValueError):
         self.field = field
 
 
+# Ids and names already found valid (bounded; emptied when full): most calls name SKUs, nodes,
+# channels and segments seen before, and a set lookup costs a fraction of a regex match.
+VALID_NAMES_CACHE_MAX = 65_536
+remembered_sku_ids: set[str] = set()
+remembered_node_ids: set[str] = set()
+remembered_names: set[str] = set()
+
+
+def remember(valid: set[str], value: str) -> None:
+    if len(valid) >= VALID_NAMES_CACHE_MAX:
+        valid.clear()
+    valid.add(value)
+
+
 def sku_id(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument(field, "is empty")
@@ -93,12 +107,12 @@ def reservation_id(value: str, field: str = "reservation_id") -> str:
 
 def name(value: str, field: str) -> str:
     """A channel or segment name ('' means the default)."""
-    if value and value not in _valid_names:
+    if value and value not in remembered_names:
         if not NAME_PATTERN.fullmatch(value):
             raise InvalidArgument(
                 field, f"{shown(value)} is not 1-32 lowercase letters, digits, _ -"
             )
-        _remember(_valid_names, value)
+        remember(remembered_names, value)
     return value
 
 
@@ -120,20 +134,6 @@ def geo_prefix(value: str, field: str = "geo_prefix") -> str:
     return value
 
 
-# Ids and names already found valid (bounded; emptied when full): most calls name SKUs, nodes,
-# channels and segments seen before, and a set lookup costs a fraction of a regex match.
-VALID_NAMES_CACHE_MAX = 65_536
-_valid_sku_ids: set[str] = set()
-_valid_node_ids: set[str] = set()
-_valid_names: set[str] = set()
-
-
-def _remember(valid: set[str], value: str) -> None:
-    if len(valid) >= VALID_NAMES_CACHE_MAX:
-        valid.clear()
-    valid.add(value)
-
-
 def lines(
     values: Sequence[reservations_pb2.ReservationLine], limits: Limits, *, allow_empty: bool
 ) -> tuple[Line, ...]:
@@ -149,10 +149,10 @@ def lines(
     for i, value in enumerate(values):
         # Field names are formatted only for an error: this runs for every line of every call.
         sku, node, amount = value.sku, value.node_id, value.quantity
-        if sku not in _valid_sku_ids:
-            _remember(_valid_sku_ids, sku_id(sku, f"lines[{i}].sku"))
-        if node not in _valid_node_ids:
-            _remember(_valid_node_ids, node_id(node, f"lines[{i}].node_id"))
+        if sku not in remembered_sku_ids:
+            remember(remembered_sku_ids, sku_id(sku, f"lines[{i}].sku"))
+        if node not in remembered_node_ids:
+            remember(remembered_node_ids, node_id(node, f"lines[{i}].node_id"))
         if not 1 <= amount <= MAX_QUANTITY:
             quantity(amount, f"lines[{i}].quantity")
         result.append(Line(sku, node, amount))
