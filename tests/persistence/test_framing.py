@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import crc32c
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from atpd.persistence.framing import (
     Record,
     ScanState,
     encode_record,
+    encode_record_into,
     scan_records,
 )
 
@@ -47,6 +49,27 @@ def test_header_layout_is_fixed() -> None:
     magic, length, sequence, timestamp_ms, _ = struct.unpack_from("<4sIQqI", encoded)
     assert (magic, length, sequence, timestamp_ms) == (MAGIC, 3, 7, -5)
     assert len(encoded) == HEADER_BYTES + 3 == 31
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    prefix=st.binary(max_size=40),
+    sequence=st.integers(min_value=1, max_value=2**64 - 1),
+    timestamp_ms=timestamps_ms,
+    payload=payloads,
+)
+def test_property_checksum_covers_header_then_payload(
+    prefix: bytes, sequence: int, timestamp_ms: int, payload: bytes
+) -> None:
+    """The CRC32C is over the 24 header bytes before it, then the payload; appending into a
+    batch leaves the bytes already in it alone."""
+    buffer = bytearray(prefix)
+    size = encode_record_into(buffer, sequence, timestamp_ms, payload)
+    assert bytes(buffer[: len(prefix)]) == prefix and len(buffer) == len(prefix) + size
+    record = bytes(buffer[len(prefix) :])
+    header = struct.pack("<4sIQq", MAGIC, len(payload), sequence, timestamp_ms)
+    checksum = crc32c.crc32c(header + payload)
+    assert record == header + struct.pack("<I", checksum) + payload
 
 
 def test_empty_buffer_is_clean() -> None:

@@ -32,6 +32,9 @@ HEADER = struct.Struct("<4sIQqI")
 HEADER_BYTES = HEADER.size
 # The checksum is the last header field: everything before it is covered.
 CHECKSUMMED_HEADER_BYTES = HEADER_BYTES - 4
+# HEADER in two parts: the checksummed fields, then the checksum.
+CHECKSUMMED_HEADER = struct.Struct("<4sIQq")
+CHECKSUM = struct.Struct("<I")
 # Bounds a length field read from disk, so a flipped bit cannot make us allocate gigabytes.
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 SEQUENCE_MAX = 2**64 - 1
@@ -39,6 +42,7 @@ TIMESTAMP_MS_MIN = -(2**63)
 TIMESTAMP_MS_MAX = 2**63 - 1
 
 assert HEADER_BYTES == 28
+assert CHECKSUMMED_HEADER.size + CHECKSUM.size == HEADER_BYTES
 assert len(MAGIC) == 4
 
 
@@ -101,15 +105,12 @@ def encode_record_into(
     assert 1 <= sequence <= SEQUENCE_MAX, sequence
     assert TIMESTAMP_MS_MIN <= timestamp_ms <= TIMESTAMP_MS_MAX, timestamp_ms
 
-    start = len(buffer)
-    buffer += HEADER.pack(MAGIC, payload_bytes, sequence, timestamp_ms, 0)
+    # The checksum covers the header up to its own slot, then the payload: computed before the
+    # record is written, so nothing is patched in place (this runs once per journaled command).
+    header = CHECKSUMMED_HEADER.pack(MAGIC, payload_bytes, sequence, timestamp_ms)
+    buffer += header
+    buffer += CHECKSUM.pack(crc32c.crc32c(payload, crc32c.crc32c(header)))
     buffer += payload
-    view = memoryview(buffer)
-    checksum = crc32c.crc32c(view[start : start + CHECKSUMMED_HEADER_BYTES])
-    checksum = crc32c.crc32c(view[start + HEADER_BYTES :], checksum)
-    view.release()
-    struct.pack_into("<I", buffer, start + CHECKSUMMED_HEADER_BYTES, checksum)
-    assert len(buffer) - start == HEADER_BYTES + payload_bytes
     return HEADER_BYTES + payload_bytes
 
 

@@ -321,7 +321,8 @@ class Journal:
         if self._failure is not None:
             raise JournalUnavailable(self._failure)
         assert sequence <= self._last_sequence, (sequence, self._last_sequence)
-        loop = self._bind_loop()
+        # Bound by the append this waits for (asyncio.get_running_loop costs a system call).
+        loop = self._loop if self._loop is not None else self._bind_loop()
         future: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._waiters, (sequence, next(self._waiter_ids), future))
         await future

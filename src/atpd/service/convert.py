@@ -47,25 +47,31 @@ def position_message(view: PositionView) -> inventory_pb2.Position:
 
 
 def reservation_message(reservation: Reservation) -> reservations_pb2.Reservation:
-    line_type = reservations_pb2.ReservationLine
-    message = reservations_pb2.Reservation(
-        reservation_id=reservation.reservation_id,
-        status=pb_enum(reservation.status),
-        kind=pb_enum(reservation.kind),
-        lines=[
-            line_type(sku=x.sku, node_id=x.node_id, quantity=x.quantity) for x in reservation.lines
-        ],
-        fulfilled=[
-            line_type(sku=x.sku, node_id=x.node_id, quantity=q)
-            for x, q in zip(reservation.lines, reservation.fulfilled, strict=True)
-            if q
-        ],
-        created_at_ms=reservation.created_at_ms,
-        expires_at_ms=reservation.expires_at_ms,
-        updated_at_ms=reservation.updated_at_ms,
-        channel=reservation.channel,
-        segment=reservation.segment,
-    )
+    message = reservations_pb2.Reservation()
+    fill_reservation(message, reservation)
+    return message
+
+
+def fill_reservation(message: reservations_pb2.Reservation, reservation: Reservation) -> None:
+    """Write `reservation` into an empty message in place: on every Reserve and Release, so
+    no sub-message is built apart and copied, and nothing is done for empty parts."""
+    message.reservation_id = reservation.reservation_id
+    message.status = int(reservation.status)  # type: ignore[assignment]
+    message.kind = int(reservation.kind)  # type: ignore[assignment]
+    add_line = message.lines.add
+    for line in reservation.lines:
+        add_line(sku=line.sku, node_id=line.node_id, quantity=line.quantity)
+    fulfilled = reservation.fulfilled
+    if any(fulfilled):
+        add_fulfilled = message.fulfilled.add
+        for line, quantity in zip(reservation.lines, fulfilled, strict=True):
+            if quantity:
+                add_fulfilled(sku=line.sku, node_id=line.node_id, quantity=quantity)
+    message.created_at_ms = reservation.created_at_ms
+    message.expires_at_ms = reservation.expires_at_ms
+    message.updated_at_ms = reservation.updated_at_ms
+    message.channel = reservation.channel
+    message.segment = reservation.segment
     if reservation.plan is not None:
         add_plan(message, reservation.plan)
     maker = reservation.maker
@@ -76,17 +82,16 @@ def reservation_message(reservation: Reservation) -> reservations_pb2.Reservatio
         principal.node_ids.extend(maker.node_ids)
         principal.geo_prefixes.extend(maker.geo_prefixes)
         principal.channels.extend(maker.channels)
-    return message
 
 
 def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:
-    response = reservations_pb2.ReserveResponse(
-        outcome=pb_enum(result.outcome),
-        replayed=result.replayed,
-        disabled_node_id=result.disabled_node_id,
-    )
+    response = reservations_pb2.ReserveResponse(outcome=pb_enum(result.outcome))
+    if result.replayed:
+        response.replayed = True
+    if result.disabled_node_id:
+        response.disabled_node_id = result.disabled_node_id
     if result.reservation is not None:
-        response.reservation.CopyFrom(reservation_message(result.reservation))
+        fill_reservation(response.reservation, result.reservation)
     for shortage in result.shortages:
         response.shortages.add(
             sku=shortage.sku,
@@ -99,6 +104,15 @@ def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:
         response.changes.add(
             shipment=change.shipment, resource=pb_enum(change.resource), detail=change.detail
         )
+    return response
+
+
+def reservation_response(
+    outcome: Any, reservation: Reservation
+) -> reservations_pb2.ReservationResponse:
+    """The answer of Confirm, Release and Fulfil (and GetReservation)."""
+    response = reservations_pb2.ReservationResponse(outcome=pb_enum(outcome))
+    fill_reservation(response.reservation, reservation)
     return response
 
 

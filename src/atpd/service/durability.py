@@ -53,6 +53,10 @@ REOPEN_INTERVAL_S = 1.0
 class ReplicationHooks(Protocol):
     """What the journal adapter asks of replication (service/replication_source.py)."""
 
+    # Sync replication: only then may `replicated` wait (asynchronous replication never makes a
+    # write wait, so the unary path skips that await altogether).
+    sync: bool
+
     def check_writable(self) -> None:
         """Raise WritesUnavailable when writes must be refused before they are applied."""
 
@@ -114,8 +118,9 @@ class JournalLog:
             await self.journal.wait_durable(sequence)
         except JournalUnavailable as error:
             raise WritesUnavailable(f"journal unavailable: {error}") from error
-        if self.replication is not None:
-            await self.replication.replicated(sequence)
+        replication = self.replication
+        if replication is not None and replication.sync:
+            await replication.replicated(sequence)
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,7 +208,8 @@ class Engine:
         everything it may depend on is durable. Raises CommandRejected for caller mistakes and
         WritesUnavailable when the journal cannot take it (then nothing of it remains)."""
         self.check_leader()
-        await self._room_for(command)
+        if self._needs_room(command):
+            await self._room_for(command)
         if self.write_failure is not None:
             if isinstance(command, Tick) and self.clean.is_set():
                 return cast(ResultT, self._expire_unjournaled())  # the command is a Tick
@@ -273,7 +274,8 @@ class Engine:
         events and metrics as `execute` (kept beside it rather than shared so that the unary
         path keeps its single frame)."""
         self.check_leader()
-        await self._room_for(command)
+        if self._needs_room(command):
+            await self._room_for(command)
         if self.write_failure is not None:
             raise WritesUnavailable(self.write_failure)
         self.journal.check_writable()
@@ -446,6 +448,14 @@ class Engine:
             self.on_resync("the state was rebuilt from the journal after a write failure")
 
     # ------------------------------------------------------------------ stock table growth
+
+    def _needs_room(self, command: CommandOf[Any]) -> bool:
+        """Whether `_room_for` has anything to do: checked without a coroutine, as nearly
+        every command finds the table large enough."""
+        state = self.state
+        return (
+            self._resize_task is None and state.resize_target() is not None
+        ) or state.capacity_needed(command) is not None
 
     async def _room_for(self, command: CommandOf[Any]) -> None:
         """Grow the stock table off the writer, ahead of need: start a background resize when

@@ -237,10 +237,7 @@ class ReservationServicer(AmendMixin, _Base, reservations_pb2_grpc.ReservationSe
                         self._geo_path_of,
                     )
             result: ReservationResult = await self.engine.execute(lifecycle)
-            return reservations_pb2.ReservationResponse(
-                outcome=convert.pb_enum(result.outcome),
-                reservation=convert.reservation_message(result.reservation),
-            )
+            return convert.reservation_response(result.outcome, result.reservation)
 
         return await self._guard(method, context, handle, write=True)
 

@@ -443,6 +443,14 @@ class WatchHub:
     def publish(self, changes: list[tuple[int, int, list[int], list[int]]], now_ms: int) -> None:
         state = self.state
         callers = state.watched
+        if not self.subscribers:
+            # Recorded for resumption only (a Watch that reconnects with a sequence).
+            append, sequence = self.buffer.append, self.sequence
+            for row, node, before, after in changes:
+                sequence += 1
+                append(ChangeRecord(sequence, row, node, callers, before, after, now_ms))
+            self.sequence = sequence
+            return
         sku_names, node_names = state.skus.names, state.node_ids.names
         caller_index = {caller: i for i, caller in enumerate(callers)}
         epoch = self.epoch
@@ -451,8 +459,6 @@ class WatchHub:
             self.sequence += 1
             record = ChangeRecord(self.sequence, row, node, callers, before, after, now_ms)
             self.buffer.append(record)
-            if not self.subscribers:
-                continue
             # One event object per (caller, kind), shared by every subscriber it goes to.
             built: dict[tuple[int, int], watch_pb2.WatchEvent] = {}
             for group in (self.by_sku.get(sku_names[row], ()), self.unfiltered):
