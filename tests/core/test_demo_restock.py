@@ -43,7 +43,7 @@ def test_history_leaves_exactly_the_demo_stock_picture(demo: tuple[AtpState, Res
 
 def test_eu_plan_ships_to_stores_below_min_cover(demo: tuple[AtpState, RestockPlan]) -> None:
     """The EU plan is non-empty: warehouse-to-store lanes of at least 10 units, receivers met."""
-    state, plan = demo
+    _, plan = demo
     assert plan.total_units > 0 and len(plan.lane_from) >= 5
     assert plan.receivers > plan.receivers_unmet
     assert (plan.lane_units >= 10).all()
