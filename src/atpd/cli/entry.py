@@ -12,6 +12,7 @@ atpd network apply FILE | show ;  atpd carrier capacity SERVICE NODE DATE SLOTS 
 atpd promise SKU=2,SKU2=1 --to FR:75008 | --pickup STORE | --from-store STORE [--segment vip]
 atpd node add|update|disable|enable|list ;  atpd load nodes.csv|supply.csv --kind nodes|supply
 atpd discrepancies [--node N] ;  atpd inspection [--node N]   (cli/store.py)
+atpd sale RECEIPT NODE SKU=QTY [--force] ;  atpd return ID NODE SKU=QTY [--inspect]  (cli/till.py)
 atpd transfer create|ship|receive|cancel|get|list ;  atpd restock plan --geo EU | apply PLAN_ID
 """
 
@@ -34,6 +35,7 @@ from atpd.cli.restock import add_restock_commands
 from atpd.cli.rules_supply import cmd_rules, cmd_supply
 from atpd.cli.serve import cmd_serve, cmd_verify_journal, cmd_verify_snapshot
 from atpd.cli.store import add_store_commands
+from atpd.cli.till import add_till_commands
 from atpd.cli.tokens import add_token_commands
 from atpd.cli.transfers import add_transfer_commands
 from atpd.cli.writes import cmd_lifecycle, cmd_reserve, cmd_snapshot
@@ -281,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_feed_commands(client)
     add_store_commands(sub, client, parse_duration_ms)
+    add_till_commands(client)
     add_token_commands(sub, parse_duration_ms)
     add_network_commands(sub)
     add_promise_command(sub)

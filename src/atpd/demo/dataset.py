@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from atpd.core.commands import Line, NodeKind, SetStock, UpsertNode
+from atpd.core.commands_store import RecordOfflineSales, RecordSale, SaleLine
 from atpd.core.results import Outcome
 from atpd.core.state import AtpState
+from atpd.demo.sales_history import SALES_PER_COMMAND, DemoSales, demo_sales
 
 DEFAULT_SEED = 7
 CATALOGUE_SEED = 20_240_901
@@ -436,26 +438,91 @@ class DemoSummary:
     skus: int
     positions: int
     units_on_hand: int
+    sales: int  # till receipts of the sales history (sales_history.py)
+    units_sold: int
+
+
+# Units a boutique sells a day in the sales history; warehouses sell nothing at a till.
+FLAGSHIP_DAILY_UNITS = 30.0
+_DAILY_UNITS = {NodeKind.STORE: 12.0, NodeKind.OUTLET: 8.0}
+
+
+def demo_history(seed: int = DEFAULT_SEED) -> DemoSales:
+    """The demo's four weeks of till sales over the positions of `seed` (see sales_history)."""
+    positions = demo_positions(seed)
+    daily_units = np.array(
+        [
+            FLAGSHIP_DAILY_UNITS if "flagship" in node.tags else _DAILY_UNITS.get(node.kind, 0.0)
+            for node in _nodes()
+        ]
+    )
+    return demo_sales(positions.node, _catalogue().popularity[positions.sku], daily_units)
+
+
+def _record_history(state: AtpState, sales: DemoSales, seed: int, now_ms: int) -> None:
+    """The history as RecordOfflineSales commands, oldest first, with their till times."""
+    positions = demo_positions(seed)
+    skus = _catalogue().skus
+    node_ids = [node.node_id for node in _nodes()]
+    sale_skus = positions.sku[sales.position].tolist()
+    sale_nodes = positions.node[sales.position].tolist()
+    batch: list[RecordSale] = []
+    for number, (sku, node, quantity, before_now_ms) in enumerate(
+        zip(
+            sale_skus,
+            sale_nodes,
+            sales.quantity.tolist(),
+            sales.before_now_ms.tolist(),
+            strict=True,
+        )
+    ):
+        node_id = node_ids[node]
+        batch.append(
+            RecordSale(
+                receipt_id=f"demo-{node_id}-{number:06d}",
+                node_id=node_id,
+                lines=(SaleLine(skus[sku], quantity),),
+                force=True,
+                sold_at_ms=max(now_ms - before_now_ms, 1),
+                channel="store",
+                terminal_id=f"{node_id}-T1",
+            )
+        )
+        if len(batch) == SALES_PER_COMMAND:
+            state.apply(RecordOfflineSales(tuple(batch)), now_ms)
+            batch = []
+    if batch:
+        state.apply(RecordOfflineSales(tuple(batch)), now_ms)
 
 
 def load_demo(state: AtpState, now_ms: int, seed: int = DEFAULT_SEED) -> DemoSummary:
     """Apply every demo command to `state` at `now_ms`; returns what was loaded.
 
+    The counts, raised by what each position then sells, and the boutiques' last four weeks of
+    till sales (`demo_history`, with their original times): the stock left is the demo stock
+    picture (`demo_positions`), and demand velocity is real, so a restock plan has work.
+
     Meant for an empty state. On a state that already has these positions at source sequence
-    1 or later, the counts are refused as stale (and not counted).
+    1 or later, the counts are refused as stale (and not counted), and no sale is recorded.
     """
     nodes = _nodes()
     for node in nodes:
         result = state.apply(node, now_ms)
         assert result.outcome is Outcome.OK, (node.node_id, result)
+    history = demo_history(seed)
+    sold = history.units_per_position(len(demo_positions(seed))).tolist()
     positions = 0
     units = 0
     apply = state.apply
     ok = Outcome.OK
-    for command in demo_stock(seed):
-        if apply(command, now_ms).outcome is ok:
+    for command, extra in zip(demo_stock(seed), sold, strict=True):
+        counted = replace(command, on_hand=command.on_hand + extra) if extra else command
+        if apply(counted, now_ms).outcome is ok:
             positions += 1
             units += command.on_hand
+    complete = positions == len(sold)
+    if complete:
+        _record_history(state, history, seed, now_ms)
     warehouses = sum(1 for node in nodes if node.kind is NodeKind.WAREHOUSE)
     return DemoSummary(
         nodes=len(nodes),
@@ -464,6 +531,8 @@ def load_demo(state: AtpState, now_ms: int, seed: int = DEFAULT_SEED) -> DemoSum
         skus=len(_catalogue().skus),
         positions=positions,
         units_on_hand=units,
+        sales=len(history) if complete else 0,
+        units_sold=int(history.quantity.sum()) if complete else 0,
     )
 
 
