@@ -48,11 +48,11 @@ from atpd.core.commands import (
     UpsertNode,
 )
 from atpd.core.geo import Geography
+from atpd.core.id_index import IdIndex
 from atpd.core.ids import IdMap
 from atpd.core.load_command import BulkLoad, LoadMode
 from atpd.core.load_registry import LoadRegistry
 from atpd.core.nodes import Node
-from atpd.core.id_index import IdIndex
 from atpd.core.reservation_table import LINE_COLUMNS, ROW_COLUMNS, ReservationTable
 from atpd.core.row_heap import RowHeap
 from atpd.core.state import AtpState
