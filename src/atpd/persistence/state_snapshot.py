@@ -7,8 +7,9 @@ column ("line_sku", "line_held", ...), with the ids joined by newlines (no id al
 newline). Loading copies the arrays into the table and rebuilds its id index and time heaps
 with array operations: 1M reservations load with no per-reservation Python work but hashing
 their ids. The (channel, segment) of each reservation is an index into "reservation_callers",
-its principal an index ("reservation_maker", -1: none) into "principals" (JSON lists): a few
-hundred terminals make a million reservations.
+its principal an index ("reservation_principal", -1: none) into "principals" (JSON lists): a
+few hundred terminals make a million reservations. A snapshot without the principal entries
+(written with authentication off) loads with no principal on any reservation.
 
 STATE_FORMAT 2 is this layout; snapshots of format 1 (one int64 table per reservation, written
 before the table was columnar) are refused with the format named: recover them with the build
@@ -193,7 +194,7 @@ def _reservation_arrays(state: AtpState) -> tuple[Arrays, Blobs, int]:
     caller_map = np.zeros(max(len(table.callers), 1), np.int32)
     caller_map[used_callers] = np.arange(len(used_callers), dtype=np.int32)
     columns["caller"] = caller_map[columns["caller"]]
-    arrays: Arrays = {f"reservation_{name}": values for name, values in columns.items()}
+    arrays: Arrays = {_array_name(name): values for name, values in columns.items()}
     arrays["reservation_purge_at_ms"] = purge_at
     arrays.update(lines)
     makers = [table.makers[i] for i in used_makers.tolist()]
@@ -326,8 +327,7 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
         stock.present[:sku_count, :node_count] = arrays["present"]
         stock.position_count = int(np.count_nonzero(arrays["present"]))
 
-    with _entry("reservations"):
-        _load_reservations(state, arrays, blobs, int(meta["reservations"]))
+    _load_reservations(state, arrays, blobs, int(meta["reservations"]))
     with _entry("rules"):
         if blobs.get("rules"):
             state.rules = parse_rules(blobs["rules"].decode(), "<snapshot>")
@@ -391,56 +391,110 @@ def _load_capacity(state: AtpState, blob: bytes) -> None:
 
 
 def _load_reservations(state: AtpState, arrays: Arrays, blobs: Blobs, count: int) -> None:
-    """Check every column against the others and fill the table in (core/reservation_columns)."""
+    """Check every column against the others and fill the table in (core/reservation_columns);
+    a problem raises SnapshotContentError naming the entry."""
     blob = blobs["reservation_ids"]
-    if count and JOINED_IDS.fullmatch(blob) is None:
-        ids = blob.decode(errors="replace").split("\n")
-        _check_names(ids, RESERVATION_ID_PATTERN, "reservation id")
-        raise ValueError("reservation_ids is not a list of valid ids")
-    ids = _split(blob, count)
-    callers = _callers(blobs.get("reservation_callers", b"[]"))
-    makers = _makers(blobs)
+    with _entry("reservation_ids"):
+        if count and JOINED_IDS.fullmatch(blob) is None:
+            ids = blob.decode(errors="replace").split("\n")
+            _check_names(ids, RESERVATION_ID_PATTERN, "reservation id")
+            raise ValueError("not a list of valid ids")
+        ids = _split(blob, count)
+    with _entry("reservation_callers"):
+        callers = _callers(blobs.get("reservation_callers", b"[]"))
+    with _entry("principals"):
+        makers = _makers(blobs)
+    if "reservation_principal" not in arrays:
+        # No principal recorded (authentication off when it was written): none on any.
+        arrays = {**arrays, "reservation_principal": np.full(count, -1, np.int32)}
     rows: dict[str, npt.NDArray[Any]] = {}
     for name in ROW_COLUMNS:
-        rows[name] = _column(arrays, f"reservation_{name}", count)
-    purge_at = _column(arrays, "reservation_purge_at_ms", count)
-    line_total = len(arrays["line_sku"]) if "line_sku" in arrays else -1
-    lines = {name: _column(arrays, name, line_total) for name in LINE_COLUMNS}
+        with _entry(_array_name(name)):
+            rows[name] = _column(arrays, _array_name(name), count)
+    with _entry("reservation_purge_at_ms"):
+        purge_at = _column(arrays, "reservation_purge_at_ms", count)
+    with _entry("line_sku"):
+        line_total = len(_column(arrays, "line_sku", -1))
+    lines: dict[str, npt.NDArray[Any]] = {}
+    for name in LINE_COLUMNS:
+        with _entry(name):
+            lines[name] = _column(arrays, name, line_total)
     status, counts, first = rows["status"], rows["line_count"], rows["first_line"]
+    checks: list[tuple[str, bool, str]] = []
     if count:
-        if not np.isin(status, [int(x) for x in ReservationStatus]).all():
-            raise ValueError("a reservation has an unknown status")
-        if not np.isin(rows["kind"], [int(x) for x in ReservationKind]).all():
-            raise ValueError("a reservation has an unknown kind")
-        if int(rows["caller"].min()) < 0 or int(rows["caller"].max()) >= len(callers):
-            raise ValueError("a reservation names a (channel, segment) out of range")
-        if int(rows["maker"].min()) < -1 or int(rows["maker"].max()) >= len(makers):
-            raise ValueError("a reservation names a principal out of range")
-        if int(counts.min()) < 1:
-            raise ValueError("a reservation has no lines")
+        checks += [
+            (
+                "reservation_status",
+                not np.isin(status, [int(x) for x in ReservationStatus]).all(),
+                "a reservation has an unknown status",
+            ),
+            (
+                "reservation_kind",
+                not np.isin(rows["kind"], [int(x) for x in ReservationKind]).all(),
+                "a reservation has an unknown kind",
+            ),
+            (
+                "reservation_caller",
+                int(rows["caller"].min()) < 0 or int(rows["caller"].max()) >= len(callers),
+                "a reservation names a (channel, segment) out of range",
+            ),
+            (
+                "reservation_principal",
+                int(rows["maker"].min()) < -1 or int(rows["maker"].max()) >= len(makers),
+                "a reservation names a principal out of range",
+            ),
+            ("reservation_line_count", int(counts.min()) < 1, "a reservation has no lines"),
+        ]
     ends = np.cumsum(counts.astype(np.int64))
-    if not np.array_equal(first, ends - counts) or (ends[-1] if count else 0) != line_total:
-        raise ValueError("reservation lines are not contiguous in reservation order")
+    checks.append(
+        (
+            "reservation_first_line",
+            not np.array_equal(first, ends - counts) or (ends[-1] if count else 0) != line_total,
+            "reservation lines are not contiguous in reservation order",
+        )
+    )
     if line_total:
         sku, node = lines["line_sku"], lines["line_node"]
-        if int(sku.min()) < 0 or int(sku.max()) >= len(state.skus):
-            raise ValueError("a reservation line names a SKU index out of range")
-        if int(node.min()) < 0 or int(node.max()) >= len(state.nodes):
-            raise ValueError("a reservation line names a node index out of range")
-        quantity, held, fulfilled = (
-            lines["line_quantity"].astype(np.int64),
-            lines["line_held"].astype(np.int64),
-            lines["line_fulfilled"].astype(np.int64),
-        )
-        if (quantity < 1).any() or (held < 0).any() or (fulfilled < 0).any():
-            raise ValueError("a reservation line has a bad quantity, held or fulfilled")
-        if (held + fulfilled > quantity).any():
-            raise ValueError("a reservation line holds and fulfilled more than its quantity")
+        quantity = lines["line_quantity"].astype(np.int64)
+        held = lines["line_held"].astype(np.int64)
+        fulfilled = lines["line_fulfilled"].astype(np.int64)
         is_open = (status == HELD) | (status == CONFIRMED)
-        if held[~np.repeat(is_open, counts)].any():
-            raise ValueError("a finished reservation still holds units")
-    load_columns(state.reservations, blob, ids, rows, lines, callers, makers, purge_at)
+        checks += [
+            (
+                "line_sku",
+                int(sku.min()) < 0 or int(sku.max()) >= len(state.skus),
+                "a reservation line names a SKU index out of range",
+            ),
+            (
+                "line_node",
+                int(node.min()) < 0 or int(node.max()) >= len(state.nodes),
+                "a reservation line names a node index out of range",
+            ),
+            ("line_quantity", bool((quantity < 1).any()), "a line's quantity is not positive"),
+            (
+                "line_held",
+                bool(
+                    (held < 0).any() or (fulfilled < 0).any() or (held + fulfilled > quantity).any()
+                ),
+                "a line holds or fulfilled less than 0 or more than its quantity",
+            ),
+            (
+                "line_held",
+                bool(held[~np.repeat(is_open, counts)].any()),
+                "a finished reservation still holds units",
+            ),
+        ]
+    for entry, failed, reason in checks:
+        if failed:
+            raise SnapshotContentError(entry, reason)
+    with _entry("reservation_ids"):
+        load_columns(state.reservations, blob, ids, rows, lines, callers, makers, purge_at)
     state.open_reservations = open_count(state.reservations)
+
+
+def _array_name(column_name: str) -> str:
+    """The snapshot entry of a row column ("maker" is the principal, as in the protos)."""
+    return "reservation_principal" if column_name == "maker" else f"reservation_{column_name}"
 
 
 def _column(arrays: Arrays, name: str, count: int) -> npt.NDArray[Any]:
