@@ -184,7 +184,10 @@ def reserve(
         table.expiry.push(now_ms + ttl_ms, row)
         if command.plan is not None:
             hold_plan(state, row, command.plan, now_ms)
-    return ReserveResult(Outcome.OK, table.view(row, lines))
+        return ReserveResult(
+            Outcome.OK, table.new_view(row, command.reservation_id, lines, skus, nodes, quantities)
+        )
+    return ReserveResult(Outcome.OK, table.view(row))
 
 
 def check_reserved_bound(

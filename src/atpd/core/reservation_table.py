@@ -206,13 +206,43 @@ class ReservationTable:
     def caller_of(self, row: int) -> tuple[str, str]:
         return self.callers[self.caller[row]]
 
-    def view(self, row: int, lines: tuple[Line, ...] | None = None) -> ReservationView:
-        """A copy of the row (`lines`: the row's lines when the caller has them, as Reserve)."""
+    def view(self, row: int) -> ReservationView:
+        """A copy of the row."""
         assert self.status[row] != FREE, row
         first = self.first_line[row]
         end = first + self.line_count[row]
+        view = self._scalars(row, self.ids.id_of(row))
+        view.skus = self.line_sku[first:end].tolist()
+        view.nodes = self.line_node[first:end].tolist()
+        view.quantities = self.line_quantity[first:end].tolist()
+        view.held = self.line_held[first:end].tolist()
+        view.fulfilled = self.line_fulfilled[first:end].tolist()
+        view._lines = None
+        return view
+
+    def new_view(
+        self,
+        row: int,
+        reservation_id: str,
+        lines: tuple[Line, ...],
+        skus: list[int],
+        nodes: list[int],
+        quantities: list[int],
+    ) -> ReservationView:
+        """A copy of a row just inserted and still holding all its lines (Reserve's answer),
+        from what the caller has in hand (the lists are kept: not to be changed after)."""
+        view = self._scalars(row, reservation_id)
+        view.skus = skus
+        view.nodes = nodes
+        view.quantities = quantities
+        view.held = quantities[:]
+        view.fulfilled = [0] * len(quantities)
+        view._lines = lines
+        return view
+
+    def _scalars(self, row: int, reservation_id: str) -> ReservationView:
         view = ReservationView.__new__(ReservationView)
-        view.reservation_id = self.ids.id_of(row)
+        view.reservation_id = reservation_id
         view.status = STATUS_OF[self.status[row]]
         view.kind = KIND_OF[self.kind[row]]
         view.channel, view.segment = self.callers[self.caller[row]]
@@ -225,11 +255,6 @@ class ReservationTable:
         view.plan = self.plans.get(row) if self.plans else None
         records = self.protected.get(row) if self.protected else None
         view.protected = None if records is None else [list(line) for line in records]
-        view.cells = tuple(zip(self.line_sku[first:end], self.line_node[first:end], strict=True))
-        view.quantities = tuple(self.line_quantity[first:end])
-        view.held = self.line_held[first:end].tolist()
-        view.fulfilled = self.line_fulfilled[first:end].tolist()
-        view._lines = lines
         view._sku_names = self.skus.names
         view._node_names = self.node_ids.names
         return view

@@ -51,7 +51,6 @@ class ReservationView:
         "_lines",
         "_node_names",
         "_sku_names",
-        "cells",
         "channel",
         "created_at_ms",
         "expires_at_ms",
@@ -59,11 +58,13 @@ class ReservationView:
         "held",
         "kind",
         "maker",
+        "nodes",
         "plan",
         "protected",
         "quantities",
         "reservation_id",
         "segment",
+        "skus",
         "status",
         "ttl_ms",
         "updated_at_ms",
@@ -83,8 +84,9 @@ class ReservationView:
     # Per line, the protected units it took: [(protection name, units)], or None when the
     # caller is no protection's beneficiary (the common case).
     protected: list[list[tuple[str, int]]] | None
-    cells: tuple[tuple[int, int], ...]  # (sku index, node index) per line
-    quantities: tuple[int, ...]
+    skus: list[int]  # SKU index per line
+    nodes: list[int]  # node index per line
+    quantities: list[int]
     held: list[int]
     fulfilled: list[int]
     _lines: tuple[Line, ...] | None
@@ -99,9 +101,14 @@ class ReservationView:
             skus, nodes = self._sku_names, self._node_names
             lines = self._lines = tuple(
                 Line(skus[sku], nodes[node], quantity)
-                for (sku, node), quantity in zip(self.cells, self.quantities, strict=True)
+                for sku, node, quantity in zip(self.skus, self.nodes, self.quantities, strict=True)
             )
         return lines
+
+    @property
+    def cells(self) -> tuple[tuple[int, int], ...]:
+        """(SKU index, node index) per line."""
+        return tuple(zip(self.skus, self.nodes, strict=True))
 
     def fingerprint(self) -> tuple[object, ...]:
         """Computed only when an id is reused: most reservations are never compared."""
@@ -123,7 +130,8 @@ class ReservationView:
             self.maker,
             self.plan,
             self.protected,
-            self.cells,
+            self.skus,
+            self.nodes,
             self.quantities,
             self.held,
             self.fulfilled,
