@@ -26,7 +26,7 @@ from atpd.core.reservation_table import (
 
 Columns = dict[str, npt.NDArray[Any]]
 
-DTYPES = {"b": np.int8, "i": np.int32, "q": np.int64}
+DTYPES = {"b": np.int8, "H": np.uint16, "i": np.int32, "q": np.int64}
 
 
 def column(table: ReservationTable, name: str) -> npt.NDArray[Any]:
@@ -54,7 +54,10 @@ def line_indexes(table: ReservationTable, rows: npt.NDArray[np.int64]) -> npt.ND
 
 
 def line_columns(table: ReservationTable, indexes: npt.NDArray[np.int64]) -> Columns:
-    return {name: np.frombuffer(getattr(table, name), np.int32)[indexes] for name in LINE_COLUMNS}
+    return {
+        name: np.frombuffer(getattr(table, name), DTYPES[code])[indexes]
+        for name, code in LINE_COLUMNS.items()
+    }
 
 
 def held_rows(table: ReservationTable) -> npt.NDArray[np.int64]:
@@ -88,8 +91,8 @@ def load_columns(
     table.grow_lines(line_count)
     for name, code in ROW_COLUMNS.items():
         getattr(table, name)[:count] = array(code, rows[name].astype(DTYPES[code]).tobytes())
-    for name in LINE_COLUMNS:
-        getattr(table, name)[:line_count] = array("i", lines[name].astype(np.int32).tobytes())
+    for name, code in LINE_COLUMNS.items():
+        getattr(table, name)[:line_count] = array(code, lines[name].astype(DTYPES[code]).tobytes())
     table.high = table.count = count
     table.line_high = line_count
     table.callers = list(callers)
@@ -101,3 +104,26 @@ def load_columns(
     table.expiry.build(rows["expires_ms"][held].astype(np.int64), held.astype(np.int32))
     finished = np.flatnonzero((status != HELD) & (status != CONFIRMED))
     table.retention.build(purge_at_ms[finished].astype(np.int64), finished.astype(np.int32))
+
+
+def memory_bytes(table: ReservationTable) -> dict[str, int]:
+    """Bytes allocated by each part of the table (capacity, not use: the growth slack counts)."""
+    row_bytes = sum(
+        getattr(table, name).buffer_info()[1] * array(code).itemsize
+        for name, code in ROW_COLUMNS.items()
+    )
+    line_bytes = sum(
+        getattr(table, name).buffer_info()[1] * array(code).itemsize
+        for name, code in LINE_COLUMNS.items()
+    )
+    ids = table.ids
+    id_bytes = len(ids.arena) + sum(
+        column.buffer_info()[1] * column.itemsize
+        for column in (ids.offset, ids.length, ids.room, ids.hashes, ids.slots)
+    )
+    heaps = 0
+    for heap in (table.expiry, table.retention):
+        heaps += heap.keys.buffer_info()[1] * 8 + heap.rows.buffer_info()[1] * 4
+        if heap.position is not None:
+            heaps += heap.position.buffer_info()[1] * 4
+    return {"rows": row_bytes, "lines": line_bytes, "ids": id_bytes, "heaps": heaps}

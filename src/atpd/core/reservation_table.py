@@ -14,7 +14,7 @@ numpy arrays for bulk work: snapshots, invariants, the digest):
 - what few reservations have, in side dicts keyed by row: the plan of a promised option,
   the protected units taken.
 
-About 80 bytes per row, 20 per line, the id's length plus about 20 for the index, 16 in the
+About 54 bytes per row, 18 per line, the id's length plus about 20 for the index, 16 in the
 expiry heap while held. Free rows and line blocks (by length) are reused. Readers get a
 `ReservationView` (core/reservations.py): a copy of one row, never a live object.
 
@@ -61,7 +61,7 @@ ROW_COLUMNS = {
 }
 LINE_COLUMNS = {
     "line_sku": "i",
-    "line_node": "i",
+    "line_node": "H",  # node indexes are < max_nodes <= 65,535 (core/limits.py)
     "line_quantity": "i",
     "line_held": "i",
     "line_fulfilled": "i",
@@ -126,7 +126,7 @@ class ReservationTable:
         self.first_line = array("q")
         self.line_count = array("i")
         self.line_sku = array("i")
-        self.line_node = array("i")
+        self.line_node = array("H")
         self.line_quantity = array("i")
         self.line_held = array("i")
         self.line_fulfilled = array("i")
@@ -354,7 +354,7 @@ class ReservationTable:
         self.line_count[row] = count
         end = first + count
         self.line_sku[first:end] = array("i", skus)
-        self.line_node[first:end] = array("i", nodes)
+        self.line_node[first:end] = array("H", nodes)
         quantity_array = array("i", quantities)
         self.line_quantity[first:end] = quantity_array
         self.line_held[first:end] = quantity_array
@@ -382,7 +382,7 @@ class ReservationTable:
         grow = capacity - self.line_capacity
         for name in LINE_COLUMNS:
             column: array[int] = getattr(self, name)
-            column.frombytes(bytes(4 * grow))
+            column.frombytes(bytes(grow * column.itemsize))
         self.line_capacity = capacity
 
     # ------------------------------------------------------------------ time
