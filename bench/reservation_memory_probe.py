@@ -4,7 +4,7 @@ AtpState and print the process's RSS growth per reservation as one JSON object.
 Run in its own interpreter so nothing else the benchmark run allocated is counted. The nodes and
 stock (2,000 SKUs at each of 50 nodes, plenty on hand) are set up through `apply` and the RSS is
 read; then N `Reserve` commands (ids "cart-00000001": 13 characters; 3 lines on distinct
-positions, 1 unit each; TTL 15 minutes; the clock 1 ms later each time, so nothing expires) go
+positions, 1 unit each; TTL one hour; the clock 1 ms later each time, so nothing expires) go
 through `apply` one at a time, each command dropped once applied, as a server would; then the
 RSS is read again after a full collection. The difference, divided by N, is the figure: the
 reservation table's rows, lines, ids, id index and expiry heap, with their growth slack.
@@ -24,7 +24,7 @@ from bench.memory_probe import status_kib
 
 SKU_COUNT = 2_000
 NODE_COUNT = 50
-TTL_MS = 15 * 60 * 1000
+TTL_MS = 60 * 60 * 1000
 
 
 def main(count: int) -> dict[str, object]:

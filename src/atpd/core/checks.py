@@ -99,16 +99,15 @@ def reservations_digest(state: StateFields, h: Any) -> None:
     h.update(b"reservations")
     h.update("\n".join(ids[i] for i in order).encode())
     columns = row_columns(table, rows)
-    for name in ("status", "kind", "ttl_ms", "created_ms", "updated_ms", "expires_ms"):
-        h.update(np.ascontiguousarray(columns[name]).tobytes())
-    h.update(np.ascontiguousarray(columns["line_count"]).tobytes())
+    for name in ("status", "kind", "ttl_ms", "created_ms", "updated_ms", "expires_ms", "line_count"):
+        h.update(columns[name].astype(np.int64).tobytes())
     callers = table.callers
     h.update(repr([callers[c] for c in columns["caller"].tolist()]).encode())
     makers = table.makers
     h.update(repr([makers[m] if m >= 0 else None for m in columns["maker"].tolist()]).encode())
     lines = line_columns(table, line_indexes(table, rows))
     for values in lines.values():
-        h.update(np.ascontiguousarray(values).tobytes())
+        h.update(values.astype(np.int64).tobytes())  # whatever width a column is stored in
     # Closed holds have given every protected unit back: [[]] is None.
     extras = {row for row, records in table.protected.items() if any(records)} | set(table.plans)
     for reservation_id, row in sorted((table.id_of(row), row) for row in extras):
