@@ -332,7 +332,7 @@ def _reserve_breakdown(state: AtpState, commands: list[Reserve], rounds: int) ->
             item[2],
             quantities,
         )
-        view = table.view(row, command.lines)
+        view = table.view(row)
         table.status[row] = ReservationStatus.RELEASED
         table.delete(row)
         return view

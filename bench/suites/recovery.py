@@ -353,7 +353,7 @@ def snapshot_seconds(ctx: Context) -> Figure:
     )
 
 
-@benchmark("recovery_seconds", "s", Target("<=", 10.0))
+@benchmark("recovery_seconds", "s", Target("<=", 3.0))
 def recovery_seconds(ctx: Context) -> Figure:
     """Restart time for 10M stock positions and 1M open reservations: a fresh Python process
     runs `recover()` on a snapshot + 100k-record journal tail (spawn, imports and recovery

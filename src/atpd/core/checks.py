@@ -99,7 +99,15 @@ def reservations_digest(state: StateFields, h: Any) -> None:
     h.update(b"reservations")
     h.update("\n".join(ids[i] for i in order).encode())
     columns = row_columns(table, rows)
-    for name in ("status", "kind", "ttl_ms", "created_ms", "updated_ms", "expires_ms", "line_count"):
+    for name in (
+        "status",
+        "kind",
+        "ttl_ms",
+        "created_ms",
+        "updated_ms",
+        "expires_ms",
+        "line_count",
+    ):
         h.update(columns[name].astype(np.int64).tobytes())
     callers = table.callers
     h.update(repr([callers[c] for c in columns["caller"].tolist()]).encode())

@@ -18,6 +18,7 @@ from atpd.core.plan_holds import (
     stock_changes,
 )
 from atpd.core.protections import protection_index, take_protected
+from atpd.core.reservation_table import OPEN_STATUSES
 from atpd.core.reservations import ReservationStatus, ReservationView
 from atpd.core.reservations import fingerprint as reservation_fingerprint
 from atpd.core.results import (
@@ -335,12 +336,12 @@ def unhold(state: StateFields, row: int, line: int, quantity: int) -> None:
 def fulfil(state: StateFields, command: Fulfil, now_ms: int) -> ReservationResult:
     table = state.reservations
     row = find_row(state, command.reservation_id)
-    status = ReservationStatus(table.status[row])
-    if status is ReservationStatus.EXPIRED:
+    status = table.status[row]
+    if status == ReservationStatus.EXPIRED:
         return ReservationResult(Outcome.EXPIRED, table.view(row))
-    if status is ReservationStatus.FULFILLED and not command.lines:
+    if status == ReservationStatus.FULFILLED and not command.lines:
         return ReservationResult(Outcome.OK, table.view(row))
-    if not status.is_open:
+    if status not in OPEN_STATUSES:
         return ReservationResult(Outcome.INVALID_STATE, table.view(row))
     if command.lines:
         reservation = table.view(row)
@@ -406,7 +407,7 @@ def take_out(
 def close_reservation(state: StateFields, row: int, at_ms: int) -> None:
     """Bookkeeping for a reservation that just reached a terminal status."""
     table = state.reservations
-    assert not ReservationStatus(table.status[row]).is_open
+    assert table.status[row] not in OPEN_STATUSES, row
     if table.plans and row in table.plans:
         give_back_plan(state, row)
     state.open_reservations -= 1
@@ -414,11 +415,11 @@ def close_reservation(state: StateFields, row: int, at_ms: int) -> None:
     retention = table.retention
     # Evict before adding, so the reservation closing now is never the one forgotten
     # (several can close in the same millisecond, and ties sort by id).
-    overflow = len(retention) + 1 - state.limits.max_retained_reservations
+    overflow = retention.live + 1 - state.limits.max_retained_reservations
     if overflow > 0:
         evict_retained(state, overflow)
     retention.push(at_ms + state.limits.terminal_retention_ms, row)
-    assert len(retention) <= state.limits.max_retained_reservations
+    assert retention.live <= state.limits.max_retained_reservations
 
 
 def evict_retained(state: StateFields, count: int) -> None:

@@ -42,6 +42,7 @@ STATUS_OF = {int(x): x for x in ReservationStatus}
 KIND_OF = {int(x): x for x in ReservationKind}
 HELD = int(ReservationStatus.HELD)
 CONFIRMED = int(ReservationStatus.CONFIRMED)
+OPEN_STATUSES = (HELD, CONFIRMED)
 # Capacity grows by an eighth (and at least this much): at most 12.5 % unused.
 MIN_GROWTH = 1024
 
@@ -82,6 +83,7 @@ class ReservationTable:
         "created_ms",
         "expires_ms",
         "expiry",
+        "find",
         "first_line",
         "free_lines",
         "free_rows",
@@ -138,6 +140,8 @@ class ReservationTable:
         self.line_high = 0
         self.free_lines: dict[int, array[int]] = {}  # line count -> first lines of free blocks
         self.ids = IdIndex()
+        # The row of an id, -1 when none (bound here: one call, not two, on every Reserve).
+        self.find = self.ids.find
         # Open HELD rows by expiry time; finished rows by purge time (oldest first).
         self.expiry = RowHeap(track_rows=True)
         self.retention = RowHeap(track_rows=False)
@@ -183,10 +187,6 @@ class ReservationTable:
     def items(self) -> Iterator[tuple[str, ReservationView]]:
         for view in self.values():
             yield view.reservation_id, view
-
-    def find(self, reservation_id: str) -> int:
-        """The row of `reservation_id`, -1 when there is none."""
-        return self.ids.find(reservation_id)
 
     def id_of(self, row: int) -> str:
         return self.ids.id_of(row)
@@ -352,13 +352,16 @@ class ReservationTable:
             self.line_high = first + count
         self.first_line[row] = first
         self.line_count[row] = count
-        end = first + count
-        self.line_sku[first:end] = array("i", skus)
-        self.line_node[first:end] = array("H", nodes)
-        quantity_array = array("i", quantities)
-        self.line_quantity[first:end] = quantity_array
-        self.line_held[first:end] = quantity_array
-        self.line_fulfilled[first:end] = array("i", bytes(4 * count))
+        line_sku, line_node, line_quantity = self.line_sku, self.line_node, self.line_quantity
+        line_held, line_fulfilled = self.line_held, self.line_fulfilled
+        at = first
+        for sku, node, quantity in zip(skus, nodes, quantities, strict=True):
+            line_sku[at] = sku
+            line_node[at] = node
+            line_quantity[at] = quantity
+            line_held[at] = quantity
+            line_fulfilled[at] = 0
+            at += 1
 
     def _free_lines(self, row: int) -> None:
         count = self.line_count[row]

@@ -130,8 +130,8 @@ class AtpState(StateFields):
         if keys and keys[0] <= now_ms:
             expired = self._expire(self.reservations.pop_expired(now_ms))
         # After expiring: a hold that expired long ago may already be past its retention.
-        first_purge = self.retention.min_key()
-        if first_purge is not None and first_purge <= now_ms:
+        purge_keys = self.retention.keys
+        if purge_keys and purge_keys[0] <= now_ms:
             self._purge_terminal(now_ms)
         return expired
 
