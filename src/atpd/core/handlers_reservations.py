@@ -18,7 +18,7 @@ from atpd.core.plan_holds import (
     stock_changes,
 )
 from atpd.core.protections import protection_index, take_protected
-from atpd.core.reservation_table import OPEN_STATUSES
+from atpd.core.reservation_table import HELD, OPEN_STATUSES
 from atpd.core.reservations import ReservationStatus, ReservationView
 from atpd.core.reservations import fingerprint as reservation_fingerprint
 from atpd.core.results import (
@@ -246,8 +246,9 @@ def refuse_disabled(state: StateFields, lines: tuple[Line, ...], nodes: list[int
 
 
 def stop_expiry(state: StateFields, row: int) -> None:
-    if state.reservations.status[row] == ReservationStatus.HELD:
-        state.reservations.expiry.discard(row)
+    table = state.reservations
+    if table.status[row] == HELD:
+        table.expiry.discard(row)
 
 
 def confirm(state: StateFields, command: Confirm, now_ms: int) -> ReservationResult:

@@ -173,7 +173,9 @@ class RowHeap:
             self._pop_top()
 
     def _pop_top(self) -> None:
-        """Remove the entry at index 0 (live or stale; the caller fixes `live`)."""
+        """Remove the entry at index 0 (live or stale; the caller fixes `live`). Bottom-up,
+        as heapq: the smaller child moves up all the way to a leaf (one comparison a level),
+        then the last entry, which belongs near the bottom, sifts up from there."""
         keys, rows, position = self.keys, self.rows, self.position
         last_key = keys.pop()
         last_row = rows.pop()
@@ -182,23 +184,29 @@ class RowHeap:
             return
         last_live = position is not None and position[last_row] == size
         index = 0
-        while True:
-            child = 2 * index + 1
-            if child >= size:
-                break
-            child_key = keys[child]
+        child = 1
+        while child < size:
             right = child + 1
-            if right < size and keys[right] < child_key:
+            if right < size and keys[right] < keys[child]:
                 child = right
-                child_key = keys[right]
-            if child_key >= last_key:
-                break
             child_row = rows[child]
-            keys[index] = child_key
+            keys[index] = keys[child]
             rows[index] = child_row
             if position is not None and position[child_row] == child:
                 position[child_row] = index
             index = child
+            child = 2 * index + 1
+        while index:
+            parent = (index - 1) >> 1
+            parent_key = keys[parent]
+            if parent_key <= last_key:
+                break
+            parent_row = rows[parent]
+            keys[index] = parent_key
+            rows[index] = parent_row
+            if position is not None and position[parent_row] == parent:
+                position[parent_row] = index
+            index = parent
         keys[index] = last_key
         rows[index] = last_row
         if last_live:

@@ -65,9 +65,15 @@ from atpd.persistence.plan_codec import load_picks, load_plans, plans_blob
 
 STATE_FORMAT = 2
 
-# The ids of a snapshot, checked in one regular-expression pass over the joined blob.
-ID_BODY = RESERVATION_ID_PATTERN.pattern.removeprefix(r"\A").removesuffix(r"\Z")
-JOINED_IDS = re.compile(f"(?:{ID_BODY}\n)*{ID_BODY}".encode())
+
+def _joined_pattern(pattern: re.Pattern[str]) -> re.Pattern[bytes]:
+    """Names matching `pattern`, joined by newlines: checked in one pass over a blob."""
+    body = pattern.pattern.removeprefix(r"\A").removesuffix(r"\Z")
+    return re.compile(f"(?:{body}\n)*{body}".encode())
+
+
+JOINED_IDS = _joined_pattern(RESERVATION_ID_PATTERN)
+JOINED_SKUS = _joined_pattern(ID_PATTERN)
 
 Arrays = dict[str, npt.NDArray[Any]]
 Blobs = dict[str, bytes]
@@ -301,7 +307,9 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
             raise ValueError(f"{len(state.nodes)} nodes, the meta says {meta['nodes']}")
     with _entry("skus"):
         sku_names = _split(blobs["skus"], meta["skus"])
-        _check_names(sku_names, ID_PATTERN, "sku")
+        if sku_names and JOINED_SKUS.fullmatch(blobs["skus"]) is None:
+            _check_names(sku_names, ID_PATTERN, "sku")
+            raise ValueError("not a list of valid SKUs")
         if len(set(sku_names)) != len(sku_names):
             raise ValueError("a SKU is listed twice")
         state.skus.intern_many(sku_names)
