@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from atpd.core import id_index
 from atpd.core.commands import Line, ReservationKind, Reserve
 from atpd.core.id_index import IdIndex
 from atpd.core.ids import IdMap
@@ -379,3 +380,27 @@ def test_a_snapshot_with_a_repeated_id_is_refused() -> None:
     blobs["reservation_ids"] = blobs["reservation_ids"].replace(b"order-000001", b"order-000000")
     with pytest.raises(SnapshotContentError, match=r"reservation_ids.*listed twice"):
         import_state(arrays, blobs)
+
+
+def test_the_id_arena_is_compacted_and_ids_still_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows reused with longer ids abandon arena space; compaction reclaims it, and every id
+    is still found at its row."""
+    monkeypatch.setattr(id_index, "COMPACT_MIN_BYTES", 10)
+    index = IdIndex()
+    index.grow_rows(50)
+    live: dict[str, int] = {}
+    free = list(range(50))
+    for step in range(3_000):
+        if live and (step % 2 or not free):
+            reservation_id = sorted(live)[step % len(live)]
+            row = live.pop(reservation_id)
+            index.remove(row)
+            free.append(row)
+        else:
+            reservation_id = "id-" + "x" * (step * 7 % 60) + str(step)
+            row = free.pop()
+            index.add(reservation_id, row)
+            live[reservation_id] = row
+    assert len(index.arena) < 60 * 80  # compacted: without it, every longer id appended
+    for reservation_id, row in live.items():
+        assert index.find(reservation_id) == row and index.id_of(row) == reservation_id

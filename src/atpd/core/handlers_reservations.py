@@ -18,7 +18,7 @@ from atpd.core.plan_holds import (
     stock_changes,
 )
 from atpd.core.protections import protection_index, take_protected
-from atpd.core.reservation_table import HELD, OPEN_STATUSES
+from atpd.core.reservation_table import HELD, NOT_READ, OPEN_STATUSES
 from atpd.core.reservations import ReservationStatus, ReservationView
 from atpd.core.reservations import fingerprint as reservation_fingerprint
 from atpd.core.results import (
@@ -186,9 +186,12 @@ def reserve(
         if command.plan is not None:
             hold_plan(state, row, command.plan, now_ms)
         return ReserveResult(
-            Outcome.OK, table.new_view(row, command.reservation_id, lines, skus, nodes, quantities)
+            Outcome.OK,
+            table.new_view(row, command.reservation_id, lines, skus, nodes, quantities)
+            if table.answering
+            else NOT_READ,
         )
-    return ReserveResult(Outcome.OK, table.view(row))
+    return ReserveResult(Outcome.OK, table.answer(row))
 
 
 def check_reserved_bound(
@@ -256,16 +259,16 @@ def confirm(state: StateFields, command: Confirm, now_ms: int) -> ReservationRes
     row = find_row(state, command.reservation_id)
     status = table.status[row]
     if status == ReservationStatus.CONFIRMED:
-        return ReservationResult(Outcome.OK, table.view(row))
+        return ReservationResult(Outcome.OK, table.answer(row))
     if status == ReservationStatus.EXPIRED:
-        return ReservationResult(Outcome.EXPIRED, table.view(row))
+        return ReservationResult(Outcome.EXPIRED, table.answer(row))
     if status != ReservationStatus.HELD:
-        return ReservationResult(Outcome.INVALID_STATE, table.view(row))
+        return ReservationResult(Outcome.INVALID_STATE, table.answer(row))
     stop_expiry(state, row)
     table.status[row] = ReservationStatus.CONFIRMED
     table.expires_ms[row] = 0
     table.updated_ms[row] = now_ms
-    return ReservationResult(Outcome.OK, table.view(row), changed=True)
+    return ReservationResult(Outcome.OK, table.answer(row), changed=True)
 
 
 def release(state: StateFields, command: Release, now_ms: int) -> ReservationResult:
@@ -273,14 +276,14 @@ def release(state: StateFields, command: Release, now_ms: int) -> ReservationRes
     row = find_row(state, command.reservation_id)
     status = table.status[row]
     if status in (ReservationStatus.RELEASED, ReservationStatus.EXPIRED):
-        return ReservationResult(Outcome.OK, table.view(row))
+        return ReservationResult(Outcome.OK, table.answer(row))
     if status == ReservationStatus.FULFILLED:
-        return ReservationResult(Outcome.INVALID_STATE, table.view(row))
+        return ReservationResult(Outcome.INVALID_STATE, table.answer(row))
     stop_expiry(state, row)
     free_held(state, row)
     table.status[row] = ReservationStatus.RELEASED
     table.updated_ms[row] = now_ms
-    view = table.view(row)  # before closing: closing may evict older finished rows
+    view = table.answer(row)  # before closing: closing may evict older finished rows
     close_reservation(state, row, now_ms)
     return ReservationResult(Outcome.OK, view, changed=True)
 
@@ -339,13 +342,13 @@ def fulfil(state: StateFields, command: Fulfil, now_ms: int) -> ReservationResul
     row = find_row(state, command.reservation_id)
     status = table.status[row]
     if status == ReservationStatus.EXPIRED:
-        return ReservationResult(Outcome.EXPIRED, table.view(row))
+        return ReservationResult(Outcome.EXPIRED, table.answer(row))
     if status == ReservationStatus.FULFILLED and not command.lines:
-        return ReservationResult(Outcome.OK, table.view(row))
+        return ReservationResult(Outcome.OK, table.answer(row))
     if status not in OPEN_STATUSES:
-        return ReservationResult(Outcome.INVALID_STATE, table.view(row))
+        return ReservationResult(Outcome.INVALID_STATE, table.answer(row))
     if command.lines:
-        reservation = table.view(row)
+        reservation = table.view(row)  # read here: not an answer
         quantities = [0] * len(reservation.lines)
         positions = {(line.sku, line.node_id): i for i, line in enumerate(reservation.lines)}
         for i, line in enumerate(command.lines):
@@ -394,13 +397,13 @@ def take_out(
         free_held(state, row)
     table.updated_ms[row] = now_ms
     if any(table.line_held[first : first + count]):
-        return table.view(row)
+        return table.answer(row)
     if table.protected and row in table.protected:
         state.protected_reservations.discard(table.id_of(row))
     stop_expiry(state, row)
     fulfilled_any = any(table.line_fulfilled[first : first + count])
     table.status[row] = ReservationStatus.FULFILLED if fulfilled_any else ReservationStatus.RELEASED
-    view = table.view(row)
+    view = table.answer(row)
     close_reservation(state, row, now_ms)
     return view
 

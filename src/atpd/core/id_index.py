@@ -113,7 +113,7 @@ class IdIndex:
             i = (i + 1) & mask
         slots[i] = row
         self.count += 1
-        if self.abandoned > max(len(self.arena) // 2, COMPACT_MIN_BYTES):
+        if self.abandoned > COMPACT_MIN_BYTES and 2 * self.abandoned > len(self.arena):
             self._compact_arena()
 
     def remove(self, row: int) -> None:

@@ -48,6 +48,25 @@ MIN_GROWTH = 1024
 
 ProtectedRecords = list[list[tuple[str, int]]]
 
+
+def _not_read() -> ReservationView:
+    """What results carry while a journal is replayed (`ReservationTable.answering` off):
+    replay throws every result away, so no copy of the row is made for it."""
+    view = ReservationView.__new__(ReservationView)
+    view.reservation_id = "<not read: replay>"
+    view.status = ReservationStatus.HELD
+    view.kind = ReservationKind.CART
+    view.channel = view.segment = ""
+    view.ttl_ms = view.created_at_ms = view.updated_at_ms = view.expires_at_ms = 0
+    view.maker = view.plan = view.protected = None
+    view.skus, view.nodes, view.quantities, view.held, view.fulfilled = [], [], [], [], []
+    view._lines = ()
+    view._sku_names = view._node_names = []
+    return view
+
+
+NOT_READ = _not_read()
+
 ROW_COLUMNS = {
     "status": "b",
     "kind": "b",
@@ -75,6 +94,7 @@ def _grown(capacity: int, needed: int) -> int:
 
 class ReservationTable:
     __slots__ = (
+        "answering",
         "caller",
         "caller_index",
         "callers",
@@ -104,9 +124,11 @@ class ReservationTable:
         "maker_index",
         "makers",
         "node_ids",
+        "node_names",
         "plans",
         "protected",
         "retention",
+        "sku_names",
         "skus",
         "status",
         "ttl_ms",
@@ -117,6 +139,11 @@ class ReservationTable:
         # The state's id maps (append-only), for the names in views.
         self.skus = skus
         self.node_ids = node_ids
+        self.sku_names = skus.names  # the live lists
+        self.node_names = node_ids.names
+        # Results carry a copy of their row (`answer`); off only while a journal is replayed,
+        # where every result is thrown away (persistence/recovery.py).
+        self.answering = True
         self.status = array("b")
         self.kind = array("b")
         self.caller = array("i")
@@ -220,6 +247,10 @@ class ReservationTable:
         view._lines = None
         return view
 
+    def answer(self, row: int) -> ReservationView:
+        """The copy of the row a result carries (NOT_READ while replaying)."""
+        return self.view(row) if self.answering else NOT_READ
+
     def new_view(
         self,
         row: int,
@@ -255,8 +286,8 @@ class ReservationTable:
         view.plan = self.plans.get(row) if self.plans else None
         records = self.protected.get(row) if self.protected else None
         view.protected = None if records is None else [list(line) for line in records]
-        view._sku_names = self.skus.names
-        view._node_names = self.node_ids.names
+        view._sku_names = self.sku_names
+        view._node_names = self.node_names
         return view
 
     # ------------------------------------------------------------------ writes

@@ -69,6 +69,14 @@ def replay(state: AtpState, records: Iterator[Record], data_dir: Path | None = N
     """Apply journal records in order; returns how many. A bulk load record gets its rows from
     its load file under `data_dir`. Raises JournalCorrupt naming the record's file and offset
     for a record that cannot be decoded or applied; the state is then unusable."""
+    state.reservations.answering = False  # results are thrown away: no copies for them
+    try:
+        return _replay(state, records, data_dir)
+    finally:
+        state.reservations.answering = True
+
+
+def _replay(state: AtpState, records: Iterator[Record], data_dir: Path | None) -> int:
     count = 0
     apply = state.apply
     for record in records:
