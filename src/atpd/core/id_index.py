@@ -22,6 +22,7 @@ import numpy.typing as npt
 EMPTY = -1
 LOW_32_BITS = 0xFFFFFFFF
 MIN_SLOTS = 8
+TAG_SHIFT = 24  # a slot's tag: the top 8 of the 32 hash bits kept (the index uses the low)
 # The arena is compacted when abandoned bytes are more than half of it and at least this many.
 COMPACT_MIN_BYTES = 1 << 20
 
@@ -41,6 +42,7 @@ class IdIndex:
         "offset",
         "room",
         "slots",
+        "tags",
     )
 
     def __init__(self) -> None:
@@ -52,6 +54,9 @@ class IdIndex:
         self.room = array("B")
         self.hashes = array("I")
         self.slots = array("i", [EMPTY] * MIN_SLOTS)
+        # Per slot, 8 more bits of its id's hash: a probe compares them before reading the
+        # row's hash (a random access: a cache miss on a big table), so a miss rarely does.
+        self.tags = array("B", bytes(MIN_SLOTS))
         self.mask = MIN_SLOTS - 1
         self.count = 0
 
@@ -69,15 +74,16 @@ class IdIndex:
     def find(self, reservation_id: str) -> int:
         """The row of `reservation_id`, -1 when none (the hot path of every Reserve)."""
         h = hash(reservation_id)
-        slots, mask, hashes = self.slots, self.mask, self.hashes
+        slots, tags, mask = self.slots, self.tags, self.mask
         h32 = h & LOW_32_BITS
+        tag = h32 >> TAG_SHIFT
         i = h & mask
         encoded: bytes | None = None
         while True:
             row = slots[i]
             if row < 0:
                 return EMPTY
-            if hashes[row] == h32:
+            if tags[i] == tag and self.hashes[row] == h32:
                 if encoded is None:
                     encoded = reservation_id.encode()
                 start = self.offset[row]
@@ -112,13 +118,14 @@ class IdIndex:
         while slots[i] >= 0:
             i = (i + 1) & mask
         slots[i] = row
+        self.tags[i] = (h & LOW_32_BITS) >> TAG_SHIFT
         self.count += 1
         if self.abandoned > COMPACT_MIN_BYTES and 2 * self.abandoned > len(self.arena):
             self._compact_arena()
 
     def remove(self, row: int) -> None:
         """Unindex the id at `row` (its arena space stays the row's)."""
-        slots, mask, hashes = self.slots, self.mask, self.hashes
+        slots, tags, mask, hashes = self.slots, self.tags, self.mask, self.hashes
         i = hashes[row] & mask
         while slots[i] != row:
             assert slots[i] >= 0, row
@@ -134,6 +141,7 @@ class IdIndex:
             if (i < j and i < home <= j) or (i > j and (home > i or home <= j)):
                 continue  # its probe run starts after the hole: it stays
             slots[i] = other
+            tags[i] = tags[j]
             i = j
         slots[i] = EMPTY
         self.length[row] = 0
@@ -176,7 +184,7 @@ class IdIndex:
         self.length[:count] = array("B", lengths.astype(np.uint8).tobytes())
         self.room[:count] = self.length[:count]
         self.hashes[:count] = array("I", (full & LOW_32_BITS).astype(np.uint32).tobytes())
-        self.slots, self.mask = _probe_table(
+        self.slots, self.tags, self.mask = _probe_table(
             _slots_for(count),
             np.arange(count, dtype=np.int32),
             np.frombuffer(self.hashes, np.uint32),
@@ -188,7 +196,9 @@ class IdIndex:
         current = np.frombuffer(self.slots, np.int32)
         rows = current[current >= 0]
         del current
-        self.slots, self.mask = _probe_table(size, rows, np.frombuffer(self.hashes, np.uint32))
+        self.slots, self.tags, self.mask = _probe_table(
+            size, rows, np.frombuffer(self.hashes, np.uint32)
+        )
 
     def _compact_arena(self) -> None:
         rows = np.flatnonzero(np.frombuffer(self.room, np.uint8) > 0)
@@ -213,7 +223,7 @@ def _slots_for(count: int) -> int:
 
 def _probe_table(
     size: int, rows: npt.NDArray[np.int32], hashes: npt.NDArray[np.uint32]
-) -> tuple[array[int], int]:
+) -> tuple[array[int], array[int], int]:
     """A linear-probing table of `size` slots holding `rows`: each round, every row still
     waiting takes its slot if it is free (the first of several claimants wins) or moves one
     slot on; a row only passes occupied slots, as a one-by-one insertion would."""
@@ -229,7 +239,10 @@ def _probe_table(
         won[claims] = slots[at[claims]] == waiting[claims]
         waiting = waiting[~won]
         at = (at[~won] + 1) & mask
-    return array("i", slots.tobytes()), mask
+    tags = np.zeros(size, np.uint8)
+    used = slots >= 0
+    tags[used] = hashes[slots[used]] >> TAG_SHIFT
+    return array("i", slots.tobytes()), array("B", tags.tobytes()), mask
 
 
 def _raise_duplicate(ids: list[str], full: npt.NDArray[np.int64]) -> None:

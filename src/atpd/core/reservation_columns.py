@@ -119,7 +119,7 @@ def memory_bytes(table: ReservationTable) -> dict[str, int]:
     ids = table.ids
     id_bytes = len(ids.arena) + sum(
         column.buffer_info()[1] * column.itemsize
-        for column in (ids.offset, ids.length, ids.room, ids.hashes, ids.slots)
+        for column in (ids.offset, ids.length, ids.room, ids.hashes, ids.slots, ids.tags)
     )
     heaps = 0
     for heap in (table.expiry, table.retention):
