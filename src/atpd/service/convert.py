@@ -7,7 +7,7 @@ from typing import Any
 from atpd.core.network_compile import EPOCH
 from atpd.core.nodes import Node
 from atpd.core.plan import Plan
-from atpd.core.reservations import Reservation
+from atpd.core.reservations import ReservationView
 from atpd.core.results import PositionView, ReserveResult
 from atpd.core.rules_compile import CompiledPolicy
 from atpd.core.state import AtpState, AvailabilityView
@@ -46,7 +46,7 @@ def position_message(view: PositionView) -> inventory_pb2.Position:
     )
 
 
-def reservation_message(reservation: Reservation) -> reservations_pb2.Reservation:
+def reservation_message(reservation: ReservationView) -> reservations_pb2.Reservation:
     line_type = reservations_pb2.ReservationLine
     message = reservations_pb2.Reservation(
         reservation_id=reservation.reservation_id,
