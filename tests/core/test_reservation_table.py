@@ -13,14 +13,21 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from atpd.core import id_index
-from atpd.core.commands import Line, ReservationKind, Reserve
+from atpd.core.commands import Confirm, Fulfil, Line, Release, ReservationKind, Reserve, Tick
 from atpd.core.id_index import IdIndex
 from atpd.core.ids import IdMap
 from atpd.core.reservation_columns import line_columns, line_indexes, load_columns, row_columns
 from atpd.core.reservation_table import ReservationTable
 from atpd.core.reservations import ReservationStatus
 from atpd.core.state import AtpState
-from atpd.persistence.state_snapshot import SnapshotContentError, export_state, import_state
+from atpd.persistence.snapshot_upgrade import FORMAT_1_LINE_COLUMNS, FORMAT_1_ROW_COLUMNS
+from atpd.persistence.state_snapshot import (
+    Arrays,
+    Blobs,
+    SnapshotContentError,
+    export_state,
+    import_state,
+)
 
 from .support import make_state, put_stock
 
@@ -341,8 +348,6 @@ def big_state(count: int) -> AtpState:
 def test_a_large_table_round_trips_through_a_snapshot() -> None:
     """20,000 reservations (open, confirmed, released, fulfilled, expired) come back from a
     snapshot with the same digest, and the two states go on identically."""
-    from atpd.core.commands import Confirm, Fulfil, Release, Tick
-
     state = big_state(20_000)
     now_ms = state.now_ms
     for i in range(0, 20_000, 5):
@@ -362,15 +367,50 @@ def test_a_large_table_round_trips_through_a_snapshot() -> None:
     assert loaded.digest() == state.digest()
 
 
-def test_a_snapshot_of_another_format_is_refused_naming_it() -> None:
-    """A snapshot whose state format is not this build's (1: reservations before the table
-    was columnar) is refused with the format named, not loaded wrong."""
+def test_a_snapshot_of_an_unknown_format_is_refused_naming_it() -> None:
+    """A snapshot whose state format this build does not know (a newer build's) is refused
+    with the format named, not loaded wrong."""
     state = big_state(10)
     arrays, blobs = export_state(state)
     meta = json.loads(blobs["meta"])
-    meta["format"] = 1
-    with pytest.raises(SnapshotContentError, match="state format 1 is not supported"):
+    meta["format"] = 3
+    with pytest.raises(SnapshotContentError, match="state format 3 is not supported"):
         import_state(arrays, {**blobs, "meta": json.dumps(meta).encode()})
+
+
+def as_format_1(arrays: Arrays, blobs: Blobs) -> tuple[Arrays, Blobs]:
+    """The same snapshot in state format 1's layout (before reservations were columnar): one
+    int64 row of 9 per reservation, one of 5 per line, channels and segments as names."""
+    old_arrays = {k: v for k, v in arrays.items() if not k.startswith(("reservation_", "line_"))}
+    old_arrays["reservation_principal"] = arrays["reservation_principal"]
+    old_arrays["reservations"] = np.stack(
+        [arrays[name].astype(np.int64) for name in FORMAT_1_ROW_COLUMNS], axis=1
+    )
+    old_arrays["reservation_lines"] = np.stack(
+        [arrays[name].astype(np.int64) for name in FORMAT_1_LINE_COLUMNS], axis=1
+    )
+    callers = json.loads(blobs["reservation_callers"])
+    pairs = [callers[i] for i in arrays["reservation_caller"].tolist()]
+    old_blobs = {k: v for k, v in blobs.items() if k != "reservation_callers"}
+    old_blobs["reservation_channels"] = "\n".join(p[0] for p in pairs).encode()
+    old_blobs["reservation_segments"] = "\n".join(p[1] for p in pairs).encode()
+    meta = json.loads(blobs["meta"])
+    meta["format"] = 1
+    old_blobs["meta"] = json.dumps(meta).encode()
+    return old_arrays, old_blobs
+
+
+def test_a_format_1_snapshot_loads_to_the_same_state() -> None:
+    """A snapshot written before reservations were columnar (state format 1) loads, converted,
+    to the same digest: an upgraded server starts from its old data directory."""
+    state = big_state(300)
+    state.apply(Confirm("order-000001"), state.now_ms + 1)
+    state.apply(Release("order-000002"), state.now_ms + 1)
+    arrays, blobs = export_state(state)
+    old_arrays, old_blobs = as_format_1(arrays, blobs)
+    loaded = import_state(old_arrays, old_blobs)
+    loaded.check_invariants()
+    assert loaded.digest() == state.digest()
 
 
 def test_a_snapshot_with_a_repeated_id_is_refused() -> None:

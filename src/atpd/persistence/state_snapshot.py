@@ -11,9 +11,9 @@ its principal an index ("reservation_principal", -1: none) into "principals" (JS
 few hundred terminals make a million reservations. A snapshot without the principal entries
 (written with authentication off) loads with no principal on any reservation.
 
-STATE_FORMAT 2 is this layout; snapshots of format 1 (one int64 table per reservation, written
-before the table was columnar) are refused with the format named: recover them with the build
-that wrote them and take a new snapshot.
+STATE_FORMAT 2 is this layout. Snapshots of format 1 (one int64 table per reservation, written
+before the table was columnar) are converted as they load (persistence/snapshot_upgrade.py);
+any other format is refused with the format named.
 
 Loading trusts the file's checksum but not its content: every id is checked against the same
 rules as a caller's, and every count, shape and index against the rest, so a snapshot written
@@ -63,9 +63,11 @@ from atpd.core.supply import Supply, SupplyKind
 from atpd.core.text import shown
 from atpd.persistence.codec import maker_problem
 from atpd.persistence.plan_codec import load_picks, load_plans, plans_blob
+from atpd.persistence.snapshot_upgrade import upgrade_format_1
 from atpd.persistence.transfer_snapshot import export_transfers, import_transfers
 
 STATE_FORMAT = 2
+READABLE_FORMATS = (1, 2)  # 1 is converted on load (persistence/snapshot_upgrade.py)
 
 
 def _joined_pattern(pattern: re.Pattern[str]) -> re.Pattern[bytes]:
@@ -284,12 +286,15 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
     """The state a snapshot holds; raises SnapshotContentError naming the entry at fault."""
     with _entry("meta"):
         meta = json.loads(blobs["meta"])
-        if meta["format"] != STATE_FORMAT:
+        if meta["format"] not in READABLE_FORMATS:
             raise ValueError(
-                f"state format {meta['format']} is not supported (this build reads format "
-                f"{STATE_FORMAT}; format 1 is from builds before reservations were columnar: "
-                "recover it with such a build and take a new snapshot)"
+                f"state format {meta['format']} is not supported (this build reads formats "
+                f"{', '.join(map(str, READABLE_FORMATS))}; a newer build wrote it?)"
             )
+
+    if meta["format"] == 1:
+        with _entry("reservations"):
+            arrays, blobs = upgrade_format_1(arrays, blobs, int(meta["reservations"]))
     state = AtpState(limits)
     with _entry("nodes"):
         for node_id, kind, geo, ships, pickup, enabled, tags in json.loads(blobs["nodes"]):
