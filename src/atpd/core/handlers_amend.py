@@ -151,7 +151,11 @@ def amend_reservation(state: StateFields, command: AmendReservation, now_ms: int
         raise InvalidCommand(
             f"lines: {len(lines)} lines, 1 to {limits.max_lines_per_reservation} allowed"
         )
-    nodes = [node_index(state, x.node_id, f"lines[{i}].node_id") for i, x in enumerate(lines)]
+    node_get = state.node_ids.get
+    nodes = [node_get(line.node_id) for line in lines]
+    for i, node in enumerate(nodes):
+        if node < 0:  # the message is formatted only for an unknown node
+            node_index(state, lines[i].node_id, f"lines[{i}].node_id")
     if len({(x.sku, x.node_id) for x in lines}) != len(lines):
         raise InvalidCommand("lines: two lines name the same (sku, node)")
     skus = [state.skus.get(line.sku) for line in lines]
