@@ -283,7 +283,7 @@ def _reserve_breakdown(state: AtpState, commands: list[Reserve], rounds: int) ->
     import functools
 
     from atpd.core import caller_atp, state_fields
-    from atpd.core.reservations import Reservation, fingerprint
+    from atpd.core.reservations import ReservationStatus, fingerprint
     from atpd.core.stock import FIELD_RESERVED
 
     cells = state.stock.cells
@@ -315,24 +315,39 @@ def _reserve_breakdown(state: AtpState, commands: list[Reserve], rounds: int) ->
         for line, sku, node in zip(item[0].lines, item[1], item[2], strict=True):
             cells[sku, FIELD_RESERVED, node] -= line.quantity
 
+    table = state.reservations
+    caller = table.intern_caller("", "")
+
     def record_step(item: Any) -> object:
         command = item[0]
-        return Reservation(
-            command.reservation_id,
-            command.lines,
-            tuple(zip(item[1], item[2], strict=True)),
+        quantities = [line.quantity for line in command.lines]
+        row = table.insert(
+            command.reservation_id + "~",
             command.kind,
-            "",
-            "",
-            command.ttl_ms,
-            state.now_ms,
+            caller,
+            -1,
+            0,
+            0,
+            item[1],
+            item[2],
+            quantities,
         )
+        view = table.view(row)
+        table.status[row] = ReservationStatus.RELEASED
+        table.delete(row)
+        return view
 
     expiry = state.expiry
+    # A row for the expiry step: inserted and finished here, deleted at the end.
+    first = resolved[0]
+    spare = table.insert(
+        "breakdown~spare", first[0].kind, caller, -1, 0, 0, first[1], first[2], [1] * len(first[1])
+    )
+    table.status[spare] = ReservationStatus.RELEASED
 
     def expiry_step(item: Any) -> None:
-        expiry.add(state.now_ms + 1, item[0].reservation_id)
-        expiry.remove(state.now_ms + 1, item[0].reservation_id)
+        expiry.push(state.now_ms + 1, spare)
+        expiry.discard(spare)
 
     def expire_due_step(item: Any) -> object:
         return state._expire_due(state.now_ms)
@@ -342,8 +357,11 @@ def _reserve_breakdown(state: AtpState, commands: list[Reserve], rounds: int) ->
         "id lookups (reservation, 3 nodes, 3 SKUs)": ids_step,
         "3 ATP reads (numpy scalars)": atp_step,
         "3 reserved += q (numpy scalars), x2 (hold and undo)": hold_step,
-        "Reservation object": record_step,
-        "expiry index add + remove (SortedList)": expiry_step,
+        "table row insert + view + delete": record_step,
+        "expiry heap push + discard": expiry_step,
         "expire-due check per apply": expire_due_step,
     }
-    return {name: _batch_mean_us(step, resolved, rounds) for name, step in steps.items()}
+    try:
+        return {name: _batch_mean_us(step, resolved, rounds) for name, step in steps.items()}
+    finally:
+        table.delete(spare)

@@ -53,3 +53,35 @@ def memory_bytes_per_position(ctx: Context) -> Figure:
         "SKUs registered via apply(SetStock), the other 99 "
         "positions per SKU bulk-written into the arrays",
     )
+
+
+@benchmark("memory_bytes_per_reservation", "bytes", Target("<=", 200.0))
+def memory_bytes_per_reservation(ctx: Context) -> Figure:
+    """RSS growth (VmRSS) of a fresh process holding 1M open 3-line reservations (13-character
+    ids) in the core's reservation table, divided by the reservations (see
+    bench/reservation_memory_probe.py for how they are made)."""
+    count = ctx.size(1_000_000, 200_000)
+    ctx.log(f"memory: {count:,} open 3-line reservations in a child process")
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.reservation_memory_probe", str(count)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"reservation memory probe failed ({out.returncode}):\n{out.stderr[-3000:]}"
+        )
+    details = json.loads(out.stdout.strip().splitlines()[-1])
+    details["summary_keys"] = ["reservations", "rss_delta_bytes", "array_bytes_per_reservation"]
+    quick = " (--quick: smaller than the 1M of the target)" if count < 1_000_000 else ""
+    return Figure(
+        details["bytes_per_reservation"],
+        details,
+        f"at {count:,} open reservations of 3 lines{quick}: VmRSS after minus VmRSS before "
+        "reserving them through apply(Reserve), in a fresh child process, divided by "
+        "reservations; array_bytes_per_reservation splits the table's arrays (rows, lines, "
+        "ids with their index, the time heaps)",
+    )

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rules.support import consumed, make_world, reserve_as, rules_text, set_rules, stock
 
-from atpd.core.commands import Confirm, Line, Reserve, SetStock
+from atpd.core.commands import Confirm, Line, Reserve, SetStock, Tick
 from atpd.core.commands_amend import AmendReservation, AmendResult
+from atpd.core.reservations import ReservationStatus
 from atpd.core.results import InvalidCommand, NotFound, Outcome
 from atpd.core.state import AtpState
 from atpd.persistence.codec import decode_command, encode_command
@@ -179,3 +180,27 @@ def test_amendments_replay_and_snapshot_to_the_same_state() -> None:
     restored = import_state(*export_state(state))
     assert restored.digest() == state.digest()
     restored.check_invariants()
+
+
+def test_amended_expiry_is_rekeyed_and_the_answer_is_a_copy() -> None:
+    """An amendment with a TTL moves the hold in the expiry heap (it outlives the old expiry and
+    expires at the new one, giving back the new lines); its answer does not follow the row."""
+    state = make_state()
+    put_stock(state, "bag", "paris", 5)
+    put_stock(state, "belt", "lyon", 5)
+    reserve(state, "cart", ("bag", "paris", 1), now_ms=1_000, ttl_ms=10_000)
+    done = state.apply(
+        AmendReservation("cart", (Line("belt", "lyon", 2), Line("bag", "paris", 3)), 30_000),
+        2_000,
+    )
+    assert done.outcome is Outcome.OK and done.reservation.expires_at_ms == 32_000
+    assert state.next_expiry_ms() == 32_000
+    state.apply(Tick(), 20_000)  # past the first expiry (11_000): still held
+    assert state.reservation("cart").status is ReservationStatus.HELD
+    state.check_invariants()
+    assert state.apply(Tick(), 32_000).expired == ("cart",)
+    assert state.position("bag", "paris").reserved == 0
+    assert state.position("belt", "lyon").reserved == 0
+    assert done.reservation.status is ReservationStatus.HELD  # the answer taken then
+    assert done.reservation.held == [2, 3]
+    state.check_invariants()

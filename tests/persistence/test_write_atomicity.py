@@ -2,8 +2,9 @@
 
 An in-process durable engine (real journal and data directory, fake clock) runs one command of
 every write type; a fault is injected at the k-th mutating primitive the core calls (attribute
-writes of the state, nodes, reservations and supply; writes into the stock arrays; id interning;
-expiry, retention, supply book, load registry and bulk kernels; change capture), for k = 1, 2,
+writes of the state, nodes, supply and the reservation table; writes into the stock arrays and
+the reservation table's columns; id interning; the table's rows, id index, expiry and retention
+heaps; supply book, load registry and bulk kernels; change capture), for k = 1, 2,
 ... until the command completes. After each fault the caller must get InternalFailure, the
 engine must rebuild from durable records, and the digest must equal the one before the command,
 with reserved == sum of open holds.
@@ -15,6 +16,7 @@ import asyncio
 import importlib
 import logging
 import pkgutil
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -46,11 +48,13 @@ from atpd.core.commands import (
     UpsertNode,
 )
 from atpd.core.geo import Geography
+from atpd.core.id_index import IdIndex
 from atpd.core.ids import IdMap
 from atpd.core.load_command import BulkLoad, LoadMode
 from atpd.core.load_registry import LoadRegistry
 from atpd.core.nodes import Node
-from atpd.core.reservations import ExpiryIndex, Reservation
+from atpd.core.reservation_table import LINE_COLUMNS, ROW_COLUMNS, ReservationTable
+from atpd.core.row_heap import RowHeap
 from atpd.core.state import AtpState
 from atpd.core.stock import StockTable
 from atpd.core.supply import Supply, SupplyBook, SupplyKind
@@ -130,6 +134,23 @@ class FaultyDict(dict[Any, Any]):
         super().__delitem__(key)
 
 
+class FaultyColumn(array):  # type: ignore[type-arg]  # any typecode
+    """A copy of a reservation table column whose item writes go through the fault counter."""
+
+    faults: Faults
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        FaultyColumn.faults.hit()
+        super().__setitem__(key, value)
+
+
+def wrap_columns(table: ReservationTable) -> None:
+    for name in (*ROW_COLUMNS, *LINE_COLUMNS):
+        column = getattr(table, name)
+        if not isinstance(column, FaultyColumn):
+            object.__setattr__(table, name, FaultyColumn(column.typecode, column))
+
+
 def wrap_arrays(stock: StockTable) -> None:
     for name in ("cells", "source_seq", "present"):
         array = getattr(stock, name)
@@ -140,8 +161,7 @@ def wrap_arrays(stock: StockTable) -> None:
 def instrument(state: AtpState) -> None:
     """Route this state's containers through the fault counter (a rebuilt state is new)."""
     wrap_arrays(state.stock)
-    if not isinstance(state.reservations, FaultyDict):
-        object.__setattr__(state, "reservations", FaultyDict(state.reservations))
+    wrap_columns(state.reservations)
     if not isinstance(state.protection_consumed, FaultyDict):
         object.__setattr__(state, "protection_consumed", FaultyDict(state.protection_consumed))
 
@@ -151,6 +171,7 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
     faults = Faults()
     FaultyArray.faults = faults
     FaultyDict.faults = faults
+    FaultyColumn.faults = faults
 
     def before(function: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -170,7 +191,7 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
         monkeypatch.setattr(cls, "__setattr__", faulty_setattr)
 
     cls: type[Any]
-    for cls in (AtpState, Reservation, Node, Supply):
+    for cls in (AtpState, ReservationTable, RowHeap, IdIndex, Node, Supply):
         setattr_through(cls)
     original_ensure = StockTable.ensure
 
@@ -184,7 +205,9 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
     for cls, names in (
         (StockTable, ("mark_present",)),
         (IdMap, ("intern", "intern_many")),
-        (ExpiryIndex, ("add", "remove", "pop_due")),
+        (ReservationTable, ("insert", "delete", "intern_caller", "intern_maker")),
+        (RowHeap, ("push", "discard", "pop_until", "pop_first")),
+        (IdIndex, ("add", "remove")),
         (SupplyBook, ("add", "remove")),
         (LoadRegistry, ("add",)),
         (Geography, ("place", "grow")),

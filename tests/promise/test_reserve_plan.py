@@ -148,7 +148,7 @@ def test_idempotent_retry_and_clash() -> None:
     state = plan_world(slots=5)
     first = reserve_plan(state, "r1", two_shipment_plan())
     again = reserve_plan(state, "r1", two_shipment_plan())
-    assert again.replayed and again.reservation is first.reservation
+    assert again.replayed and again.reservation == first.reservation
     assert slots_left(state, "express", "WH-1", SHIP_DAY) == 4
     with pytest.raises(AlreadyExists):
         reserve_plan(state, "r1", two_shipment_plan(2))

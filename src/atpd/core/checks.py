@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 
 from atpd.core.plan_holds import plan_hold_problems
+from atpd.core.reservation_columns import line_columns, line_indexes, row_columns
 from atpd.core.reservations import ReservationStatus
 from atpd.core.state_fields import StateFields
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED
@@ -16,15 +18,18 @@ from atpd.core.transfers import transfer_problems
 def check_invariants(state: StateFields) -> None:
     """Recompute reserved from open holds and compare; O(state), for tests and recovery."""
     sku_count, node_count = len(state.skus), len(state.nodes)
+    table = state.reservations
+    rows = table.live_rows()
+    status = np.frombuffer(table.status, np.int8)[rows]
+    is_open = (status == ReservationStatus.HELD) | (status == ReservationStatus.CONFIRMED)
+    lines = line_indexes(table, rows)
+    columns = line_columns(table, lines)
+    held = columns["line_held"].astype(np.int64)
+    counts = np.frombuffer(table.line_count, np.int32)[rows]
+    assert not held[~np.repeat(is_open, counts)].any(), "a finished reservation holds units"
+    assert (held >= 0).all() and (columns["line_fulfilled"] >= 0).all(), "negative line"
     expected = np.zeros((sku_count, node_count), np.int64)
-    open_count = 0
-    for reservation in state.reservations.values():
-        if reservation.status.is_open:
-            open_count += 1
-        else:
-            assert not any(reservation.held), reservation
-        for (sku, node), held in zip(reservation.cells, reservation.held, strict=True):
-            expected[sku, node] += held
+    np.add.at(expected, (columns["line_sku"], columns["line_node"]), held)
     # Transfer orders not yet shipped hold their units in the same column.
     for transfer in state.transfers.open.values():
         for line in transfer.lines:
@@ -32,9 +37,21 @@ def check_invariants(state: StateFields) -> None:
     cells = state.stock.cells[:sku_count, :, :node_count]
     assert np.array_equal(cells[:, FIELD_RESERVED, :], expected), "reserved != sum of holds"
     assert (cells[:, FIELD_ON_HAND, :] >= 0).all(), "negative on_hand"
+    open_count = int(np.count_nonzero(is_open))
     assert open_count == state.open_reservations, (open_count, state.open_reservations)
-    held_count = sum(1 for r in state.reservations.values() if r.status is ReservationStatus.HELD)
-    assert held_count == len(state.expiry), (held_count, len(state.expiry))
+    assert len(rows) == len(table) == len(table.ids), (len(rows), len(table), len(table.ids))
+    held_rows = rows[status == ReservationStatus.HELD]
+    assert len(held_rows) == len(state.expiry), (len(held_rows), len(state.expiry))
+    keys, expiry_rows = state.expiry.entries()
+    assert np.array_equal(np.sort(expiry_rows), held_rows), "expiry heap != HELD rows"
+    expires = np.frombuffer(table.expires_ms, np.int64)
+    assert np.array_equal(keys, expires[expiry_rows]), "expiry heap keys != expiry times"
+    finished_rows = rows[~is_open]
+    _, retained_rows = state.retention.entries()
+    assert np.array_equal(np.sort(retained_rows), finished_rows), "retention != finished rows"
+    assert len(finished_rows) <= state.limits.max_retained_reservations
+    for row in rows.tolist():
+        assert table.find(table.id_of(row)) == row, row
     problems = state.carrier_capacity.problems()
     assert not problems, problems
     problems = state.pick_capacity.problems() + plan_hold_problems(state)
@@ -65,29 +82,7 @@ def digest(state: StateFields) -> str:
         )
     for x in state.supply.closed.values():
         h.update(repr((x.supply_id, x.quantity, x.received, x.eta_ms)).encode())
-    for reservation_id in sorted(state.reservations):
-        r = state.reservations[reservation_id]
-        h.update(
-            repr(
-                (
-                    reservation_id,
-                    r.status,
-                    r.lines,
-                    r.held,
-                    r.fulfilled,
-                    r.created_at_ms,
-                    r.expires_at_ms,
-                    r.updated_at_ms,
-                    r.kind,
-                    r.channel,
-                    r.segment,
-                    # Closed holds have given every protected unit back: [[]] is None.
-                    r.protected if r.protected and any(r.protected) else None,
-                    r.maker,
-                    *(() if r.plan is None else (r.plan,)),
-                )
-            ).encode()
-        )
+    reservations_digest(state, h)
     h.update(state.loads.to_json())
     # Only once a network or capacity exists, so digests of states without them stay as before.
     if state.network.text or len(state.carrier_capacity):
@@ -109,3 +104,39 @@ def digest(state: StateFields) -> str:
         h.update(b"demand")
         h.update(repr(state.demand.entries()).encode())
     return h.hexdigest()
+
+
+def reservations_digest(state: StateFields, h: Any) -> None:
+    """Every reservation in id order, from the columns (row numbers and the order of interned
+    callers and principals differ between a live state and a restored one: not hashed)."""
+    table = state.reservations
+    rows = table.live_rows()
+    ids = [table.id_of(row) for row in rows.tolist()]
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    rows = rows[np.array(order, np.int64)] if order else rows
+    h.update(b"reservations")
+    h.update("\n".join(ids[i] for i in order).encode())
+    columns = row_columns(table, rows)
+    for name in (
+        "status",
+        "kind",
+        "ttl_ms",
+        "created_ms",
+        "updated_ms",
+        "expires_ms",
+        "line_count",
+    ):
+        h.update(columns[name].astype(np.int64).tobytes())
+    callers = table.callers
+    h.update(repr([callers[c] for c in columns["caller"].tolist()]).encode())
+    makers = table.makers
+    h.update(repr([makers[m] if m >= 0 else None for m in columns["maker"].tolist()]).encode())
+    lines = line_columns(table, line_indexes(table, rows))
+    for values in lines.values():
+        h.update(values.astype(np.int64).tobytes())  # whatever width a column is stored in
+    # Closed holds have given every protected unit back: [[]] is None.
+    extras = {row for row, records in table.protected.items() if any(records)} | set(table.plans)
+    for reservation_id, row in sorted((table.id_of(row), row) for row in extras):
+        records = table.protected.get(row)
+        h.update(repr((reservation_id, records if records and any(records) else None)).encode())
+        h.update(repr(table.plans.get(row)).encode())

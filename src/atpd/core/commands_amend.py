@@ -10,13 +10,13 @@ from atpd.core.results import Outcome, Shortage
 
 if TYPE_CHECKING:  # annotations only: commands.py imports this module for its Command union
     from atpd.core.commands import Line
-    from atpd.core.reservations import Reservation
+    from atpd.core.reservations import ReservationView
 
 
 @dataclass(slots=True)
 class AmendResult:
     outcome: Outcome
-    reservation: Reservation
+    reservation: ReservationView  # a copy of the row after the command
     shortages: tuple[Shortage, ...] = ()
     replayed: bool = False
     disabled_node_id: str = ""

@@ -7,9 +7,10 @@ same channel and segment, and then either held or, when refused, the saved holds
 as they were (reserved counts, protection consumption, per-line records, change capture), so
 a refused amendment leaves no trace.
 
-The Reservation object is touched only through the helpers of the "reservation access" section
-below (`saved_holds`, `restore_holds`, `replace_lines`, `move_expiry`): the reservation table
-is being rewritten into columns, and these are what a port has to redo.
+The reservation is a row of the reservation table (core/reservation_table.py); the handler
+touches it only through the helpers of the "reservation access" section below
+(`saved_holds`, `restore_holds`, `replace_lines`, `move_expiry`). Answers are views (copies)
+of the row taken after the change.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from atpd.core.handlers_reservations import (
 )
 from atpd.core.limits import MAX_QUANTITY
 from atpd.core.protections import take_protected
-from atpd.core.reservations import Reservation, ReservationStatus
+from atpd.core.reservation_table import HELD, ProtectedRecords
+from atpd.core.reservations import ReservationStatus
 from atpd.core.results import InvalidCommand, Outcome, Shortage
-from atpd.core.state_fields import StateFields, find_reservation, node_index
+from atpd.core.state_fields import StateFields, find_row, node_index
 from atpd.core.stock import FIELD_RESERVED
 
 # ---------------------------------------------------------------------------- reservation access
@@ -46,80 +48,98 @@ class SavedHolds:
     reserved: dict[tuple[int, int], int]
     consumed: dict[int, npt.NDArray[np.int32]]
     held: list[int]
-    protected: list[list[tuple[str, int]]] | None
+    protected: ProtectedRecords | None
     in_protected_set: bool
     captured: frozenset[tuple[int, int]]
 
 
-def saved_holds(state: StateFields, reservation: Reservation) -> SavedHolds:
+def saved_holds(state: StateFields, row: int) -> SavedHolds:
+    table = state.reservations
     cells = state.stock.cells
+    lines = table.line_range(row)
+    positions = [(table.line_sku[at], table.line_node[at]) for at in lines]
+    records = table.protected.get(row) if table.protected else None
     return SavedHolds(
-        {cell: int(cells[cell[0], FIELD_RESERVED, cell[1]]) for cell in reservation.cells},
+        {(sku, node): cells.item(sku, FIELD_RESERVED, node) for sku, node in positions},
         {
             sku: state.protection_consumed[sku].copy()
-            for sku, _ in reservation.cells
+            for sku, _ in positions
             if sku in state.protection_consumed
         },
-        list(reservation.held),
-        None if reservation.protected is None else [list(x) for x in reservation.protected],
-        reservation.reservation_id in state.protected_reservations,
+        table.line_held[lines.start : lines.stop].tolist(),
+        # unhold pops and rewrites the records in place: copy each line's list.
+        None if records is None else [list(line) for line in records],
+        table.id_of(row) in state.protected_reservations,
         frozenset(state.changes),
     )
 
 
-def restore_holds(state: StateFields, reservation: Reservation, saved: SavedHolds) -> None:
+def restore_holds(state: StateFields, row: int, saved: SavedHolds) -> None:
+    table = state.reservations
     cells = state.stock.cells
     for (sku, node), reserved in saved.reserved.items():
         cells[sku, FIELD_RESERVED, node] = reserved
     for sku, consumed in saved.consumed.items():
         state.protection_consumed[sku] = consumed
-    reservation.held = saved.held
-    reservation.protected = saved.protected
+    first = table.first_line[row]
+    for line, held in enumerate(saved.held):
+        table.line_held[first + line] = held
+    if saved.protected is None:
+        table.protected.pop(row, None)
+    else:
+        table.protected[row] = saved.protected
     if saved.in_protected_set:
-        state.protected_reservations.add(reservation.reservation_id)
+        state.protected_reservations.add(table.id_of(row))
     # Positions first touched by this refused command did not change: no Watch event.
     for key in set(state.changes) - saved.captured:
         del state.changes[key]
 
 
 def replace_lines(
-    reservation: Reservation,
+    state: StateFields,
+    row: int,
     lines: tuple[Line, ...],
-    cells: tuple[tuple[int, int], ...],
-    protected: list[list[tuple[str, int]]] | None,
+    skus: list[int],
+    nodes: list[int],
+    protected: ProtectedRecords | None,
     now_ms: int,
 ) -> None:
-    reservation.lines = lines
-    reservation.cells = cells
-    reservation.held = [line.quantity for line in lines]
-    reservation.fulfilled = [0] * len(lines)
-    reservation.protected = protected
-    reservation.updated_at_ms = now_ms
+    table = state.reservations
+    table.replace_lines(row, skus, nodes, [line.quantity for line in lines])
+    if protected is None:
+        table.protected.pop(row, None)
+    else:
+        table.protected[row] = protected
+    table.updated_ms[row] = now_ms
 
 
-def move_expiry(state: StateFields, reservation: Reservation, ttl_ms: int, now_ms: int) -> None:
-    assert reservation.status is ReservationStatus.HELD
-    state.expiry.remove(reservation.expires_at_ms, reservation.reservation_id)
-    reservation.expires_at_ms = now_ms + ttl_ms
-    reservation.ttl_ms = ttl_ms
-    reservation.updated_at_ms = now_ms
-    state.expiry.add(reservation.expires_at_ms, reservation.reservation_id)
+def move_expiry(state: StateFields, row: int, ttl_ms: int, now_ms: int) -> None:
+    table = state.reservations
+    assert table.status[row] == HELD, row
+    table.expiry.discard(row)
+    table.expires_ms[row] = now_ms + ttl_ms
+    table.ttl_ms[row] = ttl_ms
+    table.updated_ms[row] = now_ms
+    table.expiry.push(now_ms + ttl_ms, row)
 
 
 # ---------------------------------------------------------------------------- the handler
 
 
 def amend_reservation(state: StateFields, command: AmendReservation, now_ms: int) -> AmendResult:
-    reservation = find_reservation(state, command.reservation_id)
-    if reservation.plan is not None:
+    table = state.reservations
+    row = find_row(state, command.reservation_id)
+    if table.plans and row in table.plans:
         raise InvalidCommand(
             f"reservation_id: {command.reservation_id!r} holds a promised option (carrier "
             "slots, pick capacity): release it and reserve the new option instead"
         )
-    if reservation.status is ReservationStatus.EXPIRED:
-        return AmendResult(Outcome.EXPIRED, reservation)
-    if reservation.status is not ReservationStatus.HELD or any(reservation.fulfilled):
-        return AmendResult(Outcome.INVALID_STATE, reservation)
+    status = table.status[row]
+    if status == ReservationStatus.EXPIRED:
+        return AmendResult(Outcome.EXPIRED, table.answer(row))
+    old_lines = table.line_range(row)
+    if status != HELD or any(table.line_fulfilled[old_lines.start : old_lines.stop]):
+        return AmendResult(Outcome.INVALID_STATE, table.answer(row))
     limits = state.limits
     if command.ttl_ms and not limits.min_ttl_ms <= command.ttl_ms <= limits.max_ttl_ms:
         raise InvalidCommand(
@@ -131,43 +151,42 @@ def amend_reservation(state: StateFields, command: AmendReservation, now_ms: int
         raise InvalidCommand(
             f"lines: {len(lines)} lines, 1 to {limits.max_lines_per_reservation} allowed"
         )
-    nodes = [node_index(state, x.node_id, f"lines[{i}].node_id") for i, x in enumerate(lines)]
+    node_get = state.node_ids.get
+    nodes = [node_get(line.node_id) for line in lines]
+    for i, node in enumerate(nodes):
+        if node < 0:  # the message is formatted only for an unknown node
+            node_index(state, lines[i].node_id, f"lines[{i}].node_id")
     if len({(x.sku, x.node_id) for x in lines}) != len(lines):
         raise InvalidCommand("lines: two lines name the same (sku, node)")
-    if sorted((x.sku, x.node_id, x.quantity) for x in reservation.lines) == sorted(
-        (x.sku, x.node_id, x.quantity) for x in lines
-    ):
-        # A retry of an amendment already applied (or no change of lines).
-        if command.ttl_ms and now_ms + command.ttl_ms > reservation.expires_at_ms:
-            move_expiry(state, reservation, command.ttl_ms, now_ms)
-            return AmendResult(Outcome.OK, reservation, replayed=True, changed=True)
-        return AmendResult(Outcome.OK, reservation, replayed=True)
+    skus = [state.skus.get(line.sku) for line in lines]
+    # Compared by index: the id maps are one to one, and an unknown SKU (-1) is on no line.
     held_before = {
-        (line.sku, line.node_id): held
-        for line, held in zip(reservation.lines, reservation.held, strict=True)
+        (table.line_sku[at], table.line_node[at]): table.line_held[at] for at in old_lines
     }
+    if sorted(
+        (table.line_sku[at], table.line_node[at], table.line_quantity[at]) for at in old_lines
+    ) == sorted(zip(skus, nodes, (line.quantity for line in lines), strict=True)):
+        # A retry of an amendment already applied (or no change of lines).
+        if command.ttl_ms and now_ms + command.ttl_ms > table.expires_ms[row]:
+            move_expiry(state, row, command.ttl_ms, now_ms)
+            return AmendResult(Outcome.OK, table.answer(row), replayed=True, changed=True)
+        return AmendResult(Outcome.OK, table.answer(row), replayed=True)
     needing_more = [
-        i
-        for i, line in enumerate(lines)
-        if line.quantity > held_before.get((line.sku, line.node_id), 0)
+        i for i, line in enumerate(lines) if line.quantity > held_before.get((skus[i], nodes[i]), 0)
     ]
     if any(not state.nodes[nodes[i]].enabled for i in needing_more):
         more = tuple(lines[i] for i in needing_more)
         refused = refuse_disabled(state, more, [nodes[i] for i in needing_more])
         return AmendResult(
             Outcome.NODE_DISABLED,
-            reservation,
+            table.answer(row),
             refused.shortages,
             disabled_node_id=refused.disabled_node_id,
         )
-    policy = (
-        caller_policy(state, reservation.channel, reservation.segment)
-        if state.rules.policies
-        else None
-    )
-    saved = saved_holds(state, reservation)
-    free_held(state, reservation)
-    skus = [state.skus.get(line.sku) for line in lines]
+    channel, segment = table.caller_of(row)
+    policy = caller_policy(state, channel, segment) if state.rules.policies else None
+    saved = saved_holds(state, row)
+    free_held(state, row)
     shortages: list[Shortage] = []
     for line, sku, node in zip(lines, skus, nodes, strict=True):
         if sku < 0:
@@ -182,14 +201,14 @@ def amend_reservation(state: StateFields, command: AmendReservation, now_ms: int
         if line.quantity > available:
             shortages.append(shortage(state, policy, line, sku, node, available))
         else:
-            check_bound(state, saved, reservation, lines, line, sku, node)
+            check_bound(state, saved, row, lines, line, sku, node)
     if shortages:
-        restore_holds(state, reservation, saved)
-        return AmendResult(Outcome.INSUFFICIENT_STOCK, reservation, tuple(shortages))
+        restore_holds(state, row, saved)
+        return AmendResult(Outcome.INSUFFICIENT_STOCK, table.answer(row), tuple(shortages))
     cells = state.stock.cells
     for line, sku, node in zip(lines, skus, nodes, strict=True):
         touch(state, sku, node)
-        reserved = int(cells[sku, FIELD_RESERVED, node]) + line.quantity
+        reserved = cells.item(sku, FIELD_RESERVED, node) + line.quantity
         assert reserved <= MAX_QUANTITY, (line, reserved)
         cells[sku, FIELD_RESERVED, node] = reserved
     protected = (
@@ -197,18 +216,18 @@ def amend_reservation(state: StateFields, command: AmendReservation, now_ms: int
         if policy is not None and policy.mine
         else None
     )
-    replace_lines(reservation, lines, tuple(zip(skus, nodes, strict=True)), protected, now_ms)
+    replace_lines(state, row, lines, skus, nodes, protected, now_ms)
     if protected is not None:
-        state.protected_reservations.add(reservation.reservation_id)
+        state.protected_reservations.add(command.reservation_id)
     if command.ttl_ms:
-        move_expiry(state, reservation, command.ttl_ms, now_ms)
-    return AmendResult(Outcome.OK, reservation, changed=True)
+        move_expiry(state, row, command.ttl_ms, now_ms)
+    return AmendResult(Outcome.OK, table.answer(row), changed=True)
 
 
 def check_bound(
     state: StateFields,
     saved: SavedHolds,
-    reservation: Reservation,
+    row: int,
     lines: tuple[Line, ...],
     line: Line,
     sku: int,
@@ -219,5 +238,5 @@ def check_bound(
     try:
         check_reserved_bound(state, lines, line, sku, node)
     except Exception:
-        restore_holds(state, reservation, saved)
+        restore_holds(state, row, saved)
         raise

@@ -19,7 +19,8 @@ from atpd.core.plan_holds import (
     stock_changes,
 )
 from atpd.core.protections import protection_index, take_protected
-from atpd.core.reservations import Reservation, ReservationStatus
+from atpd.core.reservation_table import HELD, NOT_READ, OPEN_STATUSES
+from atpd.core.reservations import ReservationStatus, ReservationView
 from atpd.core.reservations import fingerprint as reservation_fingerprint
 from atpd.core.results import (
     AlreadyExists,
@@ -32,7 +33,7 @@ from atpd.core.results import (
     ShortageReason,
 )
 from atpd.core.rules_compile import CompiledPolicy
-from atpd.core.state_fields import StateFields, find_reservation, node_index
+from atpd.core.state_fields import StateFields, find_row, node_index
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
 
 
@@ -41,17 +42,15 @@ def reserve_plan(state: StateFields, command: Reserve, now_ms: int) -> ReserveRe
     PROMISE_CHANGED (nothing held) if any of them moved since the promise."""
     plan = command.plan
     assert plan is not None
-    if command.reservation_id in state.reservations:
+    if state.reservations.find(command.reservation_id) >= 0:
         # Idempotent retry (or a clash): as Reserve.
         return reserve(state, command, now_ms, plan_checked=True)
     check_plan_command(command, plan)
     changes = plan_changes(state, plan, now_ms)
     if changes:
         return ReserveResult(Outcome.PROMISE_CHANGED, changes=tuple(changes))
-    result = reserve(state, command, now_ms, plan_checked=True)
+    result = reserve(state, command, now_ms, plan_checked=True)  # holds the plan too
     if result.outcome is Outcome.OK:
-        assert result.reservation is not None
-        hold_plan(state, result.reservation, plan, now_ms)
         return result
     # Short or disabled stock: nothing was held.
     return ReserveResult(
@@ -72,8 +71,10 @@ def reserve(
     lines = command.lines
     pos_sale = command.kind is ReservationKind.POS_SALE
     ttl_ms = 0 if pos_sale else command.ttl_ms
-    existing = state.reservations.get(command.reservation_id)
-    if existing is not None:
+    table = state.reservations
+    existing_row = table.find(command.reservation_id)
+    if existing_row >= 0:
+        existing = table.view(existing_row)
         asked = reservation_fingerprint(
             command.kind, command.channel, command.segment, ttl_ms, lines, command.plan
         )
@@ -96,12 +97,14 @@ def reserve(
     sku_get = state.skus.get
     skus: list[int] = []
     nodes: list[int] = []
+    quantities: list[int] = []
     for line in lines:
         node = node_get(line.node_id)
         if node < 0:
             node_index(state, line.node_id, f"lines[{lines.index(line)}].node_id")
         nodes.append(node)
         skus.append(sku_get(line.sku))
+        quantities.append(line.quantity)
     if state.open_reservations >= state.limits.max_open_reservations:
         raise LimitExceeded(
             f"max_open_reservations: {state.open_reservations} reservations are open"
@@ -158,31 +161,38 @@ def reserve(
         if policy is not None and policy.mine
         else None
     )
-    reservation = Reservation(
+    row = table.insert(
         command.reservation_id,
-        lines,
-        tuple(zip(skus, nodes, strict=True)),
         command.kind,
-        command.channel,
-        command.segment,
+        table.intern_caller(command.channel, command.segment),
+        table.intern_maker(command.maker),
         ttl_ms,
         now_ms,
-        command.maker,
+        skus,
+        nodes,
+        quantities,
     )
-    state.reservations[command.reservation_id] = reservation
     state.open_reservations += 1
     if protected is not None:
-        reservation.protected = protected
+        table.protected[row] = protected
         state.protected_reservations.add(command.reservation_id)
     if pos_sale:
         # A POS sale is a reserve and a fulfilment in one step: the goods left the store.
-        # It never waits in the expiry index, so it passes through CONFIRMED, not HELD.
-        reservation.status = ReservationStatus.CONFIRMED
-        reservation.expires_at_ms = 0
-        take_out(state, reservation, list(reservation.held), now_ms)
+        # It never waits in the expiry heap, so it passes through CONFIRMED, not HELD.
+        table.status[row] = ReservationStatus.CONFIRMED
+        table.expires_ms[row] = 0
+        take_out(state, row, quantities, now_ms)
     else:
-        state.expiry.add(reservation.expires_at_ms, reservation.reservation_id)
-    return ReserveResult(Outcome.OK, reservation)
+        table.expiry.push(now_ms + ttl_ms, row)
+        if command.plan is not None:
+            hold_plan(state, row, command.plan, now_ms)
+        return ReserveResult(
+            Outcome.OK,
+            table.new_view(row, command.reservation_id, lines, skus, nodes, quantities)
+            if table.answering
+            else NOT_READ,
+        )
+    return ReserveResult(Outcome.OK, table.answer(row))
 
 
 def check_reserved_bound(
@@ -239,65 +249,78 @@ def refuse_disabled(state: StateFields, lines: tuple[Line, ...], nodes: list[int
     )
 
 
-def stop_expiry(state: StateFields, reservation: Reservation) -> None:
-    if reservation.status is ReservationStatus.HELD:
-        state.expiry.remove(reservation.expires_at_ms, reservation.reservation_id)
+def stop_expiry(state: StateFields, row: int) -> None:
+    table = state.reservations
+    if table.status[row] == HELD:
+        table.expiry.discard(row)
 
 
 def confirm(state: StateFields, command: Confirm, now_ms: int) -> ReservationResult:
-    reservation = find_reservation(state, command.reservation_id)
-    status = reservation.status
-    if status is ReservationStatus.CONFIRMED:
-        return ReservationResult(Outcome.OK, reservation)
-    if status is ReservationStatus.EXPIRED:
-        return ReservationResult(Outcome.EXPIRED, reservation)
-    if status is not ReservationStatus.HELD:
-        return ReservationResult(Outcome.INVALID_STATE, reservation)
-    stop_expiry(state, reservation)
-    reservation.status = ReservationStatus.CONFIRMED
-    reservation.expires_at_ms = 0
-    reservation.updated_at_ms = now_ms
-    return ReservationResult(Outcome.OK, reservation, changed=True)
+    table = state.reservations
+    row = find_row(state, command.reservation_id)
+    status = table.status[row]
+    if status == ReservationStatus.CONFIRMED:
+        return ReservationResult(Outcome.OK, table.answer(row))
+    if status == ReservationStatus.EXPIRED:
+        return ReservationResult(Outcome.EXPIRED, table.answer(row))
+    if status != ReservationStatus.HELD:
+        return ReservationResult(Outcome.INVALID_STATE, table.answer(row))
+    stop_expiry(state, row)
+    table.status[row] = ReservationStatus.CONFIRMED
+    table.expires_ms[row] = 0
+    table.updated_ms[row] = now_ms
+    return ReservationResult(Outcome.OK, table.answer(row), changed=True)
 
 
 def release(state: StateFields, command: Release, now_ms: int) -> ReservationResult:
-    reservation = find_reservation(state, command.reservation_id)
-    status = reservation.status
+    table = state.reservations
+    row = find_row(state, command.reservation_id)
+    status = table.status[row]
     if status in (ReservationStatus.RELEASED, ReservationStatus.EXPIRED):
-        return ReservationResult(Outcome.OK, reservation)
-    if status is ReservationStatus.FULFILLED:
-        return ReservationResult(Outcome.INVALID_STATE, reservation)
-    stop_expiry(state, reservation)
-    free_held(state, reservation)
-    reservation.status = ReservationStatus.RELEASED
-    reservation.updated_at_ms = now_ms
-    close_reservation(state, reservation, now_ms)
-    return ReservationResult(Outcome.OK, reservation, changed=True)
+        return ReservationResult(Outcome.OK, table.answer(row))
+    if status == ReservationStatus.FULFILLED:
+        return ReservationResult(Outcome.INVALID_STATE, table.answer(row))
+    stop_expiry(state, row)
+    free_held(state, row)
+    table.status[row] = ReservationStatus.RELEASED
+    table.updated_ms[row] = now_ms
+    view = table.answer(row)  # before closing: closing may evict older finished rows
+    close_reservation(state, row, now_ms)
+    return ReservationResult(Outcome.OK, view, changed=True)
 
 
-def free_held(state: StateFields, reservation: Reservation) -> None:
-    for i, held in enumerate(reservation.held):
-        if held:
-            unhold(state, reservation, i, held)
-    state.protected_reservations.discard(reservation.reservation_id)
+def free_held(state: StateFields, row: int) -> None:
+    table = state.reservations
+    held = table.line_held
+    first = table.first_line[row]
+    for line in range(table.line_count[row]):
+        quantity = held[first + line]
+        if quantity:
+            unhold(state, row, line, quantity)
+    if table.protected and row in table.protected:
+        state.protected_reservations.discard(table.id_of(row))
 
 
-def unhold(state: StateFields, reservation: Reservation, line: int, quantity: int) -> None:
-    """Line `line` holds `quantity` fewer units: reserved drops, and protected units it
-    took go back to their protection (the last taken first)."""
-    sku, node = reservation.cells[line]
+def unhold(state: StateFields, row: int, line: int, quantity: int) -> None:
+    """Line `line` of `row` holds `quantity` fewer units: reserved drops, and protected units
+    it took go back to their protection (the last taken first)."""
+    table = state.reservations
+    at = table.first_line[row] + line
+    sku, node = table.line_sku[at], table.line_node[at]
     touch(state, sku, node)
     cells = state.stock.cells
     cells[sku, FIELD_RESERVED, node] -= quantity
     assert cells[sku, FIELD_RESERVED, node] >= 0
-    reservation.held[line] -= quantity
-    assert reservation.held[line] >= 0
-    records = reservation.protected[line] if reservation.protected is not None else None
+    held = table.line_held[at] - quantity
+    assert held >= 0
+    table.line_held[at] = held
+    protected = table.protected.get(row) if table.protected else None
+    records = protected[line] if protected is not None else None
     if not records:
         return
     # Protected units are given back only once the general-pool part is gone.
     protected_units = sum(units for _, units in records)
-    give_back = protected_units - min(protected_units, reservation.held[line])
+    give_back = protected_units - min(protected_units, held)
     for _ in range(len(records)):
         if give_back <= 0:
             break
@@ -316,15 +339,17 @@ def unhold(state: StateFields, reservation: Reservation, line: int, quantity: in
 
 
 def fulfil(state: StateFields, command: Fulfil, now_ms: int) -> ReservationResult:
-    reservation = find_reservation(state, command.reservation_id)
-    status = reservation.status
-    if status is ReservationStatus.EXPIRED:
-        return ReservationResult(Outcome.EXPIRED, reservation)
-    if status is ReservationStatus.FULFILLED and not command.lines:
-        return ReservationResult(Outcome.OK, reservation)
-    if not status.is_open:
-        return ReservationResult(Outcome.INVALID_STATE, reservation)
+    table = state.reservations
+    row = find_row(state, command.reservation_id)
+    status = table.status[row]
+    if status == ReservationStatus.EXPIRED:
+        return ReservationResult(Outcome.EXPIRED, table.answer(row))
+    if status == ReservationStatus.FULFILLED and not command.lines:
+        return ReservationResult(Outcome.OK, table.answer(row))
+    if status not in OPEN_STATUSES:
+        return ReservationResult(Outcome.INVALID_STATE, table.answer(row))
     if command.lines:
+        reservation = table.view(row)  # read here: not an answer
         quantities = [0] * len(reservation.lines)
         positions = {(line.sku, line.node_id): i for i, line in enumerate(reservation.lines)}
         for i, line in enumerate(command.lines):
@@ -338,67 +363,76 @@ def fulfil(state: StateFields, command: Fulfil, now_ms: int) -> ReservationResul
                 return ReservationResult(Outcome.EXCEEDS_HELD, reservation)
             quantities[index] = line.quantity
     else:
-        quantities = list(reservation.held)
-    take_out(state, reservation, quantities, now_ms, command.release_remainder)
-    return ReservationResult(Outcome.OK, reservation, changed=True)
+        first = table.first_line[row]
+        quantities = table.line_held[first : first + table.line_count[row]].tolist()
+    view = take_out(state, row, quantities, now_ms, command.release_remainder)
+    return ReservationResult(Outcome.OK, view, changed=True)
 
 
 def take_out(
     state: StateFields,
-    reservation: Reservation,
+    row: int,
     quantities: Sequence[int],
     now_ms: int,
     release_remainder: bool = False,
-) -> None:
-    """The goods left: on_hand and reserved drop by `quantities` (per line)."""
+) -> ReservationView:
+    """The goods left: on_hand and reserved drop by `quantities` (per line). Returns the
+    reservation as it is then (before closing it may evict older finished ones)."""
+    table = state.reservations
     cells = state.stock.cells
-    for i, ((sku, node), quantity) in enumerate(zip(reservation.cells, quantities, strict=True)):
-        assert 0 <= quantity <= reservation.held[i]
+    first = table.first_line[row]
+    count = table.line_count[row]
+    assert len(quantities) == count
+    for line, quantity in enumerate(quantities):
+        at = first + line
+        assert 0 <= quantity <= table.line_held[at]
         if quantity == 0:
             continue
-        unhold(state, reservation, i, quantity)
+        unhold(state, row, line, quantity)
+        sku, node = table.line_sku[at], table.line_node[at]
         # A recount may have set on_hand below what was held; on_hand never goes negative.
         on_hand = int(cells[sku, FIELD_ON_HAND, node]) - quantity
         cells[sku, FIELD_ON_HAND, node] = on_hand if on_hand > 0 else 0
-        reservation.fulfilled[i] += quantity
-        record_units_sold(state.demand, sku, node, quantity, now_ms)
+        table.line_fulfilled[at] += quantity
+        record_units_sold(state.demand, int(sku), int(node), quantity, now_ms)
     if release_remainder:
-        free_held(state, reservation)
-    reservation.updated_at_ms = now_ms
-    if not any(reservation.held):
-        state.protected_reservations.discard(reservation.reservation_id)
-        stop_expiry(state, reservation)
-        fulfilled_any = any(reservation.fulfilled)
-        reservation.status = (
-            ReservationStatus.FULFILLED if fulfilled_any else ReservationStatus.RELEASED
-        )
-        close_reservation(state, reservation, now_ms)
+        free_held(state, row)
+    table.updated_ms[row] = now_ms
+    if any(table.line_held[first : first + count]):
+        return table.answer(row)
+    if table.protected and row in table.protected:
+        state.protected_reservations.discard(table.id_of(row))
+    stop_expiry(state, row)
+    fulfilled_any = any(table.line_fulfilled[first : first + count])
+    table.status[row] = ReservationStatus.FULFILLED if fulfilled_any else ReservationStatus.RELEASED
+    view = table.answer(row)
+    close_reservation(state, row, now_ms)
+    return view
 
 
-def close_reservation(state: StateFields, reservation: Reservation, at_ms: int) -> None:
+def close_reservation(state: StateFields, row: int, at_ms: int) -> None:
     """Bookkeeping for a reservation that just reached a terminal status."""
-    assert not reservation.status.is_open
-    if reservation.plan is not None:
-        give_back_plan(state, reservation)
+    table = state.reservations
+    assert table.status[row] not in OPEN_STATUSES, row
+    if table.plans and row in table.plans:
+        give_back_plan(state, row)
     state.open_reservations -= 1
     assert state.open_reservations >= 0
-    retention = state.retention
+    retention = table.retention
     # Evict before adding, so the reservation closing now is never the one forgotten
     # (several can close in the same millisecond, and ties sort by id).
-    overflow = len(retention) + 1 - state.limits.max_retained_reservations
+    overflow = retention.live + 1 - state.limits.max_retained_reservations
     if overflow > 0:
         evict_retained(state, overflow)
-    retention.add((at_ms + state.limits.terminal_retention_ms, reservation.reservation_id))
-    assert len(retention) <= state.limits.max_retained_reservations
+    retention.push(at_ms + state.limits.terminal_retention_ms, row)
+    assert retention.live <= state.limits.max_retained_reservations
 
 
 def evict_retained(state: StateFields, count: int) -> None:
     """Forget the `count` oldest terminal reservations (retention order): a retry of one
     of their ids is then a new reservation."""
-    assert 0 < count <= len(state.retention), count
-    reservations = state.reservations
-    for _, reservation_id in state.retention[:count]:
-        evicted = reservations.pop(reservation_id)
-        assert not evicted.status.is_open, evicted
-    del state.retention[:count]
+    table = state.reservations
+    assert 0 < count <= len(table.retention), count
+    for row in table.pop_oldest_retained(count):
+        table.delete(row)
     state.evicted_total += count

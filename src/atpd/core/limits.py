@@ -77,6 +77,8 @@ class Limits:
     def __post_init__(self) -> None:
         assert 0 < self.min_ttl_ms <= self.max_ttl_ms
         assert self.max_lines_per_reservation >= 1
+        # Reservation lines keep node indexes in 16 bits (core/reservation_table.py).
+        assert 1 <= self.max_nodes <= 65_535, "max_nodes: at most 65,535"
         assert self.max_skus_per_query >= 1
         assert 1 <= self.max_load_chunk_rows <= self.max_load_rows
         assert self.max_concurrent_loads >= 1 and self.max_remembered_loads >= 1

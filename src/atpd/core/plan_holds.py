@@ -17,7 +17,7 @@ from atpd.core.commands import Line, ReservationKind, Reserve
 from atpd.core.handlers_network import DAY_MS, PAST_DAYS_KEPT, slots_left
 from atpd.core.network import UNLIMITED_PICKS, UNLIMITED_SLOTS, CarrierService, NodeLogistics
 from atpd.core.plan import Plan
-from atpd.core.reservations import Reservation
+from atpd.core.reservations import ReservationStatus
 from atpd.core.results import (
     ChangedResource,
     InvalidCommand,
@@ -191,9 +191,10 @@ def stock_changes(plan: Plan, shortages: tuple[Shortage, ...]) -> tuple[PlanChan
     )
 
 
-def hold_plan(state: StateFields, reservation: Reservation, plan: Plan, now_ms: int) -> None:
-    """Hold the plan's slots and picks (plan_changes found them all there)."""
-    reservation.plan = plan
+def hold_plan(state: StateFields, row: int, plan: Plan, now_ms: int) -> None:
+    """Hold the plan's slots and picks (plan_changes found them all there) for the
+    reservation at `row`."""
+    state.reservations.plans[row] = plan
     picks = state.pick_capacity
     picks.purge_before(now_ms // DAY_MS - PAST_DAYS_KEPT)
     network = state.network
@@ -211,18 +212,19 @@ def hold_plan(state: StateFields, reservation: Reservation, plan: Plan, now_ms: 
         picks.hold(shipment.node_id, shipment.ship_day)
 
 
-def give_back_plan(state: StateFields, reservation: Reservation) -> None:
+def give_back_plan(state: StateFields, row: int) -> None:
     """A reservation of a plan closed: each shipment's slot and pick are spent if any of its
     lines left (the carrier collected that parcel, even when the rest was later released or
     expired), and given back otherwise. The reservation's lines are the plan's, shipment by
     shipment (plan_lines), so shipment i owns a contiguous run of them."""
-    plan = reservation.plan
-    assert plan is not None and not reservation.status.is_open
-    assert len(reservation.fulfilled) == sum(len(s.lines) for s in plan.shipments)
-    first = 0
+    table = state.reservations
+    plan = table.plans[row]
+    assert not ReservationStatus(table.status[row]).is_open
+    assert table.line_count[row] == sum(len(s.lines) for s in plan.shipments)
+    first = table.first_line[row]
     for shipment in plan.shipments:
         last = first + len(shipment.lines)
-        used = any(reservation.fulfilled[first:last])
+        used = any(table.line_fulfilled[first:last])
         first = last
         if shipment.service:
             state.carrier_capacity.give_back(
@@ -235,9 +237,9 @@ def plan_hold_problems(state: StateFields) -> list[str]:
     """held == the open reservations' shipments, per carrier entry and per pick entry."""
     slots: dict[tuple[str, str, int], int] = {}
     picks: dict[tuple[str, int], int] = {}
-    for reservation in state.reservations.values():
-        plan = reservation.plan
-        if plan is None or not reservation.status.is_open:
+    table = state.reservations
+    for row, plan in table.plans.items():
+        if not ReservationStatus(table.status[row]).is_open:
             continue
         for s in plan.shipments:
             if s.service:

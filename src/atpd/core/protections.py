@@ -27,10 +27,12 @@ def rebuild_protection_consumption(state: StateFields) -> None:
     state.protection_consumed.clear()
     capacity = state.stock.node_capacity
     count = max(len(state.rules.protections), 1)
+    table = state.reservations
     for reservation_id in state.protected_reservations:
-        reservation = state.reservations[reservation_id]
-        assert reservation.protected is not None
-        for (sku, node), records in zip(reservation.cells, reservation.protected, strict=True):
+        row = table.find(reservation_id)
+        first = table.first_line[row]
+        for line, records in enumerate(table.protected[row]):
+            sku, node = table.line_sku[first + line], table.line_node[first + line]
             for name, units in records:
                 index = protection_index(state, name)
                 if index < 0:

@@ -1,10 +1,9 @@
-"""Reservations and the expiry index."""
+"""What a reservation is to its readers: its status, its idempotency fingerprint, and a
+read-only view of one (the reservations themselves are rows of core/reservation_table.py)."""
 
 from __future__ import annotations
 
 import enum
-
-from sortedcontainers import SortedList
 
 from atpd.core.commands import Line, Maker, ReservationKind
 from atpd.core.plan import Plan
@@ -42,62 +41,74 @@ class ReservationStatus(enum.IntEnum):
         return self in (ReservationStatus.HELD, ReservationStatus.CONFIRMED)
 
 
-class Reservation:
-    """One reservation. `held[i]` is what line i still holds; `fulfilled[i]` what left."""
+class ReservationView:
+    """One reservation as it was when the view was taken: a copy of its row of the table
+    (core/reservation_table.py), made for one caller (a result, GetReservation, a test). It
+    never changes after, so it can be converted to a message after awaits while the table moves
+    on (and reuses the row). `held[i]` is what line i still held; `fulfilled[i]` what left."""
 
     __slots__ = (
-        "cells",
+        "_lines",
+        "_node_names",
+        "_sku_names",
         "channel",
         "created_at_ms",
         "expires_at_ms",
         "fulfilled",
         "held",
         "kind",
-        "lines",
         "maker",
+        "nodes",
         "plan",
         "protected",
+        "quantities",
         "reservation_id",
         "segment",
+        "skus",
         "status",
         "ttl_ms",
         "updated_at_ms",
     )
 
-    def __init__(
-        self,
-        reservation_id: str,
-        lines: tuple[Line, ...],
-        cells: tuple[tuple[int, int], ...],
-        kind: ReservationKind,
-        channel: str,
-        segment: str,
-        ttl_ms: int,
-        now_ms: int,
-        maker: Maker | None = None,
-    ) -> None:
-        assert len(lines) == len(cells) and lines
-        self.reservation_id = reservation_id
-        self.lines = lines
-        self.cells = cells  # (sku index, node index) per line
-        self.kind = kind
-        self.channel = channel
-        self.segment = segment
-        self.ttl_ms = ttl_ms
-        self.created_at_ms = now_ms
-        self.updated_at_ms = now_ms
-        self.expires_at_ms = now_ms + ttl_ms
-        self.status = ReservationStatus.HELD
-        self.held = [line.quantity for line in lines]
-        self.fulfilled = [0] * len(lines)
-        # Per line, the protected units it took: [(protection name, units)], or None when the
-        # caller is no protection's beneficiary (the common case: no list at all).
-        self.protected: list[list[tuple[str, int]]] | None = None
-        # The principal that made it (None: made with authentication off); never changes.
-        self.maker = maker
-        # A promised option (core/plan_holds.py): while the reservation is open it holds one
-        # carrier slot and one pick per shipment besides the stock; None for a plain one.
-        self.plan: Plan | None = None
+    reservation_id: str
+    status: ReservationStatus
+    kind: ReservationKind
+    channel: str
+    segment: str
+    ttl_ms: int
+    created_at_ms: int
+    updated_at_ms: int
+    expires_at_ms: int
+    maker: Maker | None
+    plan: Plan | None
+    # Per line, the protected units it took: [(protection name, units)], or None when the
+    # caller is no protection's beneficiary (the common case).
+    protected: list[list[tuple[str, int]]] | None
+    skus: list[int]  # SKU index per line
+    nodes: list[int]  # node index per line
+    quantities: list[int]
+    held: list[int]
+    fulfilled: list[int]
+    _lines: tuple[Line, ...] | None
+    _sku_names: list[str]
+    _node_names: list[str]
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        """The lines as reserved (built on first use: most views never need the names)."""
+        lines = self._lines
+        if lines is None:
+            skus, nodes = self._sku_names, self._node_names
+            lines = self._lines = tuple(
+                Line(skus[sku], nodes[node], quantity)
+                for sku, node, quantity in zip(self.skus, self.nodes, self.quantities, strict=True)
+            )
+        return lines
+
+    @property
+    def cells(self) -> tuple[tuple[int, int], ...]:
+        """(SKU index, node index) per line."""
+        return tuple(zip(self.skus, self.nodes, strict=True))
 
     def fingerprint(self) -> tuple[object, ...]:
         """Computed only when an id is reused: most reservations are never compared."""
@@ -105,42 +116,34 @@ class Reservation:
             self.kind, self.channel, self.segment, self.ttl_ms, self.lines, self.plan
         )
 
+    def _compared(self) -> tuple[object, ...]:
+        return (
+            self.reservation_id,
+            self.status,
+            self.kind,
+            self.channel,
+            self.segment,
+            self.ttl_ms,
+            self.created_at_ms,
+            self.updated_at_ms,
+            self.expires_at_ms,
+            self.maker,
+            self.plan,
+            self.protected,
+            self.skus,
+            self.nodes,
+            self.quantities,
+            self.held,
+            self.fulfilled,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        """Views of the same reservation in the same state are equal (not identical)."""
+        if not isinstance(other, ReservationView):
+            return NotImplemented
+        return self._compared() == other._compared()
+
+    __hash__ = None  # type: ignore[assignment]  # compared by value, and not immutable
+
     def __repr__(self) -> str:
         return f"Reservation({self.reservation_id!r}, {self.status.name}, held={self.held})"
-
-
-class ExpiryIndex:
-    """Open HELD reservations ordered by expiry time (ties broken by id, deterministically)."""
-
-    __slots__ = ("_entries",)
-
-    def __init__(self) -> None:
-        self._entries: SortedList = SortedList()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def add_many(self, entries: list[tuple[int, str]]) -> None:
-        """Bulk insert (snapshot load): one sort instead of a million bisects."""
-        self._entries.update(entries)
-
-    def add(self, expires_at_ms: int, reservation_id: str) -> None:
-        self._entries.add((expires_at_ms, reservation_id))
-
-    def remove(self, expires_at_ms: int, reservation_id: str) -> None:
-        self._entries.remove((expires_at_ms, reservation_id))
-
-    def next_expiry_ms(self) -> int | None:
-        return self._entries[0][0] if self._entries else None
-
-    def pop_due(self, now_ms: int) -> list[str]:
-        """Remove and return the ids of every hold with expires_at_ms <= now_ms, in order."""
-        entries = self._entries
-        if not entries or entries[0][0] > now_ms:
-            return []  # the common case, checked without a bisect
-        count = entries.bisect_left((now_ms + 1, ""))
-        if count == 0:
-            return []
-        due = [reservation_id for _, reservation_id in entries[:count]]
-        del entries[:count]
-        return due

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: keeps results importable from anywhere in the core
-    from atpd.core.reservations import Reservation
+    from atpd.core.reservations import ReservationView
     from atpd.core.supply import Supply
     from atpd.core.transfers import Transfer
 
@@ -113,7 +113,7 @@ class NodeResult:
 @dataclass(slots=True)  # not frozen: built on every reserve, and frozen __init__ is 2x slower
 class ReserveResult:
     outcome: Outcome
-    reservation: Reservation | None = None
+    reservation: ReservationView | None = None
     shortages: tuple[Shortage, ...] = ()
     replayed: bool = False
     disabled_node_id: str = ""
@@ -128,7 +128,7 @@ class ReserveResult:
 @dataclass(slots=True)
 class ReservationResult:
     outcome: Outcome
-    reservation: Reservation
+    reservation: ReservationView
     changed: bool = False
 
 

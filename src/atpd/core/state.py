@@ -165,37 +165,43 @@ class AtpState(StateFields):
             self.eval_ms = now_ms
 
     def next_expiry_ms(self) -> int | None:
-        return self.expiry.next_expiry_ms()
+        return self.expiry.min_key()
 
     def _tick(self, command: Tick, now_ms: int) -> TickResult:
         return TickResult(expired=self.last_expired, time_moved=self.time_moved)
 
     def _expire_due(self, now_ms: int) -> tuple[str, ...]:
-        due = self.expiry.pop_due(now_ms)
-        if due:
-            self._expire(due)
+        keys = self.expiry.keys
+        expired: tuple[str, ...] = ()
+        if keys and keys[0] <= now_ms:
+            expired = self._expire(self.reservations.pop_expired(now_ms))
         # After expiring: a hold that expired long ago may already be past its retention.
-        if self.retention and self.retention[0][0] <= now_ms:
+        purge_keys = self.retention.keys
+        if purge_keys and purge_keys[0] <= now_ms:
             self._purge_terminal(now_ms)
-        return tuple(due)
+        return expired
 
-    def _expire(self, due: list[str]) -> None:
-        for reservation_id in due:
-            reservation = self.reservations[reservation_id]
-            assert reservation.status is ReservationStatus.HELD
-            free_held(self, reservation)
-            reservation.status = ReservationStatus.EXPIRED
+    def _expire(self, due: list[int]) -> tuple[str, ...]:
+        table = self.reservations
+        # The ids first: closing one may evict an older finished one, freeing its row.
+        expired = tuple([table.id_of(row) for row in due])
+        for row in due:
+            assert table.status[row] == ReservationStatus.HELD
+            free_held(self, row)
+            table.status[row] = ReservationStatus.EXPIRED
             # The hold ended at its expiry time exactly, whenever the clock noticed.
-            reservation.updated_at_ms = reservation.expires_at_ms
-            close_reservation(self, reservation, reservation.expires_at_ms)
+            expires_at_ms = table.expires_ms[row]
+            table.updated_ms[row] = expires_at_ms
+            close_reservation(self, row, expires_at_ms)
         self.expired_total += len(due)
+        return expired
 
     def _purge_terminal(self, now_ms: int) -> None:
-        count = self.retention.bisect_left((now_ms + 1, ""))
-        self.purged_total += count
-        for _, reservation_id in self.retention[:count]:
-            del self.reservations[reservation_id]
-        del self.retention[:count]
+        table = self.reservations
+        purged = table.pop_purged(now_ms)
+        self.purged_total += len(purged)
+        for row in purged:
+            table.delete(row)
 
     # ------------------------------------------------------------------ entry points from outside
 

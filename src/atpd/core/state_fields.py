@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from sortedcontainers import SortedList
 
 from atpd.core.demand import DemandBook
 from atpd.core.geo import Geography
@@ -21,8 +20,10 @@ from atpd.core.network_capacity import CarrierCapacity
 from atpd.core.network_compile import CompiledNetwork
 from atpd.core.nodes import Node
 from atpd.core.pick_capacity import PickCapacity
-from atpd.core.reservations import ExpiryIndex, Reservation
+from atpd.core.reservation_table import ReservationTable
+from atpd.core.reservations import ReservationView
 from atpd.core.results import InvalidCommand, LimitExceeded, NotFound
+from atpd.core.row_heap import RowHeap
 from atpd.core.rules import RuleSet, open_rules
 from atpd.core.rules_compile import CompiledRules
 from atpd.core.stock import StockTable
@@ -49,11 +50,14 @@ class StateFields:
         )
         self.geo = Geography(self.stock.node_capacity)
         self.enabled_mask: npt.NDArray[np.bool_] = np.zeros(0, np.bool_)
-        self.reservations: dict[str, Reservation] = {}
-        self.expiry = ExpiryIndex()
-        # (purge_at_ms, reservation_id) for terminal reservations kept for idempotent retries,
-        # oldest first: the order of purging by time and of eviction over the cap.
-        self.retention: SortedList = SortedList()
+        # Every reservation, open or finished and kept for retries, as table rows (read like a
+        # mapping from id to ReservationView).
+        self.reservations = ReservationTable(self.skus, self.node_ids)
+        # Open HELD rows by expiry time, and terminal rows kept for idempotent retries by purge
+        # time, oldest first: the order of purging by time and of eviction over the cap (ties
+        # by id). Both belong to the table; named here for the time handling in core/state.py.
+        self.expiry: RowHeap = self.reservations.expiry
+        self.retention: RowHeap = self.reservations.retention
         self.open_reservations = 0
         self.now_ms = 0
         # The time ATP is evaluated at (incoming supply counts only until its ETA): the last
@@ -77,7 +81,7 @@ class StateFields:
         # Units of each protection (index in the current rules) held by its beneficiaries,
         # per SKU row: [protection, node]. Only SKUs with such holds have an entry.
         self.protection_consumed: dict[int, npt.NDArray[np.int32]] = {}
-        # Open reservations whose lines took protected units (see Reservation.protected).
+        # Ids of open reservations whose lines took protected units (ReservationView.protected).
         self.protected_reservations: set[str] = set()
         # Change capture for the Watch stream: the callers being watched, and per position
         # touched by the current command, its ATP for each of them before the change.
@@ -116,11 +120,15 @@ def register_sku(state: StateFields, sku: str) -> int:
     return index
 
 
-def find_reservation(state: StateFields, reservation_id: str) -> Reservation:
-    reservation = state.reservations.get(reservation_id)
-    if reservation is None:
+def find_row(state: StateFields, reservation_id: str) -> int:
+    row = state.reservations.find(reservation_id)
+    if row < 0:
         raise NotFound(f"reservation_id: unknown reservation {reservation_id!r}")
-    return reservation
+    return row
+
+
+def find_reservation(state: StateFields, reservation_id: str) -> ReservationView:
+    return state.reservations.view(find_row(state, reservation_id))
 
 
 def find_supply(state: StateFields, supply_id: str) -> Supply:

@@ -106,25 +106,24 @@ def plan_from_json(value: Any) -> Plan:
 def plans_blob(state: StateFields) -> bytes:
     """Snapshot entry "reservation_plans": {reservation id: plan} of every reservation of a
     promised option."""
+    table = state.reservations
     return json.dumps(
-        {
-            reservation_id: plan_to_json(reservation.plan)
-            for reservation_id, reservation in state.reservations.items()
-            if reservation.plan is not None
-        }
+        {table.id_of(row): plan_to_json(plan) for row, plan in table.plans.items()}
     ).encode()
 
 
 def load_plans(state: StateFields, blob: bytes) -> None:
     for reservation_id, value in json.loads(blob).items():
-        reservation = state.reservations.get(reservation_id)
-        if reservation is None:
+        table = state.reservations
+        row = table.find(reservation_id)
+        if row < 0:
             raise ValueError(f"a plan names an unknown reservation {shown(reservation_id)}")
+        reservation = table.view(row)
         plan = plan_from_json(value)
         problem = plan_problem(plan, reservation.lines, reservation.channel, reservation.segment)
         if problem is not None:
             raise ValueError(f"reservation {reservation_id}: {problem}")
-        reservation.plan = plan
+        table.plans[row] = plan
 
 
 def load_picks(state: StateFields, blob: bytes) -> None:

@@ -69,26 +69,36 @@ def replay(state: AtpState, records: Iterator[Record], data_dir: Path | None = N
     """Apply journal records in order; returns how many. A bulk load record gets its rows from
     its load file under `data_dir`. Raises JournalCorrupt naming the record's file and offset
     for a record that cannot be decoded or applied; the state is then unusable."""
+    state.reservations.answering = False  # results are thrown away: no copies for them
+    try:
+        return _replay(state, records, data_dir)
+    finally:
+        state.reservations.answering = True
+
+
+def _replay(state: AtpState, records: Iterator[Record], data_dir: Path | None) -> int:
     count = 0
+    apply = state.apply
     for record in records:
-        where = Path(record.source_name or f"<record {record.sequence}>")
         try:
             command = decode_command(record.payload)
         except UndecodableRecord as error:
             raise JournalCorrupt(
-                where, record.offset, f"record {record.sequence} cannot be replayed: {error}"
+                _where(record),
+                record.offset,
+                f"record {record.sequence} cannot be replayed: {error}",
             ) from error
         try:
             if data_dir is not None:
                 command = resolve_stored(command, data_dir, record.sequence)
-            state.apply(command, record.timestamp_ms)
+            apply(command, record.timestamp_ms)
         except JournalCorrupt as error:
-            raise JournalCorrupt(where, record.offset, error.detail) from error
+            raise JournalCorrupt(_where(record), record.offset, error.detail) from error
         except CommandRejected as error:
             # Only applied commands are journaled: a rejection means the journal and the code
             # disagree (e.g. a downgrade). Refuse to guess.
             raise JournalCorrupt(
-                where,
+                _where(record),
                 record.offset,
                 f"record {record.sequence} ({type(command).__name__}) was rejected on replay: "
                 f"{error}",
@@ -98,13 +108,19 @@ def replay(state: AtpState, records: Iterator[Record], data_dir: Path | None = N
             # record that triggers it (the full traceback goes to the log).
             log.exception("replay of record %d failed", record.sequence)
             raise JournalCorrupt(
-                where,
+                _where(record),
                 record.offset,
                 f"record {record.sequence} ({type(command).__name__}) failed on replay: "
                 f"{type(error).__name__}: {error}",
             ) from error
         count += 1
     return count
+
+
+def _where(record: Record) -> Path:
+    """The file a record came from, for an error (built only then: a Path per record would
+    cost a tenth of a replay)."""
+    return Path(record.source_name or f"<record {record.sequence}>")
 
 
 def recover(

@@ -1,13 +1,19 @@
 """The whole core state as named arrays and blobs (for snapshot files), and back.
 
-Stock travels as the used part of the numpy arrays; reservations travel columnar (one int64
-row per reservation, one per line) with their string ids joined by newlines — none of the id
-alphabets allows a newline — so 1M reservations load without a million small parses.
+Stock travels as the used part of the numpy arrays; reservations travel as the columns of the
+reservation table (core/reservation_table.py): one array per row column ("reservation_status",
+"reservation_expires_ms", ...; rows in table order, lines contiguous in row order) and per line
+column ("line_sku", "line_held", ...), with the ids joined by newlines (no id alphabet allows a
+newline). Loading copies the arrays into the table and rebuilds its id index and time heaps
+with array operations: 1M reservations load with no per-reservation Python work but hashing
+their ids. The (channel, segment) of each reservation is an index into "reservation_callers",
+its principal an index ("reservation_principal", -1: none) into "principals" (JSON lists): a
+few hundred terminals make a million reservations. A snapshot without the principal entries
+(written with authentication off) loads with no principal on any reservation.
 
-The principal that made each reservation travels as an index per reservation
-("reservation_principal", -1 for none) into a JSON list of the distinct principals
-("principals"): a few hundred terminals make a million reservations. Snapshots written before
-principals were recorded lack both entries and load with no principal on any reservation.
+STATE_FORMAT 2 is this layout. Snapshots of format 1 (one int64 table per reservation, written
+before the table was columnar) are converted as they load (persistence/snapshot_upgrade.py);
+any other format is refused with the format named.
 
 Loading trusts the file's checksum but not its content: every id is checked against the same
 rules as a caller's, and every count, shape and index against the rest, so a snapshot written
@@ -19,13 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from atpd.core.commands import Line, Maker, NodeKind, ReservationKind
+from atpd.core.commands import Maker, NodeKind, ReservationKind
 from atpd.core.geo import parse_geo_path
 from atpd.core.ids import (
     ID_PATTERN,
@@ -39,7 +46,15 @@ from atpd.core.limits import Limits
 from atpd.core.load_registry import LoadRegistry
 from atpd.core.network_parse import parse_network
 from atpd.core.nodes import Node
-from atpd.core.reservations import Reservation, ReservationStatus
+from atpd.core.reservation_columns import (
+    line_columns,
+    line_indexes,
+    load_columns,
+    open_count,
+    row_columns,
+)
+from atpd.core.reservation_table import CONFIRMED, HELD, LINE_COLUMNS, ROW_COLUMNS
+from atpd.core.reservations import ReservationStatus
 from atpd.core.rules import parse_rules
 from atpd.core.state import AtpState
 from atpd.core.stock import FIELD_COUNT
@@ -48,18 +63,21 @@ from atpd.core.supply import Supply, SupplyKind
 from atpd.core.text import shown
 from atpd.persistence.codec import maker_problem
 from atpd.persistence.plan_codec import load_picks, load_plans, plans_blob
+from atpd.persistence.snapshot_upgrade import upgrade_format_1
 from atpd.persistence.transfer_snapshot import export_transfers, import_transfers
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+READABLE_FORMATS = (1, 2)  # 1 is converted on load (persistence/snapshot_upgrade.py)
 
-# Columns of the per-reservation table.
-R_STATUS, R_KIND, R_CREATED, R_EXPIRES, R_UPDATED, R_TTL, R_FIRST_LINE, R_LINES, R_PURGE_AT = range(
-    9
-)
-# Columns of the per-line table.
-L_SKU, L_NODE, L_QUANTITY, L_HELD, L_FULFILLED = range(5)
-# import_state reads line rows by these positions directly (its hot loop).
-assert (L_SKU, L_NODE, L_QUANTITY, L_HELD, L_FULFILLED) == (0, 1, 2, 3, 4)
+
+def _joined_pattern(pattern: re.Pattern[str]) -> re.Pattern[bytes]:
+    """Names matching `pattern`, joined by newlines: checked in one pass over a blob."""
+    body = pattern.pattern.removeprefix(r"\A").removesuffix(r"\Z")
+    return re.compile(f"(?:{body}\n)*{body}".encode())
+
+
+JOINED_IDS = _joined_pattern(RESERVATION_ID_PATTERN)
+JOINED_SKUS = _joined_pattern(ID_PATTERN)
 
 Arrays = dict[str, npt.NDArray[Any]]
 Blobs = dict[str, bytes]
@@ -138,44 +156,71 @@ def _supplies(state: AtpState, blob: bytes) -> list[Supply]:
     ]
 
 
-def _principal_columns(reservations: list[Reservation]) -> tuple[npt.NDArray[Any], bytes]:
-    """Per reservation, the index of its principal in the list of distinct ones (-1: none)."""
-    column = np.full(len(reservations), -1, np.int32)
-    by_identity: dict[int, int] = {}  # most reservations share their principal's one object
-    by_value: dict[Maker, int] = {}
-    for i, r in enumerate(reservations):
-        maker = r.maker
-        if maker is None:
-            continue
-        index = by_identity.get(id(maker))
-        if index is None:
-            index = by_identity[id(maker)] = by_value.setdefault(maker, len(by_value))
-        column[i] = index
-    principals = [
-        [m.name, m.role, list(m.node_ids), list(m.geo_prefixes), list(m.channels)] for m in by_value
-    ]
-    return column, json.dumps(principals).encode()
-
-
-def _principals(arrays: Arrays, blobs: Blobs, count: int) -> list[Maker | None]:
-    """Each reservation's principal (all None in a snapshot that has none)."""
-    if "reservation_principal" not in arrays:
-        return [None] * count
+def _makers(blobs: Blobs) -> list[Maker]:
     makers: list[Maker] = []
     for i, (name, role, node_ids, geo_prefixes, channels) in enumerate(
-        json.loads(blobs["principals"])
+        json.loads(blobs.get("principals", b"[]"))
     ):
         maker = Maker(name, role, tuple(node_ids), tuple(geo_prefixes), tuple(channels))
         problem = maker_problem(maker)
         if problem is not None:
             raise ValueError(f"principals[{i}]: {problem}")
         makers.append(maker)
-    column = arrays["reservation_principal"]
-    if column.shape != (count,):
-        raise ValueError(f"reservation_principal has shape {column.shape}, expected ({count},)")
-    if count and (int(column.min()) < -1 or int(column.max()) >= len(makers)):
-        raise ValueError("reservation_principal names a principal out of range")
-    return [makers[index] if index >= 0 else None for index in column.tolist()]
+    if len(set(makers)) != len(makers):
+        raise ValueError("a principal is listed twice")
+    return makers
+
+
+def _callers(blob: bytes) -> list[tuple[str, str]]:
+    callers = [(str(channel), str(segment)) for channel, segment in json.loads(blob)]
+    for channel, segment in callers:
+        for name in (channel, segment):
+            if name and not NAME_PATTERN.fullmatch(name):
+                raise ValueError(f"channel or segment {shown(name)} is not a valid name")
+    if len(set(callers)) != len(callers):
+        raise ValueError("a (channel, segment) pair is listed twice")
+    return callers
+
+
+def _reservation_arrays(state: AtpState) -> tuple[Arrays, Blobs, int]:
+    """The table's live rows as snapshot columns (rows renumbered 0..n-1, lines contiguous,
+    principals and callers reduced to those used)."""
+    table = state.reservations
+    rows = table.live_rows()
+    columns = row_columns(table, rows)
+    lines = line_columns(table, line_indexes(table, rows))
+    counts = columns["line_count"].astype(np.int64)
+    columns["first_line"] = np.cumsum(counts) - counts
+    purge_keys, purge_rows = table.retention.entries()
+    renumbered = np.full(max(table.high, 1), -1, np.int64)
+    renumbered[rows] = np.arange(len(rows))
+    purge_at = np.zeros(len(rows), np.int64)
+    purge_at[renumbered[purge_rows]] = purge_keys
+    used_makers = np.unique(columns["maker"][columns["maker"] >= 0])
+    maker_map = np.full(len(table.makers) + 1, -1, np.int32)  # index -1 reads the last: -1
+    maker_map[used_makers] = np.arange(len(used_makers), dtype=np.int32)
+    columns["maker"] = maker_map[columns["maker"]]
+    used_callers = np.unique(columns["caller"])
+    caller_map = np.zeros(max(len(table.callers), 1), np.int32)
+    caller_map[used_callers] = np.arange(len(used_callers), dtype=np.int32)
+    columns["caller"] = caller_map[columns["caller"]]
+    arrays: Arrays = {_array_name(name): values for name, values in columns.items()}
+    arrays["reservation_purge_at_ms"] = purge_at
+    arrays.update(lines)
+    makers = [table.makers[i] for i in used_makers.tolist()]
+    blobs: Blobs = {
+        "reservation_ids": table.ids.joined(rows),
+        "reservation_callers": json.dumps(
+            [table.callers[i] for i in used_callers.tolist()]
+        ).encode(),
+        "principals": json.dumps(
+            [
+                [m.name, m.role, list(m.node_ids), list(m.geo_prefixes), list(m.channels)]
+                for m in makers
+            ]
+        ).encode(),
+    }
+    return arrays, blobs, len(rows)
 
 
 def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
@@ -183,37 +228,12 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
     while the state moves on)."""
     sku_count, node_count = len(state.skus), len(state.nodes)
     stock = state.stock
-    reservations = list(state.reservations.values())
-    purge_at = {reservation_id: at for at, reservation_id in state.retention}
-    line_count = sum(len(r.lines) for r in reservations)
-    table = np.zeros((len(reservations), 9), np.int64)
-    lines = np.zeros((line_count, 5), np.int64)
-    line_index = 0
-    for i, r in enumerate(reservations):
-        table[i] = (
-            r.status,
-            r.kind,
-            r.created_at_ms,
-            r.expires_at_ms,
-            r.updated_at_ms,
-            r.ttl_ms,
-            line_index,
-            len(r.lines),
-            purge_at.get(r.reservation_id, 0),
-        )
-        for (sku, node), line, held, fulfilled in zip(
-            r.cells, r.lines, r.held, r.fulfilled, strict=True
-        ):
-            lines[line_index] = (sku, node, line.quantity, held, fulfilled)
-            line_index += 1
-    principal_column, principals = _principal_columns(reservations)
+    reservation_arrays, reservation_blobs, reservation_count = _reservation_arrays(state)
     arrays: Arrays = {
-        "reservation_principal": principal_column,
         "cells": np.ascontiguousarray(stock.cells[:sku_count, :, :node_count]),
         "source_seq": np.ascontiguousarray(stock.source_seq[:sku_count, :node_count]),
         "present": np.ascontiguousarray(stock.present[:sku_count, :node_count]),
-        "reservations": table,
-        "reservation_lines": lines,
+        **reservation_arrays,
     }
     nodes = [
         [n.node_id, int(n.kind), "/".join(n.geo_path), n.ships, n.pickup, n.enabled, list(n.tags)]
@@ -225,23 +245,23 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
         "expired_total": state.expired_total,
         "skus": sku_count,
         "nodes": node_count,
-        "reservations": len(reservations),
+        "reservations": reservation_count,
     }
     blobs: Blobs = {
         "meta": json.dumps(meta).encode(),
         "skus": _join(state.skus.names),
         "nodes": json.dumps(nodes).encode(),
-        "reservation_ids": _join([r.reservation_id for r in reservations]),
-        "reservation_channels": _join([r.channel for r in reservations]),
-        "reservation_segments": _join([r.segment for r in reservations]),
+        **reservation_blobs,
         "rules": state.rules.text.encode(),
         "supply": _supply_blob(state.supply.by_id.values()),
         "supply_closed": _supply_blob(state.supply.closed.values()),
         "protected": json.dumps(
-            {rid: state.reservations[rid].protected for rid in sorted(state.protected_reservations)}
+            {
+                rid: state.reservations.protected[state.reservations.find(rid)]
+                for rid in sorted(state.protected_reservations)
+            }
         ).encode(),
         "loads": state.loads.to_json(),
-        "principals": principals,
     }
     # The network and carrier capacity: only once there are some (older readers, and states
     # without them, see no new entries). Read back with `blobs.get`, so older snapshots load.
@@ -266,10 +286,15 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
     """The state a snapshot holds; raises SnapshotContentError naming the entry at fault."""
     with _entry("meta"):
         meta = json.loads(blobs["meta"])
-        if meta["format"] != STATE_FORMAT:
+        if meta["format"] not in READABLE_FORMATS:
             raise ValueError(
-                f"state format {meta['format']} is not supported (expected {STATE_FORMAT})"
+                f"state format {meta['format']} is not supported (this build reads formats "
+                f"{', '.join(map(str, READABLE_FORMATS))}; a newer build wrote it?)"
             )
+
+    if meta["format"] == 1:
+        with _entry("reservations"):
+            arrays, blobs = upgrade_format_1(arrays, blobs, int(meta["reservations"]))
     state = AtpState(limits)
     with _entry("nodes"):
         for node_id, kind, geo, ships, pickup, enabled, tags in json.loads(blobs["nodes"]):
@@ -293,7 +318,9 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
             raise ValueError(f"{len(state.nodes)} nodes, the meta says {meta['nodes']}")
     with _entry("skus"):
         sku_names = _split(blobs["skus"], meta["skus"])
-        _check_names(sku_names, ID_PATTERN, "sku")
+        if sku_names and JOINED_SKUS.fullmatch(blobs["skus"]) is None:
+            _check_names(sku_names, ID_PATTERN, "sku")
+            raise ValueError("not a list of valid SKUs")
         if len(set(sku_names)) != len(sku_names):
             raise ValueError("a SKU is listed twice")
         state.skus.intern_many(sku_names)
@@ -319,41 +346,7 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
         stock.present[:sku_count, :node_count] = arrays["present"]
         stock.position_count = int(np.count_nonzero(arrays["present"]))
 
-    count = meta["reservations"]
-    with _entry("reservation_ids"):
-        ids = _split(blobs["reservation_ids"], count)
-        _check_names(ids, RESERVATION_ID_PATTERN, "reservation id")
-        if len(set(ids)) != len(ids):
-            raise ValueError("a reservation id is listed twice")
-    with _entry("reservation_channels"):
-        channels = _split(blobs["reservation_channels"], count)
-        _check_names(channels, NAME_PATTERN, "channel", allow_empty=True)
-    with _entry("reservation_segments"):
-        segments = _split(blobs["reservation_segments"], count)
-        _check_names(segments, NAME_PATTERN, "segment", allow_empty=True)
-    with _entry("reservation_principal"):
-        makers = _principals(arrays, blobs, count)
-    with _entry("reservations"):
-        table_array = arrays["reservations"]
-        if table_array.shape != (count, 9):
-            raise ValueError(f"shape {table_array.shape}, expected {(count, 9)}")
-        line_array = arrays["reservation_lines"]
-        if line_array.ndim != 2 or line_array.shape[1] != 5:
-            raise ValueError(f"reservation_lines has shape {line_array.shape}, expected (n, 5)")
-        if count:
-            first_lines = table_array[:, R_FIRST_LINE]
-            ends = first_lines + table_array[:, R_LINES]
-            if int(first_lines.min()) < 0 or int(ends.max()) > line_array.shape[0]:
-                raise ValueError("a reservation's lines are outside reservation_lines")
-        if line_array.shape[0]:
-            sku_column, node_column = line_array[:, L_SKU], line_array[:, L_NODE]
-            if int(sku_column.min()) < 0 or int(sku_column.max()) >= sku_count:
-                raise ValueError("a reservation line names a SKU index out of range")
-            if int(node_column.min()) < 0 or int(node_column.max()) >= node_count:
-                raise ValueError("a reservation line names a node index out of range")
-        table = table_array.tolist()
-        line_rows = line_array.tolist()
-        _load_reservations(state, ids, channels, segments, makers, table, line_rows, sku_names)
+    _load_reservations(state, arrays, blobs, int(meta["reservations"]))
     with _entry("rules"):
         if blobs.get("rules"):
             state.rules = parse_rules(blobs["rules"].decode(), "<snapshot>")
@@ -364,10 +357,14 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
         for supply in _supplies(state, blobs.get("supply_closed", b"[]")):
             state.supply.closed[supply.supply_id] = supply
     with _entry("protected"):
+        table = state.reservations
         for reservation_id, records in json.loads(blobs.get("protected", b"{}")).items():
-            state.reservations[reservation_id].protected = [
-                [(name, units) for name, units in line] for line in records
-            ]
+            row = table.find(reservation_id)
+            if row < 0 or table.status[row] not in (HELD, CONFIRMED):
+                raise ValueError(f"protected units of {shown(reservation_id)}, not open")
+            if len(records) != table.line_count[row]:
+                raise ValueError(f"protected units of {reservation_id}: not one list per line")
+            table.protected[row] = [[(name, units) for name, units in line] for line in records]
             state.protected_reservations.add(reservation_id)
         # Geography, enabled mask and protection consumption follow from what was read.
         state.rebuild_derived()
@@ -417,56 +414,119 @@ def _load_capacity(state: AtpState, blob: bytes) -> None:
         entry.held, entry.used, entry.explicit = held, used, explicit
 
 
-def _load_reservations(
-    state: AtpState,
-    ids: list[str],
-    channels: list[str],
-    segments: list[str],
-    makers: list[Maker | None],
-    table: list[list[int]],
-    line_rows: list[list[int]],
-    sku_names: list[str],
-) -> None:
-    """Fill the reservations in (indexes were checked by the caller)."""
-    node_names = state.node_ids.names
-    retention = []
-    held: list[tuple[int, str]] = []
-    # The hot loop of a large recovery (1M reservations): enum members and Line objects come
-    # from lookups, and the Reservation is filled in directly rather than re-derived.
-    statuses = {int(x): x for x in ReservationStatus}
-    kinds = {int(x): x for x in ReservationKind}
-    held_status = ReservationStatus.HELD
-    open_statuses = {ReservationStatus.HELD, ReservationStatus.CONFIRMED}
-    new_reservation = Reservation.__new__
-    open_count = 0
-    for i, reservation_id in enumerate(ids):
-        row = table[i]
-        first = row[R_FIRST_LINE]
-        rows = line_rows[first : first + row[R_LINES]]
-        r = new_reservation(Reservation)
-        r.reservation_id = reservation_id
-        r.lines = tuple(Line(sku_names[x[0]], node_names[x[1]], x[2]) for x in rows)
-        r.cells = tuple((x[0], x[1]) for x in rows)
-        r.kind = kinds[row[R_KIND]]
-        r.channel = channels[i]
-        r.segment = segments[i]
-        r.ttl_ms = row[R_TTL]
-        r.created_at_ms = row[R_CREATED]
-        r.expires_at_ms = row[R_EXPIRES]
-        r.updated_at_ms = row[R_UPDATED]
-        r.status = status = statuses[row[R_STATUS]]
-        r.held = [x[3] for x in rows]
-        r.fulfilled = [x[4] for x in rows]
-        r.protected = None
-        r.maker = makers[i]
-        r.plan = None
-        state.reservations[reservation_id] = r
-        if status in open_statuses:
-            open_count += 1
-            if status is held_status:
-                held.append((row[R_EXPIRES], reservation_id))
-        else:
-            retention.append((row[R_PURGE_AT], reservation_id))
-    state.open_reservations += open_count
-    state.retention.update(retention)
-    state.expiry.add_many(held)
+def _load_reservations(state: AtpState, arrays: Arrays, blobs: Blobs, count: int) -> None:
+    """Check every column against the others and fill the table in (core/reservation_columns);
+    a problem raises SnapshotContentError naming the entry."""
+    blob = blobs["reservation_ids"]
+    with _entry("reservation_ids"):
+        if count and JOINED_IDS.fullmatch(blob) is None:
+            ids = blob.decode(errors="replace").split("\n")
+            _check_names(ids, RESERVATION_ID_PATTERN, "reservation id")
+            raise ValueError("not a list of valid ids")
+        ids = _split(blob, count)
+    with _entry("reservation_callers"):
+        callers = _callers(blobs.get("reservation_callers", b"[]"))
+    with _entry("principals"):
+        makers = _makers(blobs)
+    if "reservation_principal" not in arrays:
+        # No principal recorded (authentication off when it was written): none on any.
+        arrays = {**arrays, "reservation_principal": np.full(count, -1, np.int32)}
+    rows: dict[str, npt.NDArray[Any]] = {}
+    for name in ROW_COLUMNS:
+        with _entry(_array_name(name)):
+            rows[name] = _column(arrays, _array_name(name), count)
+    with _entry("reservation_purge_at_ms"):
+        purge_at = _column(arrays, "reservation_purge_at_ms", count)
+    with _entry("line_sku"):
+        line_total = len(_column(arrays, "line_sku", -1))
+    lines: dict[str, npt.NDArray[Any]] = {}
+    for name in LINE_COLUMNS:
+        with _entry(name):
+            lines[name] = _column(arrays, name, line_total)
+    status, counts, first = rows["status"], rows["line_count"], rows["first_line"]
+    checks: list[tuple[str, bool, str]] = []
+    if count:
+        checks += [
+            (
+                "reservation_status",
+                not np.isin(status, [int(x) for x in ReservationStatus]).all(),
+                "a reservation has an unknown status",
+            ),
+            (
+                "reservation_kind",
+                not np.isin(rows["kind"], [int(x) for x in ReservationKind]).all(),
+                "a reservation has an unknown kind",
+            ),
+            (
+                "reservation_caller",
+                int(rows["caller"].min()) < 0 or int(rows["caller"].max()) >= len(callers),
+                "a reservation names a (channel, segment) out of range",
+            ),
+            (
+                "reservation_principal",
+                int(rows["maker"].min()) < -1 or int(rows["maker"].max()) >= len(makers),
+                "a reservation names a principal out of range",
+            ),
+            ("reservation_line_count", int(counts.min()) < 1, "a reservation has no lines"),
+        ]
+    ends = np.cumsum(counts.astype(np.int64))
+    checks.append(
+        (
+            "reservation_first_line",
+            not np.array_equal(first, ends - counts) or (ends[-1] if count else 0) != line_total,
+            "reservation lines are not contiguous in reservation order",
+        )
+    )
+    if line_total:
+        sku, node = lines["line_sku"], lines["line_node"]
+        quantity = lines["line_quantity"].astype(np.int64)
+        held = lines["line_held"].astype(np.int64)
+        fulfilled = lines["line_fulfilled"].astype(np.int64)
+        is_open = (status == HELD) | (status == CONFIRMED)
+        checks += [
+            (
+                "line_sku",
+                int(sku.min()) < 0 or int(sku.max()) >= len(state.skus),
+                "a reservation line names a SKU index out of range",
+            ),
+            (
+                "line_node",
+                int(node.min()) < 0 or int(node.max()) >= len(state.nodes),
+                "a reservation line names a node index out of range",
+            ),
+            ("line_quantity", bool((quantity < 1).any()), "a line's quantity is not positive"),
+            (
+                "line_held",
+                bool(
+                    (held < 0).any() or (fulfilled < 0).any() or (held + fulfilled > quantity).any()
+                ),
+                "a line holds or fulfilled less than 0 or more than its quantity",
+            ),
+            (
+                "line_held",
+                bool(held[~np.repeat(is_open, counts)].any()),
+                "a finished reservation still holds units",
+            ),
+        ]
+    for entry, failed, reason in checks:
+        if failed:
+            raise SnapshotContentError(entry, reason)
+    with _entry("reservation_ids"):
+        load_columns(state.reservations, blob, ids, rows, lines, callers, makers, purge_at)
+    state.open_reservations = open_count(state.reservations)
+
+
+def _array_name(column_name: str) -> str:
+    """The snapshot entry of a row column ("maker" is the principal, as in the protos)."""
+    return "reservation_principal" if column_name == "maker" else f"reservation_{column_name}"
+
+
+def _column(arrays: Arrays, name: str, count: int) -> npt.NDArray[Any]:
+    if name not in arrays:
+        raise ValueError(f"{name} is missing")
+    values = arrays[name]
+    if values.ndim != 1 or (count >= 0 and len(values) != count):
+        raise ValueError(f"{name} has shape {values.shape}, expected ({count},)")
+    if values.dtype.kind not in "iu":
+        raise ValueError(f"{name} has type {values.dtype}, expected integers")
+    return values

@@ -41,10 +41,14 @@ class EngineLookup:
         return path
 
     def reservation_nodes(self, reservation_id: str) -> tuple[tuple[str, ...], str] | None:
-        reservation = self.engine.state.reservations.get(reservation_id)
-        if reservation is None:
+        state = self.engine.state
+        table = state.reservations
+        row = table.find(reservation_id)
+        if row < 0:
             return None
-        return tuple(line.node_id for line in reservation.lines), reservation.channel
+        names, node_column = state.node_ids.names, table.line_node
+        nodes = tuple(names[node_column[at]] for at in table.line_range(row))
+        return nodes, table.caller_of(row)[0]
 
     def supply_node(self, supply_id: str) -> str | None:
         book = self.engine.state.supply

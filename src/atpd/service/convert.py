@@ -7,7 +7,7 @@ from typing import Any
 from atpd.core.network_compile import EPOCH
 from atpd.core.nodes import Node
 from atpd.core.plan import Plan
-from atpd.core.reservations import Reservation
+from atpd.core.reservations import ReservationView
 from atpd.core.results import PositionView, ReserveResult
 from atpd.core.rules_compile import CompiledPolicy
 from atpd.core.state import AtpState, AvailabilityView
@@ -46,13 +46,13 @@ def position_message(view: PositionView) -> inventory_pb2.Position:
     )
 
 
-def reservation_message(reservation: Reservation) -> reservations_pb2.Reservation:
+def reservation_message(reservation: ReservationView) -> reservations_pb2.Reservation:
     message = reservations_pb2.Reservation()
     fill_reservation(message, reservation)
     return message
 
 
-def fill_reservation(message: reservations_pb2.Reservation, reservation: Reservation) -> None:
+def fill_reservation(message: reservations_pb2.Reservation, reservation: ReservationView) -> None:
     """Write `reservation` into an empty message in place: on every Reserve and Release, so
     no sub-message is built apart and copied, and nothing is done for empty parts."""
     message.reservation_id = reservation.reservation_id
@@ -108,7 +108,7 @@ def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:
 
 
 def reservation_response(
-    outcome: Any, reservation: Reservation
+    outcome: Any, reservation: ReservationView
 ) -> reservations_pb2.ReservationResponse:
     """The answer of Confirm, Release and Fulfil (and GetReservation)."""
     response = reservations_pb2.ReservationResponse(outcome=pb_enum(outcome))

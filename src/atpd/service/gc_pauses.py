@@ -1,11 +1,11 @@
 """Keep the cyclic garbage collector's full passes short however big the state grows.
 
-CPython's full (generation 2) collection walks every tracked container object, and atpd's state
-is millions of them: each open or retained reservation is a handful (the object, its line and
-hold lists, its index entries) and lives until it is purged. Measured on this project's machine:
-with 300,000 finished reservations retained (the default cap is 1,000,000), one full
-collection takes about 340 ms, and every caller waits for it — it runs on the one writer's
-thread whenever enough new objects have survived.
+CPython's full (generation 2) collection walks every tracked container object. Reservations
+are rows of arrays (core/reservation_table.py), not objects, but the rest of the state (nodes,
+supply, rules, load registry), gRPC and asyncio still make many; measured on this project's
+machine when each retained reservation was a handful of objects, a full collection with 300,000
+of them took about 340 ms, and every caller waits for it — it runs on the one writer's thread
+whenever enough new objects have survived.
 
 Freezing (`gc.freeze`) moves objects into a permanent generation the collector never walks; the
 start-up state is frozen once loaded (server.start). `FreezeSurvivors` does it again every

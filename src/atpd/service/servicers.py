@@ -227,13 +227,13 @@ class ReservationServicer(AmendMixin, _Base, reservations_pb2_grpc.ReservationSe
             if principal is not None:
                 # Race-free: no await from here to the command's application (ownership.py).
                 state = self.engine.state
-                reservation = state.reservations.get(lifecycle.reservation_id)
-                if reservation is not None:
+                row = state.reservations.find(lifecycle.reservation_id)
+                if row >= 0:
                     check_owner(
                         f"ReservationService/{method}",
                         principal,
                         lifecycle.reservation_id,
-                        reservation.maker,
+                        state.reservations.maker_of(row),
                         self._geo_path_of,
                     )
             result: ReservationResult = await self.engine.execute(lifecycle)

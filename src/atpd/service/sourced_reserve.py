@@ -66,8 +66,8 @@ def cart(request: reservations_pb2.ReserveRequest) -> list[tuple[str, int]]:
 def stored_plan(state: StateFields, request: reservations_pb2.ReserveRequest) -> Plan | None:
     """The plan of the reservation this request already made (same id, cart, destination and
     channel), so a retry replays it; None otherwise."""
-    stored = state.reservations.get(request.reservation_id)
-    plan = None if stored is None else stored.plan
+    row = state.reservations.find(request.reservation_id)
+    plan = None if row < 0 else state.reservations.plans.get(row)
     if plan is None or sorted(cart_of(plan)) != sorted(cart(request)):
         return None
     if request.channel and request.channel != plan.channel:
