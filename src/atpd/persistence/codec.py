@@ -351,14 +351,14 @@ def _decode(payload: bytes) -> Command:
     which = entry.WhichOneof("command")
     if which == "reserve":
         r = entry.reserve
-        kind = r.kind
+        kind_value = r.kind
         return Reserve(
             r.reservation_id,
             _lines(r.lines),
             r.ttl_ms,
             # A dict lookup, not the enum call (a tenth of a Reserve's decode); an unknown
             # value still goes through the enum, whose ValueError names it.
-            _RESERVATION_KINDS.get(kind) or ReservationKind(kind),
+            _RESERVATION_KINDS.get(kind_value) or ReservationKind(kind_value),
             r.channel,
             r.segment,
             _maker(entry.reserve_principal) if entry.HasField("reserve_principal") else None,
