@@ -26,6 +26,7 @@ from atpd.core.load_command import BulkLoad, LoadColumns, LoadMode
 from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
 from atpd.core.supply import SupplyKind
+from atpd.persistence.state_snapshot import export_state, import_state
 
 
 def test_node_capacity_is_presized_from_config() -> None:
@@ -305,3 +306,55 @@ def test_synchronous_growth_abandons_a_resize_and_keeps_its_target() -> None:
     assert (state.stock.sku_capacity, state.stock.node_capacity) == (4, 8)
     resize.copy_all(1 << 20)  # a copy still running afterwards touches nothing of the state
     assert [state.position(sku, "n0").on_hand for sku in ("a", "b", "c")] == [5, 6, 7]
+
+
+def _stocked(limits: Limits, sku_count: int, node_count: int) -> AtpState:
+    state = AtpState(limits)
+    for node in range(node_count):
+        state.apply(UpsertNode(f"n{node}", NodeKind.STORE, ("EU",)), 0)
+    for sku in range(sku_count):
+        for node in range(node_count):
+            state.apply(SetStock(f"sku-{sku}", f"n{node}", sku + node + 1, 1), 0)
+    return state
+
+
+def test_a_snapshot_bigger_than_the_presize_is_adopted_without_a_copy_and_still_grows() -> None:
+    """Loading a snapshot at least as big as the configured capacity uses its arrays as the
+    table (no copy); later SKUs and nodes grow it and the state matches one never reloaded."""
+    limits = Limits(initial_sku_capacity=4, initial_node_capacity=2)
+    state = _stocked(limits, 6, 3)
+    arrays, blobs = export_state(state)
+    loaded = import_state(arrays, blobs, limits)
+    assert loaded.stock.cells is arrays["cells"] and loaded.stock.present is arrays["present"]
+    assert (loaded.stock.sku_capacity, loaded.stock.node_capacity) == (6, 3)
+    assert loaded.digest() == state.digest()
+    for target in (state, loaded):
+        target.apply(UpsertNode("n3", NodeKind.STORE, ("EU",)), 1)
+        target.apply(SetStock("sku-new", "n3", 7, 1), 1)
+        target.apply(SetStock("sku-0", "n3", 2, 1), 1)
+    assert loaded.stock.sku_capacity >= 7 and loaded.stock.node_capacity >= 4
+    assert loaded.digest() == state.digest()
+    assert loaded.position("sku-5", "n2").on_hand == 8
+    loaded.check_invariants()
+
+
+def test_a_snapshot_smaller_than_the_presize_keeps_the_configured_capacity() -> None:
+    """A snapshot under the configured capacity is copied into a table of that capacity."""
+    limits = Limits(initial_sku_capacity=64, initial_node_capacity=8)
+    state = _stocked(limits, 5, 2)
+    arrays, blobs = export_state(state)
+    loaded = import_state(arrays, blobs, limits)
+    assert loaded.stock.cells is not arrays["cells"]
+    assert (loaded.stock.sku_capacity, loaded.stock.node_capacity) == (64, 8)
+    assert loaded.digest() == state.digest()
+
+
+def test_a_snapshot_export_of_a_full_table_is_a_copy() -> None:
+    """export_state copies the stock even when every row and column is in use (an adopted
+    table), so a snapshot being written never sees later writes."""
+    limits = Limits(initial_sku_capacity=4, initial_node_capacity=2)
+    loaded = import_state(*export_state(_stocked(limits, 6, 3)), limits)
+    arrays, _ = export_state(loaded)
+    assert not np.shares_memory(arrays["cells"], loaded.stock.cells)
+    assert not np.shares_memory(arrays["source_seq"], loaded.stock.source_seq)
+    assert not np.shares_memory(arrays["present"], loaded.stock.present)

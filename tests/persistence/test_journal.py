@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from atpd.persistence import journal_scan
 from atpd.persistence.framing import HEADER_BYTES, Record
 from atpd.persistence.journal import FsyncPolicy, Journal
 from atpd.persistence.journal_errors import JournalBacklogFull, JournalCorrupt, JournalUnavailable
@@ -468,3 +469,48 @@ def test_records_after_refuses_records_no_longer_present(tmp_path: Path) -> None
             list(journal.records_after(0))
     finally:
         journal.close()
+
+
+def _record_fields(records: list[Record]) -> list[tuple[int, int, bytes, int, str]]:
+    return [(r.sequence, r.timestamp_ms, r.payload, r.offset, r.source_name) for r in records]
+
+
+def test_records_kept_at_open_equal_a_second_read(tmp_path: Path) -> None:
+    """Records the opening scan keeps are those a reread yields (offsets and files too), torn
+    tail excluded, whatever the snapshot covers."""
+    append_all(tmp_path, [payload_for(s) for s in range(1, 101)], segment_bytes=700)
+    with segment_files(tmp_path)[-1].open("ab") as last:
+        last.write(b"ATJ1 torn")
+    for after in (0, 17, 55, 99, 100):
+        journal = Journal.open(
+            tmp_path,
+            fsync_policy=FsyncPolicy.NONE,
+            segment_bytes=700,
+            snapshot_sequence=after,
+            keep_records=True,
+        )
+        try:
+            kept = list(journal.records_after(after))
+            reread = list(journal.records_after(after))  # the kept ones are handed out once
+        finally:
+            journal.close()
+        assert [record.sequence for record in kept] == list(range(after + 1, 101))
+        assert _record_fields(kept) == _record_fields(reread)
+
+
+def test_records_over_the_keep_budget_are_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tail bigger than KEPT_RECORD_BYTES_MAX is not kept at open, and replays all the same."""
+    append_all(tmp_path, [payload_for(s) for s in range(1, 61)], segment_bytes=600)
+    monkeypatch.setattr(journal_scan, "KEPT_RECORD_BYTES_MAX", 1000)
+    assert journal_scan.scan_journal(tmp_path, keep_records=True).records is None
+    assert journal_scan.scan_journal(tmp_path).records is None
+    journal = Journal.open(
+        tmp_path, fsync_policy=FsyncPolicy.NONE, segment_bytes=600, keep_records=True
+    )
+    try:
+        records = list(journal.records_after(0))
+    finally:
+        journal.close()
+    assert [record.payload for record in records] == [payload_for(s) for s in range(1, 61)]

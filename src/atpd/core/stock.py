@@ -158,6 +158,38 @@ class StockTable:
         self.dirty_rows: set[int] | None = None
         self.resize: Resize | None = None
 
+    def adopt(
+        self,
+        cells: npt.NDArray[np.int32],
+        source_seq: npt.NDArray[np.int64],
+        present: npt.NDArray[np.uint8],
+    ) -> bool:
+        """Take loaded arrays of exactly the positions in use (a snapshot's) as the table
+        itself, when they are at least as big as the table on both axes (so no configured
+        presizing is lost): a restart then copies none of them (at 10M positions that copy
+        was a third of the snapshot load). Returns False, changing nothing, otherwise. The
+        table is then full: the service's high-water check grows it in the background, and
+        a replayed command needing room grows it as `ensure` does."""
+        sku_count, _, node_count = cells.shape
+        if (
+            self.position_count
+            or self.resize is not None
+            or sku_count < self.sku_capacity
+            or node_count < self.node_capacity
+            or cells.dtype != np.int32
+            or source_seq.dtype != np.int64
+            or present.dtype != np.uint8
+            or source_seq.shape != (sku_count, node_count)
+            or present.shape != (sku_count, node_count)
+            or not all(
+                a.flags.c_contiguous and a.flags.writeable for a in (cells, source_seq, present)
+            )
+        ):
+            return False
+        self.cells, self.source_seq, self.present = cells, source_seq, present
+        self.sku_capacity, self.node_capacity = sku_count, node_count
+        return True
+
     def ensure(self, sku_count: int, node_count: int) -> None:
         """Grow (by doubling) so that sku_count rows and node_count columns fit, now, on the
         calling thread. A background resize in progress is abandoned (its copy may still be

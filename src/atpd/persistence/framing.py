@@ -174,6 +174,54 @@ def _valid_record_after(
     raise AssertionError("unreachable: the search advances every pass")
 
 
+def _scan_valid_prefix(
+    buffer: bytes | bytearray,
+    first_sequence: int,
+    source_name: str,
+    records: list[Record] | None,
+) -> tuple[int, int]:
+    """Walk the valid, in-sequence records from the start of `buffer` (appending them to
+    `records` unless None); return the offset where that stopped and the next sequence.
+
+    The same checks as `_decode_at`, inlined without building a result per record: recovery
+    scans every record of the journal tail, and this loop is most of what that costs. It
+    says nothing about why it stopped; the caller's `_decode_at` does.
+    """
+    total_bytes = len(buffer)
+    unpack_from = HEADER.unpack_from
+    checksum_of = crc32c.crc32c
+    append = None if records is None else records.append
+    view = memoryview(buffer)
+    offset = 0
+    expected_sequence = first_sequence
+    try:
+        # Every record consumes at least HEADER_BYTES, which bounds the loop.
+        for _ in range(total_bytes // HEADER_BYTES + 1):
+            payload_start = offset + HEADER_BYTES
+            if payload_start > total_bytes:
+                break
+            magic, payload_bytes, sequence, timestamp_ms, checksum = unpack_from(buffer, offset)
+            end = payload_start + payload_bytes
+            if (
+                magic != MAGIC
+                or payload_bytes > MAX_PAYLOAD_BYTES
+                or end > total_bytes
+                or sequence != expected_sequence
+            ):
+                break
+            actual = checksum_of(view[offset : offset + CHECKSUMMED_HEADER_BYTES])
+            if checksum_of(view[payload_start:end], actual) != checksum:
+                break
+            if append is not None:
+                payload = bytes(buffer[payload_start:end])
+                append(Record(sequence, timestamp_ms, payload, offset, source_name))
+            expected_sequence += 1
+            offset = end
+    finally:
+        view.release()
+    return offset, expected_sequence
+
+
 def scan_records(
     buffer: bytes | bytearray,
     *,
@@ -189,13 +237,16 @@ def scan_records(
     assert first_sequence >= 1, first_sequence
     total_bytes = len(buffer)
     records: list[Record] = []
-    record_count = 0
-    offset = 0
-    expected_sequence = first_sequence
     state = ScanState.CLEAN
     detail = ""
     sequence_gap = False
-    # Every record consumes at least HEADER_BYTES, which bounds the loop.
+    offset, expected_sequence = _scan_valid_prefix(
+        buffer, first_sequence, source_name, records if keep_payloads else None
+    )
+    record_count = expected_sequence - first_sequence
+    # The fast pass stopped at the end or at the first record that is not valid and in
+    # sequence; this loop (run at most twice then) classifies it. Every record consumes at
+    # least HEADER_BYTES, which bounds the loop.
     for _ in range(total_bytes // HEADER_BYTES + 2):
         if offset == total_bytes:
             break

@@ -86,6 +86,8 @@ class Journal:
         segment_first_sequences: list[int],
         next_sequence: int,
         active: ActiveSegment | None,
+        recovered_records: list[Record] | None = None,
+        recovered_after: int = 0,
     ) -> None:
         assert segment_bytes > 0
         assert max_pending_bytes >= record_bytes(MAX_PAYLOAD_BYTES)
@@ -138,6 +140,11 @@ class Journal:
         self.batch_count = 0
         self.records_count = 0
 
+        # The records after `recovered_after` as the opening scan decoded and checked them,
+        # handed once to records_after (recovery) so the tail is not read and checked twice.
+        self._recovered_records = recovered_records
+        self._recovered_after = recovered_after
+
     # ----------------------------------------------------------------- open and recovery
 
     @classmethod
@@ -149,6 +156,7 @@ class Journal:
         segment_bytes: int,
         repair: bool = False,
         snapshot_sequence: int = 0,
+        keep_records: bool = False,
         max_pending_bytes: int = MAX_PENDING_BYTES_DEFAULT,
         sync_interval_s: float = SYNC_INTERVAL_S_DEFAULT,
         sync_function: Callable[[int], None] = os.fdatasync,
@@ -159,6 +167,8 @@ class Journal:
         unless `repair`, which backs the damage up and cuts the journal there.
         `snapshot_sequence` is the last sequence the loaded snapshot covers: the journal
         continues after it even if its own tail was lost, and a gap between the two raises.
+        `keep_records` (recovery): the records after `snapshot_sequence` that the opening scan
+        decodes and checks are kept for `records_after`, which then does not read them again.
         """
         assert segment_bytes > 0, segment_bytes
         assert snapshot_sequence >= 0, snapshot_sequence
@@ -167,7 +177,9 @@ class Journal:
         lock_fd = acquire_directory_lock(directory)
         try:
             (directory / PROBE_FILE_NAME).unlink(missing_ok=True)
-            segments, next_sequence = recover_directory(directory, repair, snapshot_sequence)
+            segments, next_sequence, records = recover_directory(
+                directory, repair, snapshot_sequence, keep_records
+            )
             active: ActiveSegment | None = None
             if segments:
                 last = segments[-1]
@@ -193,15 +205,22 @@ class Journal:
             segment_first_sequences=[info.first_sequence for info in segments],
             next_sequence=next_sequence,
             active=active,
+            recovered_records=records,
+            recovered_after=snapshot_sequence,
         )
 
     def records_after(self, sequence: int) -> Iterator[Record]:
         """Yield the records after `sequence` (a snapshot's last sequence), for recovery.
 
-        Reads the segment files; call it before appending.
+        Call it before appending. The first call for the snapshot's sequence of a journal
+        opened with `keep_records` gets the records the opening scan kept (then released);
+        any other reads the segment files again.
         """
         assert sequence >= 0, sequence
         assert self._flush_task is None and not self._pending, "records_after is for recovery"
+        records, self._recovered_records = self._recovered_records, None
+        if records is not None and sequence == self._recovered_after:
+            return iter(records)
         return read_records_after(
             self._directory, list(self._segment_first_sequences), self._last_sequence, sequence
         )

@@ -40,6 +40,11 @@ logger = logging.getLogger("atpd.persistence.journal")
 SEGMENT_NAME = re.compile(r"^journal-(\d{20})\.seg$")
 # Bounds directory listings and the segment loops that walk them.
 SEGMENT_COUNT_MAX = 1_000_000
+# Recovery keeps the records its opening scan decoded (so the tail is read and checked once,
+# not twice) while they take at most this much memory (payloads plus ~128 bytes of object per
+# record); a longer tail is read again, segment by segment, when it is replayed.
+KEPT_RECORD_BYTES_MAX = 256 * 1024 * 1024
+KEPT_RECORD_OVERHEAD_BYTES = 128
 
 
 class ProblemKind(enum.Enum):
@@ -86,6 +91,9 @@ class JournalScan:
     record_count: int  # in the segments read
     first_record_sequence: int | None  # first record read
     last_record_sequence: int | None
+    # With keep_records: the usable records after covered_sequence, in order; None when not
+    # asked for or over KEPT_RECORD_BYTES_MAX.
+    records: list[Record] | None = None
 
     @property
     def next_sequence(self) -> int:
@@ -110,15 +118,20 @@ def _list_segments(directory: Path) -> list[tuple[int, Path]]:
     return segments
 
 
-def scan_journal(directory: Path, *, covered_sequence: int = 0) -> JournalScan:
+def scan_journal(
+    directory: Path, *, covered_sequence: int = 0, keep_records: bool = False
+) -> JournalScan:
     """Validate the segments in `directory`; stop at the first problem.
 
     Segments whose records are all <= `covered_sequence` (already in the snapshot being
     loaded) are listed but not read: damage there cannot matter, and must not make a repair
-    cut away the records after it that recovery does need.
+    cut away the records after it that recovery does need. With `keep_records` the records
+    after `covered_sequence` are kept (`JournalScan.records`) within KEPT_RECORD_BYTES_MAX.
     """
     assert covered_sequence >= 0, covered_sequence
     segments = _list_segments(directory)
+    kept: list[Record] | None = [] if keep_records else None
+    kept_bytes = 0
     usable: list[SegmentInfo] = []
     later: list[Path] = []
     problem: JournalProblem | None = None
@@ -148,9 +161,17 @@ def scan_journal(directory: Path, *, covered_sequence: int = 0) -> JournalScan:
         result = scan_records(
             path.read_bytes(),
             first_sequence=first_sequence,
-            source_name=path.name,
-            keep_payloads=False,
+            # The full path: a replay error names the file the record came from.
+            source_name=path.name if kept is None else str(path),
+            keep_payloads=kept is not None,
         )
+        if kept is not None:
+            kept_bytes += result.valid_bytes + KEPT_RECORD_OVERHEAD_BYTES * result.record_count
+            if kept_bytes <= KEPT_RECORD_BYTES_MAX:
+                # Records are in sequence from first_sequence: skip those the snapshot covers.
+                kept.extend(result.records[max(0, covered_sequence + 1 - first_sequence) :])
+            else:
+                kept = None
         record_count += result.record_count
         if first_record is None and result.record_count > 0:
             first_record = first_sequence
@@ -193,6 +214,7 @@ def scan_journal(directory: Path, *, covered_sequence: int = 0) -> JournalScan:
         record_count=record_count,
         first_record_sequence=first_record,
         last_record_sequence=last_record,
+        records=kept,
     )
 
 
@@ -246,14 +268,16 @@ def repair_journal(scan: JournalScan, *, backup: bool = True) -> list[Path]:
 
 
 def recover_directory(
-    directory: Path, repair: bool, snapshot_sequence: int
-) -> tuple[list[SegmentInfo], int]:
-    """Validate and fix up the directory; return its segments and the next sequence.
+    directory: Path, repair: bool, snapshot_sequence: int, keep_records: bool = False
+) -> tuple[list[SegmentInfo], int, list[Record] | None]:
+    """Validate and fix up the directory; return its segments, the next sequence and (with
+    `keep_records`) the records after `snapshot_sequence` as the scan decoded them (None if
+    not asked for or too many to keep).
 
     A torn tail is truncated; other damage raises JournalCorrupt unless `repair`. Segments
     wholly covered by the snapshot at `snapshot_sequence` are removed if nothing follows them.
     """
-    scan = scan_journal(directory, covered_sequence=snapshot_sequence)
+    scan = scan_journal(directory, covered_sequence=snapshot_sequence, keep_records=keep_records)
     problem = scan.problem
     if problem is not None:
         if problem.kind is ProblemKind.TORN_TAIL:
@@ -281,6 +305,8 @@ def recover_directory(
 
     segments = list(scan.usable_segments)
     next_sequence = scan.next_sequence
+    # Only records of usable segments were kept, and a repair cuts after them.
+    records = scan.records
     if segments and next_sequence - 1 < snapshot_sequence:
         # Every record here is already in the snapshot (the journal lost a tail the snapshot
         # had seen); keeping these segments would leave a gap before the next one.
@@ -295,6 +321,7 @@ def recover_directory(
             info.path.unlink()
         fsync_directory(directory)
         segments = []
+        records = None if records is None else []
     if segments and segments[0].first_sequence > snapshot_sequence + 1:
         raise JournalCorrupt(
             segments[0].path,
@@ -305,7 +332,9 @@ def recover_directory(
     if not segments:
         next_sequence = snapshot_sequence + 1
     assert next_sequence >= snapshot_sequence + 1
-    return segments, next_sequence
+    assert records is None or len(records) == next_sequence - 1 - snapshot_sequence
+    assert not records or records[0].sequence == snapshot_sequence + 1
+    return segments, next_sequence, records
 
 
 def read_records_after(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atpd.core.limits import Limits
+from atpd.core.load_command import BulkLoad
 from atpd.core.results import CommandRejected
 from atpd.core.state import AtpState
 from atpd.persistence.codec import UndecodableRecord, decode_command
@@ -89,7 +90,7 @@ def _replay(state: AtpState, records: Iterator[Record], data_dir: Path | None) -
                 f"record {record.sequence} cannot be replayed: {error}",
             ) from error
         try:
-            if data_dir is not None:
+            if data_dir is not None and type(command) is BulkLoad:
                 command = resolve_stored(command, data_dir, record.sequence)
             apply(command, record.timestamp_ms)
         except JournalCorrupt as error:
@@ -166,6 +167,7 @@ def _recover(
         segment_bytes=segment_bytes,
         repair=repair,
         snapshot_sequence=snapshot_sequence,
+        keep_records=True,  # replayed just below: the tail is read and checked once
     )
     try:
         replayed = replay(state, journal.records_after(snapshot_sequence), data_dir)

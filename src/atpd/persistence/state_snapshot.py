@@ -229,10 +229,13 @@ def export_state(state: AtpState) -> tuple[Arrays, Blobs]:
     sku_count, node_count = len(state.skus), len(state.nodes)
     stock = state.stock
     reservation_arrays, reservation_blobs, reservation_count = _reservation_arrays(state)
+    # Always copies (C order): np.ascontiguousarray returned the live array itself when the
+    # used part is the whole table (every node column in use, or a table adopted from a
+    # snapshot), and a snapshot written from it could mix in later writes.
     arrays: Arrays = {
-        "cells": np.ascontiguousarray(stock.cells[:sku_count, :, :node_count]),
-        "source_seq": np.ascontiguousarray(stock.source_seq[:sku_count, :node_count]),
-        "present": np.ascontiguousarray(stock.present[:sku_count, :node_count]),
+        "cells": stock.cells[:sku_count, :, :node_count].copy(),
+        "source_seq": stock.source_seq[:sku_count, :node_count].copy(),
+        "present": stock.present[:sku_count, :node_count].copy(),
         **reservation_arrays,
     }
     nodes = [
@@ -332,18 +335,23 @@ def import_state(arrays: Arrays, blobs: Blobs, limits: Limits | None = None) -> 
             raise ValueError(
                 f"shape {cells.shape}, expected {(sku_count, FIELD_COUNT, node_count)}"
             )
-        stock.ensure(max(sku_count, 1), max(node_count, 1))
-        stock.cells[:sku_count, :, :node_count] = cells
     with _entry("source_seq"):
         if arrays["source_seq"].shape != (sku_count, node_count):
             raise ValueError(
                 f"shape {arrays['source_seq'].shape}, expected {(sku_count, node_count)}"
             )
-        stock.source_seq[:sku_count, :node_count] = arrays["source_seq"]
     with _entry("present"):
         if arrays["present"].shape != (sku_count, node_count):
             raise ValueError(f"shape {arrays['present'].shape}, expected {(sku_count, node_count)}")
+    # The snapshot's own arrays (views into the buffer read from the file) become the table
+    # when they can: no copy. Otherwise (a small state under the configured presize, or a
+    # converted format) they are copied into a table sized as before.
+    if not stock.adopt(cells, arrays["source_seq"], arrays["present"]):
+        stock.ensure(max(sku_count, 1), max(node_count, 1))
+        stock.cells[:sku_count, :, :node_count] = cells
+        stock.source_seq[:sku_count, :node_count] = arrays["source_seq"]
         stock.present[:sku_count, :node_count] = arrays["present"]
+    with _entry("present"):
         stock.position_count = int(np.count_nonzero(arrays["present"]))
 
     _load_reservations(state, arrays, blobs, int(meta["reservations"]))
