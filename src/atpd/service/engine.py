@@ -216,6 +216,36 @@ class Engine:
             raise WritesUnavailable(self.write_failure)
         journal = self.journal
         journal.check_writable()
+        result = self._apply_journaled(command)
+        # Even an answer that changed nothing (a replayed reservation, a refusal) may rest on
+        # records not yet durable: reply only once all of them are.
+        try:
+            await journal.wait_durable(journal.last_sequence)
+        except WritesUnavailable as error:
+            self._writes_failed(str(error))
+            raise
+        if self.lease_fence is not None:
+            # The lease may have lapsed while this waited (a stopped process): a successor may
+            # not have this write, so it is not acknowledged (the caller retries on the leader).
+            self.check_still_leader()
+        return result
+
+    async def execute_unwaited(self, command: CommandOf[ResultT]) -> ResultT:
+        """`execute` without the final wait for durability, for batches (service/batch*.py):
+        the caller applies each command of a batch this way, then awaits `wait_all_durable`
+        once, and answers none of them before that. The same checks, journal records, change
+        events and metrics as `execute` (both apply through `_apply_journaled`)."""
+        self.check_leader()
+        if self._needs_room(command):
+            await self._room_for(command)
+        if self.write_failure is not None:
+            raise WritesUnavailable(self.write_failure)
+        self.journal.check_writable()
+        return self._apply_journaled(command)
+
+    def _apply_journaled(self, command: CommandOf[ResultT]) -> ResultT:
+        """Apply `command` now and journal it (or a Tick) when it changed anything: the part of
+        `execute` and `execute_unwaited` between their checks and the wait for durability."""
         state = self.state
         now = self.now_ms()
         kind = type(command).__name__
@@ -252,62 +282,6 @@ class Engine:
                 command, SetRules | UpsertNode | BulkLoad | NodeLoad
             ):
                 self.on_resync(f"{type(command).__name__} changed what every caller may see")
-        elif state.time_moved:
-            self._append(Tick(), now)
-        # Even an answer that changed nothing (a replayed reservation, a refusal) may rest on
-        # records not yet durable: reply only once all of them are.
-        try:
-            await journal.wait_durable(journal.last_sequence)
-        except WritesUnavailable as error:
-            self._writes_failed(str(error))
-            raise
-        if self.lease_fence is not None:
-            # The lease may have lapsed while this waited (a stopped process): a successor may
-            # not have this write, so it is not acknowledged (the caller retries on the leader).
-            self.check_still_leader()
-        return result
-
-    async def execute_unwaited(self, command: CommandOf[ResultT]) -> ResultT:
-        """`execute` without the final wait for durability, for batches (service/batch*.py):
-        the caller applies each command of a batch this way, then awaits `wait_all_durable`
-        once, and answers none of them before that. The same checks, journal records, change
-        events and metrics as `execute` (kept beside it rather than shared so that the unary
-        path keeps its single frame)."""
-        self.check_leader()
-        if self._needs_room(command):
-            await self._room_for(command)
-        if self.write_failure is not None:
-            raise WritesUnavailable(self.write_failure)
-        self.journal.check_writable()
-        state = self.state
-        now = self.now_ms()
-        kind = type(command).__name__
-        timer = self._core_timers.get(kind)
-        if timer is None:
-            timer = self._core_timers[kind] = self.metrics.core_latency.labels(kind)
-        started = time.perf_counter()
-        try:
-            result = state.apply(command, now)
-        except CommandRejected:
-            if state.time_moved:
-                self._append(Tick(), now)
-            raise
-        except Exception as error:
-            state.changes = {}
-            raise self._apply_failed(kind, error) from error
-        finally:
-            timer.observe(time.perf_counter() - started)
-            if state.changes:
-                self._publish(state, now)
-        outcome = getattr(result, "outcome", None)
-        if outcome is not None:
-            counter = self._outcome_counters.get((kind, outcome))
-            if counter is None:
-                counter = self.metrics.outcomes.labels(kind, outcome.name)
-                self._outcome_counters[(kind, outcome)] = counter
-            counter.inc()
-        if result.changed:
-            self._append(cast(Command, command), now)
         elif state.time_moved:
             self._append(Tick(), now)
         return result
