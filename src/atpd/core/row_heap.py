@@ -62,17 +62,7 @@ class RowHeap:
         keys.append(key)
         rows.append(row)
         # Sift up; a new hold usually expires after all others, so this loop rarely runs.
-        while index:
-            parent = (index - 1) >> 1
-            parent_key = keys[parent]
-            if parent_key <= key:
-                break
-            parent_row = rows[parent]
-            keys[index] = parent_key
-            rows[index] = parent_row
-            if position is not None and position[parent_row] == parent:
-                position[parent_row] = index
-            index = parent
+        index = self._sift_up(index, key)
         keys[index] = key
         rows[index] = row
         if position is not None:
@@ -172,6 +162,23 @@ class RowHeap:
         while keys and position[rows[0]] != 0:
             self._pop_top()
 
+    def _sift_up(self, index: int, key: int) -> int:
+        """Move the parents of a hole at `index` down while their key is above `key`; return
+        where the hole ended (the caller writes its entry there)."""
+        keys, rows, position = self.keys, self.rows, self.position
+        while index:
+            parent = (index - 1) >> 1
+            parent_key = keys[parent]
+            if parent_key <= key:
+                break
+            parent_row = rows[parent]
+            keys[index] = parent_key
+            rows[index] = parent_row
+            if position is not None and position[parent_row] == parent:
+                position[parent_row] = index
+            index = parent
+        return index
+
     def _pop_top(self) -> None:
         """Remove the entry at index 0 (live or stale; the caller fixes `live`). Bottom-up,
         as heapq: the smaller child moves up all the way to a leaf (one comparison a level),
@@ -196,17 +203,7 @@ class RowHeap:
                 position[child_row] = index
             index = child
             child = 2 * index + 1
-        while index:
-            parent = (index - 1) >> 1
-            parent_key = keys[parent]
-            if parent_key <= last_key:
-                break
-            parent_row = rows[parent]
-            keys[index] = parent_key
-            rows[index] = parent_row
-            if position is not None and position[parent_row] == parent:
-                position[parent_row] = index
-            index = parent
+        index = self._sift_up(index, last_key)
         keys[index] = last_key
         rows[index] = last_row
         if last_live:
