@@ -9,16 +9,14 @@ answers to a real Reserve and Release, so the same size on the wire), serialized
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from atpd.v1 import reservations_pb2
+from bench.echo_server import serve_methods
 
 SERVICE = "atpd.v1.ReservationService"
 
@@ -37,8 +35,8 @@ async def serve(port: int, reserve_path: Path, release_path: Path) -> None:
     ) -> reservations_pb2.ReservationResponse:
         return released
 
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    handler = grpc.method_handlers_generic_handler(
+    await serve_methods(
+        port,
         SERVICE,
         {
             "Reserve": grpc.unary_unary_rpc_method_handler(
@@ -53,19 +51,6 @@ async def serve(port: int, reserve_path: Path, release_path: Path) -> None:
             ),
         },
     )
-    server.add_generic_rpc_handlers((handler,))
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
-        raise OSError(f"cannot bind 127.0.0.1:{port}")
-    await server.start()
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
 
 
 if __name__ == "__main__":

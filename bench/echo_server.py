@@ -31,8 +31,8 @@ async def serve(port: int, response_path: Path) -> None:
     ) -> availability_pb2.GetAvailabilityResponse:
         return response
 
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    handler = grpc.method_handlers_generic_handler(
+    await serve_methods(
+        port,
         SERVICE,
         {
             "GetAvailability": grpc.unary_unary_rpc_method_handler(
@@ -42,7 +42,13 @@ async def serve(port: int, response_path: Path) -> None:
             )
         },
     )
-    server.add_generic_rpc_handlers((handler,))
+
+
+async def serve_methods(port: int, service: str, methods: dict[str, Any]) -> None:
+    """A bare grpc.aio server on 127.0.0.1:port answering `methods` of `service` (and health),
+    until SIGTERM or SIGINT: the floor atpd's per-call cost is measured against."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
