@@ -115,8 +115,8 @@ def crossing_stalls(limits: Limits, sku_count: int, rounds: int) -> dict[str, li
                 gap, _ = await worst_gap_ms(
                     engine, sku_count, upsert_nodes(engine, crossing - 24, crossing + 76)
                 )
-                if engine._resize_task is not None:
-                    await engine._resize_task
+                if engine.growth.task is not None:
+                    await engine.growth.task
                 return gap
 
             stalls[str(crossing + 1)].append(asyncio.run(run()))

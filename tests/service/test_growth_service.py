@@ -30,7 +30,7 @@ def test_nodes_and_skus_past_capacity_while_reservations_go_on(
 ) -> None:
     """Node upserts and new SKUs cross the table's capacities (grown in the background) while
     another client reserves, releases and reads: every answer is exact, nothing is lost."""
-    caplog.set_level(logging.INFO, logger="atpd.service.engine")
+    caplog.set_level(logging.INFO, logger="atpd.service.table_growth")
     limits = Limits(initial_node_capacity=4, initial_sku_capacity=8)
     with running_server(Config(port=0, metrics_port=-1, limits=limits)) as server:
         stubs = server.stubs()

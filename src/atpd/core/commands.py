@@ -20,6 +20,7 @@ from atpd.core.load_command import BulkLoad
 from atpd.core.plan import Plan
 from atpd.core.results import (
     CarrierCapacityResult,
+    GroupResult,
     NetworkResult,
     NodeResult,
     ReservationResult,
@@ -202,6 +203,23 @@ class SetCarrierCapacity(CommandOf[CarrierCapacityResult]):
     slots: int
 
 
+# The commands a CommandGroup may hold: the reservation lifecycle, which never needs the stock
+# table to grow (service/batch_commands.py groups them; the others of a batch get records of
+# their own).
+GroupedCommand = Reserve | Confirm | Fulfil | Release
+GROUPED_TYPES = (Reserve, Confirm, Fulfil, Release)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandGroup(CommandOf[GroupResult]):
+    """Commands of one CommandBatch applied at the same time and journaled as one record, in
+    the order they were applied. Only commands that changed the state are in it (a refused or
+    replayed one leaves no trace, as a unary call would). Replayed in order, each after the
+    expiries due at the record's time, exactly as `AtpState.apply` applied them live."""
+
+    commands: tuple[GroupedCommand, ...]
+
+
 # Any command: what the journal codec and the engine handle.
 Command = (
     UpsertNode
@@ -226,4 +244,5 @@ Command = (
     | ReceiveTransfer
     | CancelTransfer
     | ApplyRestock
+    | CommandGroup
 )

@@ -144,6 +144,28 @@ class TickResult:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupResult:
+    """A CommandGroup replayed: how many commands it held (a group is journaled only when it
+    holds at least one)."""
+
+    count: int
+
+    @property
+    def changed(self) -> bool:
+        return self.count > 0
+
+
+class GroupMemberRejected(Exception):
+    """A command of a journaled group was refused on replay. Not a CommandRejected: the
+    commands of the group before it are applied, so the state holds part of the record and
+    must be rebuilt (recovery stops; a follower rebuilds from its durable records)."""
+
+    def __init__(self, index: int, kind: str, error: CommandRejected) -> None:
+        super().__init__(f"commands[{index}] ({kind}) was rejected: {error}")
+        self.index = index
+
+
+@dataclass(frozen=True, slots=True)
 class RulesResult:
     outcome: Outcome
     version: str

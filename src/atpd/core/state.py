@@ -28,6 +28,7 @@ from atpd.core.commands import (
     AddSupply,
     AdjustStock,
     CancelSupply,
+    CommandGroup,
     Confirm,
     Fulfil,
     ReceiveSupply,
@@ -83,7 +84,7 @@ from atpd.core.load_command import BulkLoad
 from atpd.core.protections import rebuild_protection_consumption
 from atpd.core.reads import AvailabilityView
 from atpd.core.reservations import ReservationStatus
-from atpd.core.results import CommandRejected, TickResult
+from atpd.core.results import CommandRejected, GroupMemberRejected, GroupResult, TickResult
 from atpd.core.state_fields import StateFields, find_reservation
 from atpd.core.transfer_commands import (
     ApplyRestock,
@@ -131,6 +132,7 @@ class AtpState(StateFields):
             ReceiveTransfer: receive_transfer,
             CancelTransfer: cancel_transfer,
             ApplyRestock: apply_restock,
+            CommandGroup: AtpState._group,
         }
 
     # ------------------------------------------------------------------ commands
@@ -169,6 +171,18 @@ class AtpState(StateFields):
 
     def _tick(self, command: Tick, now_ms: int) -> TickResult:
         return TickResult(expired=self.last_expired, time_moved=self.time_moved)
+
+    def _group(self, command: CommandGroup, now_ms: int) -> GroupResult:
+        """Each command as `apply` applied it live at the same time: what is due expires
+        first (a no-op unless a command of the group made something due), then its handler."""
+        handlers = self._handlers
+        for index, member in enumerate(command.commands):
+            self._expire_due(now_ms)
+            try:
+                handlers[type(member)](self, member, now_ms)
+            except CommandRejected as error:
+                raise GroupMemberRejected(index, type(member).__name__, error) from error
+        return GroupResult(len(command.commands))
 
     def _expire_due(self, now_ms: int) -> tuple[str, ...]:
         keys = self.expiry.keys

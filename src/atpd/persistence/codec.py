@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from atpd.core.commands import (
+    GROUPED_TYPES,
     AddSupply,
     AdjustStock,
     CancelSupply,
     Command,
+    CommandGroup,
     Confirm,
     Fulfil,
+    GroupedCommand,
     Line,
     Maker,
     ReceiveSupply,
@@ -74,6 +77,7 @@ from atpd.persistence.transfer_codec import (
     encode_transfer_command,
     transfer_command_problem,
 )
+from atpd.protowire import WIRETYPE_LEN, tag, varint
 from atpd.v1 import inventory_pb2, journal_pb2, reservations_pb2
 
 _SUPPLY_KINDS = frozenset(int(kind) for kind in SupplyKind)
@@ -107,9 +111,31 @@ def _maker(message: reservations_pb2.ReservationPrincipal) -> Maker:
     )
 
 
+# JournalCommand.group (CommandGroupRecord) and CommandGroupRecord.commands: a group record is
+# written by concatenating its members' encoded JournalCommands, never re-encoding them.
+_FIELD_GROUP = 14
+_FIELD_GROUP_COMMANDS = 1
+_TAG_GROUP = tag(_FIELD_GROUP, WIRETYPE_LEN)
+_TAG_GROUP_COMMAND = tag(_FIELD_GROUP_COMMANDS, WIRETYPE_LEN)
+
+
+def encode_group(members: list[bytes]) -> bytes:
+    """The payload of a CommandGroup from its members' payloads (each `encode_command` of a
+    grouped command), in order: the bytes protobuf would write for the same message."""
+    parts: list[bytes] = []
+    for member in members:
+        parts.append(_TAG_GROUP_COMMAND)
+        parts.append(varint(len(member)))
+        parts.append(member)
+    body = b"".join(parts)
+    return _TAG_GROUP + varint(len(body)) + body
+
+
 def encode_command(command: Command) -> bytes:
     entry = journal_pb2.JournalCommand()
     match command:
+        case CommandGroup():
+            return encode_group([encode_command(member) for member in command.commands])
         case Reserve():
             # Filled in place: building sub-messages and copying them costs twice as much.
             message = entry.reserve
@@ -401,6 +427,14 @@ def command_problem(command: Command) -> str | None:
             return transfer_command_problem(command)
         case ApplyRestock():
             return transfer_command_problem(command)
+        case CommandGroup():
+            if not command.commands:
+                return "the group is empty"
+            for i, member in enumerate(command.commands):
+                problem = command_problem(member)
+                if problem is not None:
+                    return f"commands[{i}] ({type(member).__name__}): {problem}"
+            return None
     raise AssertionError(f"no check for {command!r}")
 
 
@@ -410,6 +444,24 @@ def _decode(payload: bytes) -> Command:
         entry.ParseFromString(payload)
     except Exception as error:
         raise UndecodableRecord(f"not a JournalCommand: {error}") from error
+    if entry.WhichOneof("command") == "group":
+        return CommandGroup(
+            tuple([_decode_member(i, m) for i, m in enumerate(entry.group.commands)])
+        )
+    return _decode_entry(entry)
+
+
+def _decode_member(index: int, entry: journal_pb2.JournalCommand) -> GroupedCommand:
+    command = _decode_entry(entry)
+    if not isinstance(command, GROUPED_TYPES):
+        raise UndecodableRecord(
+            f"group commands[{index}] is a {type(command).__name__}: a group holds only "
+            "Reserve, Confirm, Fulfil and Release"
+        )
+    return command
+
+
+def _decode_entry(entry: journal_pb2.JournalCommand) -> Command:
     which = entry.WhichOneof("command")
     if which == "reserve":
         r = entry.reserve

@@ -20,27 +20,14 @@ from atpd.core.commands_store import NodeLoad
 from atpd.core.load_command import BulkLoad
 from atpd.core.results import CommandRejected, TickResult
 from atpd.core.state import AtpState
-from atpd.core.stock import POSITION_BYTES
 from atpd.metrics import Metrics
 from atpd.service.lease_fence import LeadershipLostUnacknowledged, LeaseFence, LeaseLost
 from atpd.service.option_tokens import OptionTokens
+from atpd.service.table_growth import TableGrowth
 
 log = logging.getLogger(__name__)
 
 ResultT = TypeVar("ResultT", bound=Result)
-
-# Background growth of the stock table (core/stock.py `Resize`): the worker thread copies in
-# slices of about this size (a cancelled resize stops within one slice) ...
-RESIZE_SLICE_BYTES = 8 << 20
-# ... and the writer swaps the grown table in once the rows left to copy (written during the
-# copy) fit this budget (a few milliseconds of copying); otherwise another round copies them
-# in the thread. After RESIZE_MAX_ROUNDS rounds the writer copies whatever is left (only a
-# write storm touching that many rows per round gets there; correct, just a longer pause).
-RESIZE_FINISH_BYTES = 4 << 20
-RESIZE_MAX_ROUNDS = 6
-# Times a command needing room waits for a resize that was abandoned under it (the state was
-# rebuilt) before it lets the core grow synchronously.
-RESIZE_WAITS = 3
 
 
 class WritesUnavailable(Exception):
@@ -147,8 +134,8 @@ class Engine:
             Callable[[list[tuple[int, int, list[int], list[int]]], int], None] | None
         ) = None
         self.on_resync: Callable[[str], None] | None = None
-        # The background resize of the stock table in progress, if any.
-        self._resize_task: asyncio.Task[None] | None = None
+        # Grows the stock table in the background ahead of need (service/table_growth.py).
+        self.growth = TableGrowth(self)
         # Signs and verifies promise option tokens (set by create_server).
         self.option_tokens: OptionTokens | None = None
         # In a cluster (service/leadership.py): writes only while the etcd lease surely holds.
@@ -424,79 +411,10 @@ class Engine:
     # ------------------------------------------------------------------ stock table growth
 
     def _needs_room(self, command: CommandOf[Any]) -> bool:
-        """Whether `_room_for` has anything to do: checked without a coroutine, as nearly
-        every command finds the table large enough."""
-        state = self.state
-        return (
-            self._resize_task is None and state.resize_target() is not None
-        ) or state.capacity_needed(command) is not None
+        return self.growth.needs_room(command)
 
     async def _room_for(self, command: CommandOf[Any]) -> None:
-        """Grow the stock table off the writer, ahead of need: start a background resize when
-        an axis passed its high-water mark, and make a command that needs more room than the
-        table has wait for it (only that caller waits: every other command goes on being
-        applied meanwhile, so it may overtake this one). If the resize was abandoned (the
-        state was rebuilt) too often, the core grows synchronously instead."""
-        if self._resize_task is None and self.state.resize_target() is not None:
-            self._start_resize(None)
-        for _ in range(RESIZE_WAITS):
-            needed = self.state.capacity_needed(command)
-            if needed is None:
-                return
-            task = self._start_resize(needed)
-            if task is None:
-                return
-            await asyncio.wait((task,))
-
-    def _start_resize(self, needed: tuple[int, int] | None) -> asyncio.Task[None] | None:
-        """The resize in progress, or a new one sized for `needed` (and the high-water marks);
-        None when no growth is possible (a limit) or wanted."""
-        if self._resize_task is not None:
-            return self._resize_task
-        target = self.state.resize_target(needed)
-        if target is None:
-            return None
-        task = asyncio.get_running_loop().create_task(self._resize(self.state, target))
-        self._resize_task = task
-        task.add_done_callback(self._on_resize_done)
-        return task
-
-    async def _resize(self, state: AtpState, target: tuple[int, int]) -> None:
-        """Copy the table into one of `target` capacities in a worker thread (numpy copies
-        release the GIL and take no lock, so a snapshot fork meanwhile is safe), then swap it
-        in on the writer: at most RESIZE_FINISH_BYTES of rows written meanwhile are copied
-        there, so no caller waits for more than a few milliseconds."""
-        stock = state.stock
-        started = time.perf_counter()
-        resize = state.begin_resize(*target)
-        try:
-            while True:
-                await asyncio.to_thread(resize.copy_all, RESIZE_SLICE_BYTES)
-                if self.state is not state or stock.resize is not resize:
-                    return  # the state was rebuilt, or a synchronous growth took over
-                max_rows = RESIZE_FINISH_BYTES // (POSITION_BYTES * max(1, len(state.nodes)))
-                if resize.rounds >= RESIZE_MAX_ROUNDS:
-                    max_rows = len(state.skus)
-                if state.finish_resize(max_rows):
-                    break
-        except BaseException:
-            if stock.resize is resize:
-                stock.cancel_resize()
-            raise
-        log.info(
-            "stock table grown to %d SKUs x %d nodes in %.2f s (%d copy rounds)",
-            stock.sku_capacity,
-            stock.node_capacity,
-            time.perf_counter() - started,
-            resize.rounds,
-        )
-
-    def _on_resize_done(self, task: asyncio.Task[None]) -> None:
-        if self._resize_task is task:
-            self._resize_task = None
-        if not task.cancelled() and task.exception() is not None:
-            # The table keeps its size; a command needing room grows it synchronously.
-            log.error("background resize of the stock table failed", exc_info=task.exception())
+        await self.growth.room_for(command)
 
     # ------------------------------------------------------------------ expiry timer
 
@@ -507,8 +425,8 @@ class Engine:
             self._spawn(self.execute(Tick()))
 
     def stop(self) -> None:
-        if not self.ready and self._resize_task is not None:
-            self._resize_task.cancel()  # shutting down: the copy thread stops within a slice
+        if not self.ready:
+            self.growth.cancel()  # shutting down: the copy thread stops within a slice
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
             self._expiry_handle = None

@@ -18,25 +18,10 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from atpd.core.state import AtpState, AvailabilityView
+from atpd.protowire import WIRETYPE_LEN, WIRETYPE_VARINT, tag, varint
 from atpd.v1 import availability_pb2
 
-
-def _encode_varint(value: int) -> bytes:
-    assert value >= 0, value
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_SMALL_VARINTS = [_encode_varint(i) for i in range(1 << 14)]
 ENTRY_CACHE_MAX_ATP = 4096
-
-# Wire types (https://protobuf.dev/programming-guides/encoding/#structure).
-WIRETYPE_VARINT = 0  # bool, int32, int64
-WIRETYPE_LEN = 2  # string, embedded message
 
 # Field numbers, as in proto/atpd/v1/availability.proto.
 # GetAvailabilityResponse
@@ -104,12 +89,6 @@ def check_field_numbers() -> None:
 check_field_numbers()
 
 
-def tag(field_number: int, wire_type: int) -> bytes:
-    """The encoded key of a field: varint(field_number << 3 | wire_type)."""
-    assert field_number >= 1 and wire_type in (WIRETYPE_VARINT, WIRETYPE_LEN)
-    return _encode_varint(field_number << 3 | wire_type)
-
-
 TAG_RESPONSE_ITEMS = tag(FIELD_RESPONSE_ITEMS, WIRETYPE_LEN)
 TAG_RESPONSE_AS_OF_MS = tag(FIELD_RESPONSE_AS_OF_MS, WIRETYPE_VARINT)
 TAG_RESPONSE_CHANNEL = tag(FIELD_RESPONSE_CHANNEL, WIRETYPE_LEN)
@@ -124,10 +103,6 @@ TAG_GEO_ATP = tag(FIELD_GEO_ATP, WIRETYPE_VARINT)
 # known = true, whole: tag and the varint 1.
 KNOWN_TRUE = tag(FIELD_SKU_KNOWN, WIRETYPE_VARINT) + b"\x01"
 TAG_SKU_TOTAL_ATP = tag(FIELD_SKU_TOTAL_ATP, WIRETYPE_VARINT)
-
-
-def varint(value: int) -> bytes:
-    return _SMALL_VARINTS[value] if value < 16384 else _encode_varint(value)
 
 
 def _string_field(field_tag: bytes, text: str) -> bytes:
