@@ -131,6 +131,19 @@ def encode_group(members: list[bytes]) -> bytes:
     return _TAG_GROUP + varint(len(body)) + body
 
 
+# JournalCommand.reserve
+_FIELD_RESERVE = 4
+_TAG_RESERVE = tag(_FIELD_RESERVE, WIRETYPE_LEN)
+
+
+def encode_reserve_request(request: bytes) -> bytes:
+    """The payload of a Reserve from the ReserveRequest it was validated from, as serialized
+    (unknown fields discarded): the same record `encode_command` writes for the command,
+    without building it again. Only for a request whose command is its fields as they are:
+    no principal, no plan, and the ttl_ms the command kept (a POS sale's is forced to 0)."""
+    return _TAG_RESERVE + varint(len(request)) + request
+
+
 def encode_command(command: Command) -> bytes:
     entry = journal_pb2.JournalCommand()
     match command:

@@ -14,18 +14,21 @@ state from what is.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
+from atpd.core.commands import Confirm, Fulfil, Release
 from atpd.core.results import Outcome, ReservationResult
 from atpd.core.text import bounded
+from atpd.persistence.codec import encode_reserve_request
 from atpd.service import convert, validation
 from atpd.service.access_lookup import EngineLookup
 from atpd.service.auth import AccessControl, MethodPolicy, Refused
-from atpd.service.engine import Engine, WritesUnavailable
+from atpd.service.engine import Engine, PendingGroup, WritesUnavailable
 from atpd.service.errors import is_bug, status_of
 from atpd.service.lease_fence import LeadershipLostUnacknowledged
 from atpd.service.option_reserve import check_plan_access, reserve_option, verified_plan
@@ -49,6 +52,18 @@ UNARY_METHOD = {
 }
 
 
+# The commands applied into a CommandGroup (Engine.apply_grouped); a Reserve only when plain.
+GROUPED_KINDS = frozenset(("reserve", "release", "confirm", "fulfil"))
+
+
+def is_plain(request: reservations_pb2.ReserveRequest) -> bool:
+    """A Reserve of lines that all name their node, with no option token: applied grouped.
+    Any other (sourced, an option, or one to refuse) goes the unary way (`_one`)."""
+    if request.option_token or request.pickup_node_id or request.HasField("destination"):
+        return False
+    return all(line.node_id for line in request.lines)
+
+
 class BatchRefused(Exception):
     """The batch as a whole is refused (empty, too many commands): nothing was applied."""
 
@@ -60,7 +75,7 @@ class BatchRefused(Exception):
 class Applied:
     """A batch applied and not yet answered: its results so far, and what auditing needs."""
 
-    __slots__ = ("commands", "policies", "principal", "results")
+    __slots__ = ("commands", "methods", "policies", "principal", "results")
 
     def __init__(
         self, commands: Sequence[batch_pb2.BatchCommand], principal: Principal | None
@@ -69,6 +84,8 @@ class Applied:
         self.principal = principal
         self.results: list[batch_pb2.BatchResult] = []
         self.policies: list[tuple[MethodPolicy, Any] | None] = []
+        # Per command, its unary method (None: no command set), for the call counters.
+        self.methods: list[str | None] = []
 
 
 def error_result(code: grpc.StatusCode, message: str) -> batch_pb2.BatchResult:
@@ -109,7 +126,12 @@ class BatchRunner:
     async def apply(
         self, commands: Sequence[batch_pb2.BatchCommand], principal: Principal | None
     ) -> Applied:
-        """Apply every command in order; nothing of it is answered before `finish`."""
+        """Apply every command in order; nothing of it is answered before `finish`.
+
+        Reserve (a plain one), Confirm, Release and Fulfil are applied without a suspension
+        in between, at one time, and journaled together as CommandGroup records
+        (Engine.apply_grouped); the group is flushed before any other command, which may
+        suspend (SetStock and AdjustStock may wait for the stock table to grow)."""
         engine = self.engine
         if not engine.clean.is_set():
             # A write just failed: act on the state rebuilt from durable records.
@@ -118,6 +140,8 @@ class BatchRunner:
         applied = Applied(commands, principal)
         results = applied.results
         policies = applied.policies
+        methods = applied.methods
+        group = PendingGroup()
         for index, command in enumerate(commands):
             kind = command.WhichOneof("command")
             if kind is None:
@@ -129,18 +153,34 @@ class BatchRunner:
                     )
                 )
                 policies.append(None)
+                methods.append(None)
                 continue
             method = UNARY_METHOD[kind]
+            methods.append(method)
             request = getattr(command, kind)
             policy = self._policy(method)
             policies.append(None if policy is None else (policy, request))
+            if kind in GROUPED_KINDS and (kind != "reserve" or is_plain(request)):
+                results.append(self._grouped(kind, method, request, policy, principal, group))
+                continue
+            try:
+                engine.flush_group(group)
+            except WritesUnavailable as error:
+                results.append(error_result(status_of(error), str(error)))
+                continue
             results.append(await self._one(kind, method, request, policy, principal))
+        # If it fails, `finish` answers UNAVAILABLE for every command that had succeeded.
+        with contextlib.suppress(WritesUnavailable):
+            engine.flush_group(group)
         return applied
 
     async def finish(self, applied: Applied, context: Any) -> list[batch_pb2.BatchResult]:
         """Wait once for every record of the batch (and before it) to be durable; the answers."""
         results = applied.results
         try:
+            if self.engine.write_failure is not None:
+                # A record of this batch may be lost (its group failed to journal).
+                raise WritesUnavailable(self.engine.write_failure)
             await self.engine.wait_all_durable()
         except (WritesUnavailable, LeadershipLostUnacknowledged) as error:
             # LeadershipLostUnacknowledged: this server stopped leading meanwhile (a cluster:
@@ -149,10 +189,7 @@ class BatchRunner:
             for index, result in enumerate(results):
                 if result.WhichOneof("result") != "error":
                     results[index] = error_result(code, str(error))
-        for command, result in zip(applied.commands, results, strict=True):
-            kind = command.WhichOneof("command")
-            if kind is not None:
-                self._count(UNARY_METHOD[kind], result)
+        self._count(applied.methods, results)
         if self.access is not None:
             self._audit(applied.policies, results, applied.principal, context)
         return results
@@ -198,28 +235,71 @@ class BatchRunner:
                         position=convert.position_message(adjusted.position),
                     )
                 )
-            return batch_pb2.BatchResult(
-                reservation=await self._lifecycle(kind, method, request, principal)
-            )
-        except Refused as refusal:
-            if refusal.code is grpc.StatusCode.PERMISSION_DENIED and self.access is not None:
-                self.access.denied_log.log(logging.WARNING, method, refusal.message)
-            return error_result(refusal.code, refusal.message)
+            raise AssertionError(f"{kind} is applied grouped")
         except Exception as error:
-            if is_bug(error):
-                # The unary call answers INTERNAL through the transport; here only this
-                # command does, the others keep their answers.
-                log.exception("unexpected error in %s inside a batch", method)
-                name = method.rsplit("/", 1)[-1]
-                return error_result(
-                    grpc.StatusCode.INTERNAL,
-                    f"internal error in {name} ({type(error).__name__}); the server log has "
-                    "details",
+            return self._refusal(method, error)
+
+    def _grouped(
+        self,
+        kind: str,
+        method: str,
+        request: Any,
+        policy: MethodPolicy | None,
+        principal: Principal | None,
+        group: PendingGroup,
+    ) -> batch_pb2.BatchResult:
+        """`_one` for a plain Reserve, a Confirm, a Release or a Fulfil: the same checks and
+        answers, applied into `group` without a suspension."""
+        try:
+            if policy is not None and not policy.open:
+                assert self.access is not None and principal is not None
+                self.access.authorize(policy, principal, request)
+            result = batch_pb2.BatchResult()
+            if kind == "reserve":
+                maker = None
+                if principal is not None:
+                    maker = principal.maker
+                    if principal.default_channel and not request.channel:
+                        request.channel = principal.default_channel  # as the unary Reserve
+                command = validation.reserve(request, self.limits, maker)
+                payload = None
+                if maker is None and command.ttl_ms == request.ttl_ms:
+                    # The record is the request as sent (codec.encode_reserve_request).
+                    request.DiscardUnknownFields()
+                    payload = encode_reserve_request(request.SerializeToString())
+                convert.fill_reserve_response(
+                    result.reserve, self.engine.apply_grouped(command, group, payload)
                 )
-            code = status_of(error)
-            if code is grpc.StatusCode.PERMISSION_DENIED and self.access is not None:
-                self.access.denied_log.log(logging.WARNING, method, str(error))
-            return error_result(code, str(error))
+                return result
+            lifecycle = self._lifecycle_command(kind, method, request, principal)
+            done: ReservationResult = self.engine.apply_grouped(lifecycle, group)
+            message = result.reservation
+            message.outcome = convert.pb_enum(done.outcome)
+            convert.fill_reservation(message.reservation, done.reservation)
+            return result
+        except Exception as error:
+            return self._refusal(method, error)
+
+    def _refusal(self, method: str, error: Exception) -> batch_pb2.BatchResult:
+        """A command's error as its answer (the unary call's code and message); the others of
+        the batch keep theirs."""
+        if isinstance(error, Refused):
+            if error.code is grpc.StatusCode.PERMISSION_DENIED and self.access is not None:
+                self.access.denied_log.log(logging.WARNING, method, error.message)
+            return error_result(error.code, error.message)
+        if is_bug(error):
+            # The unary call answers INTERNAL through the transport; here only this command
+            # does, the others keep their answers.
+            log.error("unexpected error in %s inside a batch", method, exc_info=error)
+            name = method.rsplit("/", 1)[-1]
+            return error_result(
+                grpc.StatusCode.INTERNAL,
+                f"internal error in {name} ({type(error).__name__}); the server log has details",
+            )
+        code = status_of(error)
+        if code is grpc.StatusCode.PERMISSION_DENIED and self.access is not None:
+            self.access.denied_log.log(logging.WARNING, method, str(error))
+        return error_result(code, str(error))
 
     async def _reserve(
         self, request: reservations_pb2.ReserveRequest, principal: Principal | None
@@ -227,6 +307,9 @@ class BatchRunner:
         """ReservationServicer.Reserve, without its wait for the disk."""
         engine = self.engine
         maker = principal.maker if principal is not None else None
+        default = principal.default_channel if principal is not None else ""
+        if default and not request.channel and not request.option_token:
+            request.channel = default  # the token's default channel, as the unary Reserve
         if is_sourced(request):
             sourced = sourced_command(
                 engine.state, request, self.limits, engine.catch_up(), principal, self._geo_path_of
@@ -253,18 +336,20 @@ class BatchRunner:
             self._reservations.offer_best(response, command.plan)
         return response
 
-    async def _lifecycle(
+    def _lifecycle_command(
         self, kind: str, method: str, request: Any, principal: Principal | None
-    ) -> reservations_pb2.ReservationResponse:
-        """ReservationServicer._lifecycle (Confirm, Release, Fulfil), without the wait."""
-        build: Callable[[], Any] = {
-            "confirm": lambda: validation.confirm(request),
-            "release": lambda: validation.release(request),
-            "fulfil": lambda: validation.fulfil(request, self.limits),
-        }[kind]
-        lifecycle = build()
+    ) -> Confirm | Release | Fulfil:
+        """ReservationServicer._lifecycle's command (Confirm, Release, Fulfil), checked against
+        the reservation's maker. Race-free: nothing awaits between this check and the
+        command's application."""
+        lifecycle: Confirm | Release | Fulfil
+        if kind == "confirm":
+            lifecycle = validation.confirm(request)
+        elif kind == "release":
+            lifecycle = validation.release(request)
+        else:
+            lifecycle = validation.fulfil(request, self.limits)
         if principal is not None:
-            # Race-free: nothing awaits between this check and the command's application.
             reservation = self.engine.state.reservations.get(lifecycle.reservation_id)
             if reservation is not None:
                 check_owner(
@@ -274,27 +359,27 @@ class BatchRunner:
                     reservation.maker,
                     self._geo_path_of,
                 )
-        result: ReservationResult = await self.engine.execute_unwaited(lifecycle)
-        return reservations_pb2.ReservationResponse(
-            outcome=convert.pb_enum(result.outcome),
-            reservation=convert.reservation_message(result.reservation),
-        )
+        return lifecycle
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _count(self, method: str, result: batch_pb2.BatchResult) -> None:
-        """Counted as the unary call would be (atpd_rpc_calls by method and status)."""
-        if result.WhichOneof("result") == "error":
-            code = _status_by_number(result.error.code)
-        else:
-            code = grpc.StatusCode.OK
-        name = method.rsplit("/", 1)[-1]
-        counter = self._calls.get((name, code))
-        if counter is None:
-            counter = self._calls[(name, code)] = self.engine.metrics.rpc_calls.labels(
-                name, code.name
-            )
-        counter.inc()
+    def _count(self, methods: list[str | None], results: list[batch_pb2.BatchResult]) -> None:
+        """Counted as the unary calls would be (atpd_rpc_calls by method and status), each
+        counter once per batch."""
+        counts: dict[tuple[str, int], int] = {}
+        for method, result in zip(methods, results, strict=True):
+            if method is not None:
+                key = (method, result.error.code if result.HasField("error") else 0)
+                counts[key] = counts.get(key, 0) + 1
+        for (method, number), count in counts.items():
+            code = _status_by_number(number)
+            counter = self._calls.get((method, code))
+            if counter is None:
+                name = method.rsplit("/", 1)[-1]
+                counter = self._calls[(method, code)] = self.engine.metrics.rpc_calls.labels(
+                    name, code.name
+                )
+            counter.inc(count)
 
     def _audit(
         self,

@@ -85,7 +85,17 @@ def fill_reservation(message: reservations_pb2.Reservation, reservation: Reserva
 
 
 def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:
-    response = reservations_pb2.ReserveResponse(outcome=pb_enum(result.outcome))
+    response = reservations_pb2.ReserveResponse()
+    fill_reserve_response(response, result)
+    return response
+
+
+def fill_reserve_response(
+    response: reservations_pb2.ReserveResponse, result: ReserveResult
+) -> None:
+    """Write `result` into an empty response in place (a batch's answers are parts of one
+    message: building each apart and copying it in costs twice)."""
+    response.outcome = pb_enum(result.outcome)
     if result.replayed:
         response.replayed = True
     if result.disabled_node_id:
@@ -104,7 +114,6 @@ def reserve_response(result: ReserveResult) -> reservations_pb2.ReserveResponse:
         response.changes.add(
             shipment=change.shipment, resource=pb_enum(change.resource), detail=change.detail
         )
-    return response
 
 
 def reservation_response(

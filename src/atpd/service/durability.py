@@ -102,7 +102,11 @@ class JournalLog:
             self.replication.check_writable()
 
     def append(self, command: Command, now_ms: int) -> int:
-        payload = encode_command(command) + self.epoch_suffix
+        return self.append_payload(encode_command(command), now_ms)
+
+    def append_payload(self, payload: bytes, now_ms: int) -> int:
+        """Journal an encoded command (`codec.encode_command` or `encode_group`)."""
+        payload += self.epoch_suffix
         try:
             sequence = self.journal.append(payload, now_ms)
         except JournalUnavailable as error:

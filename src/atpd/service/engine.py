@@ -15,12 +15,13 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
 from atpd.core.command_base import CommandOf, Result
-from atpd.core.commands import Command, SetRules, Tick, UpsertNode
+from atpd.core.commands import Command, GroupedCommand, SetRules, Tick, UpsertNode
 from atpd.core.commands_store import NodeLoad
 from atpd.core.load_command import BulkLoad
 from atpd.core.results import CommandRejected, TickResult
 from atpd.core.state import AtpState
 from atpd.metrics import Metrics
+from atpd.persistence.codec import encode_command, encode_group
 from atpd.service.lease_fence import LeadershipLostUnacknowledged, LeaseFence, LeaseLost
 from atpd.service.option_tokens import OptionTokens
 from atpd.service.table_growth import TableGrowth
@@ -28,6 +29,25 @@ from atpd.service.table_growth import TableGrowth
 log = logging.getLogger(__name__)
 
 ResultT = TypeVar("ResultT", bound=Result)
+
+
+# A CommandGroup record is journaled once its members' records reach this size (a batch of
+# 8,192 many-line reservations would otherwise pass the journal's record size bound).
+GROUP_MAX_BYTES = 256 << 10
+
+
+class PendingGroup:
+    """Records of grouped commands applied at `now_ms` and not journaled yet (one batch's run
+    of reservation commands: Engine.apply_grouped, flush_group)."""
+
+    __slots__ = ("now_ms", "outcomes", "payloads", "size")
+
+    def __init__(self) -> None:
+        self.now_ms = 0
+        self.payloads: list[bytes] = []
+        self.size = 0
+        # (command kind, outcome) -> commands, counted into the metrics at the flush.
+        self.outcomes: dict[Any, int] = {}
 
 
 class WritesUnavailable(Exception):
@@ -72,6 +92,8 @@ class CommandLog(Protocol):
 
     def append(self, command: Command, now_ms: int) -> int: ...
 
+    def append_payload(self, payload: bytes, now_ms: int) -> int: ...
+
     async def wait_durable(self, sequence: int) -> None: ...
 
 
@@ -89,6 +111,10 @@ class NoJournal:
         return None
 
     def append(self, command: Command, now_ms: int) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    def append_payload(self, payload: bytes, now_ms: int) -> int:
         self._sequence += 1
         return self._sequence
 
@@ -235,32 +261,13 @@ class Engine:
         `execute` and `execute_unwaited` between their checks and the wait for durability."""
         state = self.state
         now = self.now_ms()
-        kind = type(command).__name__
-        timer = self._core_timers.get(kind)
-        if timer is None:
-            timer = self._core_timers[kind] = self.metrics.core_latency.labels(kind)
-        started = time.perf_counter()
         try:
-            result = state.apply(command, now)
+            result = self._apply_counted(command, now)
         except CommandRejected:
             if state.time_moved:
                 # The rejected command still moved the clock past expiries or purges: log that.
                 self._append(Tick(), now)
             raise
-        except Exception as error:
-            state.changes = {}  # half-made changes of a state about to be replaced
-            raise self._apply_failed(kind, error) from error
-        finally:
-            timer.observe(time.perf_counter() - started)
-            if state.changes:
-                self._publish(state, now)
-        outcome = getattr(result, "outcome", None)
-        if outcome is not None:
-            counter = self._outcome_counters.get((kind, outcome))
-            if counter is None:
-                counter = self.metrics.outcomes.labels(kind, outcome.name)
-                self._outcome_counters[(kind, outcome)] = counter
-            counter.inc()
         if result.changed:
             # Every CommandOf subclass is one of the members of the Command union.
             self._append(cast(Command, command), now)
@@ -272,6 +279,110 @@ class Engine:
         elif state.time_moved:
             self._append(Tick(), now)
         return result
+
+    def _apply_counted(
+        self, command: CommandOf[ResultT], now: int, outcomes: dict[Any, int] | None = None
+    ) -> ResultT:
+        """`state.apply` with its metrics and change events. An unexpected error inside the
+        core becomes InternalFailure (the state is then rebuilt from durable records). The
+        outcome is counted in `outcomes` when given (a batch adds them up once)."""
+        state = self.state
+        kind = type(command).__name__
+        timer = self._core_timers.get(kind)
+        if timer is None:
+            timer = self._core_timers[kind] = self.metrics.core_latency.labels(kind)
+        started = time.perf_counter()
+        try:
+            result = state.apply(command, now)
+        except CommandRejected:
+            raise
+        except Exception as error:
+            state.changes = {}  # half-made changes of a state about to be replaced
+            raise self._apply_failed(kind, error) from error
+        finally:
+            timer.observe(time.perf_counter() - started)
+            if state.changes:
+                self._publish(state, now)
+        outcome = getattr(result, "outcome", None)
+        if outcome is not None:
+            if outcomes is not None:
+                key = (kind, outcome)
+                outcomes[key] = outcomes.get(key, 0) + 1
+            else:
+                self._outcome_counter(kind, outcome).inc()
+        return result
+
+    def _outcome_counter(self, kind: str, outcome: Any) -> Any:
+        counter = self._outcome_counters.get((kind, outcome))
+        if counter is None:
+            counter = self.metrics.outcomes.labels(kind, outcome.name)
+            self._outcome_counters[(kind, outcome)] = counter
+        return counter
+
+    # ------------------------------------------------------------------ grouped commands
+
+    def apply_grouped(
+        self, command: GroupedCommand, group: PendingGroup, payload: bytes | None = None
+    ) -> Any:
+        """`execute_unwaited` for a reservation command of a batch (service/batch_commands.py):
+        applied at the group's time, its record kept in `group` and journaled with the others
+        as one CommandGroup record by `flush_group` (at the latest when the group reaches
+        GROUP_MAX_BYTES). The caller must flush before anything that may suspend (an await):
+        the group's records are journaled in the order and at the time they were applied.
+        `payload`: the command's record if the caller has it already (`encode_command`'s)."""
+        self.check_leader()
+        if self.write_failure is not None:
+            raise WritesUnavailable(self.write_failure)
+        if not group.payloads:
+            # A group is far smaller than the backlog's headroom (LARGEST_RECORD_BYTES).
+            self.journal.check_writable()
+            group.now_ms = self.now_ms()
+        state = self.state
+        now = group.now_ms
+        try:
+            result = self._apply_counted(command, now, group.outcomes)
+        except CommandRejected:
+            if state.time_moved:
+                self.flush_group(group)
+                self._append(Tick(), now)
+            raise
+        except InternalFailure:
+            # What the group applied before belongs in the state rebuilt from the journal.
+            self.flush_group(group)
+            raise
+        if result.changed:
+            if payload is None:
+                payload = encode_command(command)
+            group.payloads.append(payload)
+            group.size += len(payload)
+            if group.size >= GROUP_MAX_BYTES:
+                self.flush_group(group)
+        elif state.time_moved:
+            self.flush_group(group)
+            self._append(Tick(), now)
+        return result
+
+    def flush_group(self, group: PendingGroup) -> None:
+        """Journal the records `group` holds as one record (nothing if it holds none), and
+        count the outcomes of its commands."""
+        outcomes = group.outcomes
+        if outcomes:
+            group.outcomes = {}
+            for (kind, outcome), count in outcomes.items():
+                self._outcome_counter(kind, outcome).inc(count)
+        payloads = group.payloads
+        if not payloads:
+            return
+        group.payloads = []
+        group.size = 0
+        try:
+            self.journal.append_payload(encode_group(payloads), group.now_ms)
+        except WritesUnavailable as error:
+            self._writes_failed(str(error))
+            raise
+        self._arm_expiry()
+        if self.on_record is not None:
+            self.on_record()
 
     async def wait_all_durable(self) -> None:
         """Resolve once every record journaled so far is durable (the end of a batch); raises
