@@ -17,7 +17,7 @@ from atpd.service.ownership import PermissionDenied
 from atpd.service.principals import Principal, Scope
 from atpd.service.sourced_reserve import is_sourced, sourced_command
 from atpd.service.validation import InvalidArgument
-from atpd.v1 import common_pb2, promise_pb2, reservations_pb2
+from atpd.v1 import batch_pb2, batch_pb2_grpc, common_pb2, promise_pb2, reservations_pb2
 
 from .reserve_plan_support import plan_world
 from .test_reserve_plan_grpc import TTL_MS, Stub, atpd, start
@@ -166,3 +166,33 @@ def test_scoped_principal_may_hold_only_a_sourced_plan_in_its_scope() -> None:
     command = sourced_command(state, message, state.limits, NOW_MS, paris, geo)
     assert not isinstance(command, str) and command.plan is not None
     assert command.plan.destination == "pickup:ST-PAR"
+
+
+def test_batch_sources_nodeless_lines_between_grouped_reserves(server: ServerThread) -> None:
+    """In a CommandBatch, a Reserve to source (node-less lines) between plain ones is sourced
+    as the unary call would, and one without a destination is refused with the unary
+    message; the plain ones around it are held."""
+    commands = batch_pb2_grpc.CommandServiceStub(server.channel())
+    plain = request("g1", {"A": 1}, node_id="WH-1")
+    sourced = request("g2", {"B": 1}, destination=PARIS)
+    no_destination = request("g3", {"A": 1})
+    last = request("g4", {"C": 1}, node_id="WH-1")
+    answer = commands.CommandBatch(
+        batch_pb2.CommandBatchRequest(
+            commands=[
+                batch_pb2.BatchCommand(reserve=message)
+                for message in (plain, sourced, no_destination, last)
+            ]
+        ),
+        timeout=30,
+    )
+    first, second, third, fourth = answer.results
+    assert first.reserve.outcome == common_pb2.OUTCOME_OK, first
+    assert second.reserve.outcome == common_pb2.OUTCOME_OK, second
+    assert second.reserve.reservation.shipments and all(
+        x.node_id for x in second.reserve.reservation.lines
+    )
+    assert third.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert third.error.message == details(Stub(server.channel()), request("g5", {"A": 1}))
+    assert fourth.reserve.outcome == common_pb2.OUTCOME_OK, fourth
+    server.check_invariants()

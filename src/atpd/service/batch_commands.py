@@ -56,12 +56,11 @@ UNARY_METHOD = {
 GROUPED_KINDS = frozenset(("reserve", "release", "confirm", "fulfil"))
 
 
-def is_plain(request: reservations_pb2.ReserveRequest) -> bool:
-    """A Reserve of lines that all name their node, with no option token: applied grouped.
-    Any other (sourced, an option, or one to refuse) goes the unary way (`_one`)."""
-    if request.option_token or request.pickup_node_id or request.HasField("destination"):
-        return False
-    return all(line.node_id for line in request.lines)
+def may_be_plain(request: reservations_pb2.ReserveRequest) -> bool:
+    """A Reserve with no option token and no destination: applied grouped unless a line names
+    no node (validation raises NodelessLine, before anything is applied). Any other
+    (sourced, an option, or one to refuse) goes the unary way (`_one`)."""
+    return not (request.option_token or request.pickup_node_id or request.HasField("destination"))
 
 
 class BatchRefused(Exception):
@@ -160,9 +159,11 @@ class BatchRunner:
             request = getattr(command, kind)
             policy = self._policy(method)
             policies.append(None if policy is None else (policy, request))
-            if kind in GROUPED_KINDS and (kind != "reserve" or is_plain(request)):
-                results.append(self._grouped(kind, method, request, policy, principal, group))
-                continue
+            if kind in GROUPED_KINDS and (kind != "reserve" or may_be_plain(request)):
+                grouped = self._grouped(kind, method, request, policy, principal, group)
+                if grouped is not None:
+                    results.append(grouped)
+                    continue
             try:
                 engine.flush_group(group)
             except WritesUnavailable as error:
@@ -247,9 +248,10 @@ class BatchRunner:
         policy: MethodPolicy | None,
         principal: Principal | None,
         group: PendingGroup,
-    ) -> batch_pb2.BatchResult:
+    ) -> batch_pb2.BatchResult | None:
         """`_one` for a plain Reserve, a Confirm, a Release or a Fulfil: the same checks and
-        answers, applied into `group` without a suspension."""
+        answers, applied into `group` without a suspension. None for a Reserve to source (a
+        line names no node): nothing was applied, `_one` takes it."""
         try:
             if policy is not None and not policy.open:
                 assert self.access is not None and principal is not None
@@ -261,7 +263,10 @@ class BatchRunner:
                     maker = principal.maker
                     if principal.default_channel and not request.channel:
                         request.channel = principal.default_channel  # as the unary Reserve
-                command = validation.reserve(request, self.limits, maker)
+                try:
+                    command = validation.reserve(request, self.limits, maker)
+                except validation.NodelessLine:
+                    return None
                 payload = None
                 if maker is None and command.ttl_ms == request.ttl_ms:
                     # The record is the request as sent (codec.encode_reserve_request).

@@ -61,6 +61,11 @@ class InvalidArgument(ValueError):
         self.field = field
 
 
+class NodelessLine(InvalidArgument):
+    """A reservation line with no node_id: a Reserve of such lines is sourced by the server
+    (service/sourced_reserve.py), anything else refuses it as any invalid argument."""
+
+
 # Ids and names already found valid (bounded; emptied when full): most calls name SKUs, nodes,
 # channels and segments seen before, and a set lookup costs a fraction of a regex match.
 VALID_NAMES_CACHE_MAX = 65_536
@@ -152,6 +157,8 @@ def lines(
         if sku not in remembered_sku_ids:
             remember(remembered_sku_ids, sku_id(sku, f"lines[{i}].sku"))
         if node not in remembered_node_ids:
+            if not node:
+                raise NodelessLine(f"lines[{i}].node_id", "is empty")
             remember(remembered_node_ids, node_id(node, f"lines[{i}].node_id"))
         if not 1 <= amount <= MAX_QUANTITY:
             quantity(amount, f"lines[{i}].quantity")
