@@ -142,9 +142,23 @@ def geo_prefix(value: str, field: str = "geo_prefix") -> str:
 def lines(
     values: Sequence[reservations_pb2.ReservationLine], limits: Limits, *, allow_empty: bool
 ) -> tuple[Line, ...]:
-    if not values and not allow_empty:
+    count = len(values)
+    if count == 1:
+        # Most carts and every till sale: no list, no duplicate check.
+        value = values[0]
+        sku, node, amount = value.sku, value.node_id, value.quantity
+        if sku not in remembered_sku_ids:
+            remember(remembered_sku_ids, sku_id(sku, "lines[0].sku"))
+        if node not in remembered_node_ids:
+            if not node:
+                raise NodelessLine("lines[0].node_id", "is empty")
+            remember(remembered_node_ids, node_id(node, "lines[0].node_id"))
+        if not 1 <= amount <= MAX_QUANTITY:
+            quantity(amount, "lines[0].quantity")
+        return (Line(sku, node, amount),)
+    if not count and not allow_empty:
         raise InvalidArgument("lines", "is empty: a reservation needs at least one line")
-    if len(values) > limits.max_lines_per_reservation:
+    if count > limits.max_lines_per_reservation:
         raise InvalidArgument(
             "lines",
             f"has {len(values)} lines, max_lines_per_reservation is "
