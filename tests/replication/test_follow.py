@@ -16,6 +16,8 @@ from persistence.server_support import RPC_TIMEOUT_S, line, setup_world, wait_un
 from atpd.v1 import (
     admin_pb2,
     availability_pb2,
+    batch_pb2,
+    batch_pb2_grpc,
     common_pb2,
     feeds_pb2_grpc,
     inventory_pb2,
@@ -44,7 +46,8 @@ OK = common_pb2.OUTCOME_OK
 
 
 def mixed_workload(cluster: Cluster, prefix: str) -> None:
-    """Reservations held, confirmed, released, fulfilled; counts, adjustments, a bulk load."""
+    """Reservations held, confirmed, released, fulfilled; counts, adjustments, a batch, a bulk
+    load."""
     stubs = cluster.primary.stubs()
     for index in range(12):
         sku = SKUS[index % len(SKUS)]
@@ -64,6 +67,26 @@ def mixed_workload(cluster: Cluster, prefix: str) -> None:
         inventory_pb2.AdjustStockRequest(sku="BAG-1", node_id="PAR", delta=-2, reason="damaged"),
         timeout=RPC_TIMEOUT_S,
     )
+    # A batch: its reservation commands travel as one CommandGroup record.
+    batch = [
+        batch_pb2.BatchCommand(
+            reserve=reservations_pb2.ReserveRequest(
+                reservation_id=f"{prefix}-batch-{index}",
+                lines=[reservations_pb2.ReservationLine(sku="BAG-2", node_id="PAR", quantity=1)],
+                ttl_ms=600_000,
+            )
+        )
+        for index in range(4)
+    ]
+    batch.append(
+        batch_pb2.BatchCommand(
+            release=reservations_pb2.ReleaseRequest(reservation_id=f"{prefix}-batch-0")
+        )
+    )
+    answer = batch_pb2_grpc.CommandServiceStub(stubs.channel).CommandBatch(
+        batch_pb2.CommandBatchRequest(commands=batch), timeout=RPC_TIMEOUT_S
+    )
+    assert all(result.WhichOneof("result") != "error" for result in answer.results), answer
     feeds = feeds_pb2_grpc.FeedServiceStub(stubs.channel)
     response = bulk_load(
         feeds,
