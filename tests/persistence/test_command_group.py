@@ -236,8 +236,8 @@ async def run_batches(
     for advance_ms, commands in batches:
         clock.now_ms += advance_ms
         applied = await runner.apply(commands, None)
-        results = await runner.finish(applied, None)
-        changed += sum(1 for r in results if r.WhichOneof("result") != "error")
+        answer = await runner.finish(applied, None)
+        changed += sum(1 for r in answer.results if r.WhichOneof("result") != "error")
     digest = engine.state.digest()
     records = journal.last_sequence
     await journal.aclose()

@@ -76,8 +76,9 @@ class CommandServicer(batch_pb2_grpc.CommandServiceServicer):
                 self.runner.check_size(len(request.commands), "commands")
                 runner = self.runner
                 applied = await runner.apply(request.commands, current_principal())
-                results = await runner.finish(applied, context)
-                return batch_pb2.CommandBatchResponse(results=results)
+                answer = await runner.finish(applied, context)
+                assert isinstance(answer, batch_pb2.CommandBatchResponse)
+                return answer
         except BatchRefused as refusal:
             code, message = refusal.code, str(refusal)
         finally:
@@ -162,15 +163,18 @@ class CommandServicer(batch_pb2_grpc.CommandServiceServicer):
             )
             return future
         started = time.perf_counter()
-        applied = await self.runner.apply(request.commands, principal)
+        applied = await self.runner.apply(
+            request.commands, principal, batch_pb2.SubmitResponse(correlation_id=tag)
+        )
         return asyncio.ensure_future(self._finish(tag, applied, started, context))
 
     async def _finish(
         self, tag: str, applied: Applied, started: float, context: Any
     ) -> batch_pb2.SubmitResponse:
-        results = await self.runner.finish(applied, context)
+        answer = await self.runner.finish(applied, context)
         self._latency["Submit"].observe(time.perf_counter() - started)
-        return batch_pb2.SubmitResponse(correlation_id=tag, results=results)
+        assert isinstance(answer, batch_pb2.SubmitResponse)
+        return answer
 
     async def _write_answers(
         self,
