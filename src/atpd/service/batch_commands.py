@@ -228,6 +228,14 @@ class BatchRunner:
             policy = self._policies[method] = self.access.policy(PACKAGE_PREFIX + method)
         return policy
 
+    def _authorize(
+        self, policy: MethodPolicy | None, principal: Principal | None, request: Any
+    ) -> None:
+        """The unary method's access check of one command (raises Refused)."""
+        if policy is not None and not policy.open:
+            assert self.access is not None and principal is not None
+            self.access.authorize(policy, principal, request)
+
     async def _one(
         self,
         kind: str,
@@ -237,9 +245,7 @@ class BatchRunner:
         principal: Principal | None,
     ) -> batch_pb2.BatchResult:
         try:
-            if policy is not None and not policy.open:
-                assert self.access is not None and principal is not None
-                self.access.authorize(policy, principal, request)
+            self._authorize(policy, principal, request)
             if kind == "reserve":
                 return batch_pb2.BatchResult(reserve=await self._reserve(request, principal))
             if kind == "set_stock":
@@ -279,9 +285,7 @@ class BatchRunner:
         takes it."""
         count = len(results)
         try:
-            if policy is not None and not policy.open:
-                assert self.access is not None and principal is not None
-                self.access.authorize(policy, principal, request)
+            self._authorize(policy, principal, request)
             if kind == "reserve":
                 maker = None
                 if principal is not None:

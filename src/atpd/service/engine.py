@@ -375,14 +375,7 @@ class Engine:
             return
         group.payloads = []
         group.size = 0
-        try:
-            self.journal.append_payload(encode_group(payloads), group.now_ms)
-        except WritesUnavailable as error:
-            self._writes_failed(str(error))
-            raise
-        self._arm_expiry()
-        if self.on_record is not None:
-            self.on_record()
+        self._record(self.journal.append_payload, encode_group(payloads), group.now_ms)
 
     async def wait_all_durable(self) -> None:
         """Resolve once every record journaled so far is durable (the end of a batch); raises
@@ -463,8 +456,13 @@ class Engine:
             self.on_changes(changes, now_ms)
 
     def _append(self, command: Command, now_ms: int) -> None:
+        self._record(self.journal.append, command, now_ms)
+
+    def _record(self, append: Callable[[Any, int], int], item: Any, now_ms: int) -> None:
+        """Journal `item` (a command or an encoded payload) through `append`; then the expiry
+        timer and the record hook."""
         try:
-            self.journal.append(command, now_ms)
+            append(item, now_ms)
         except WritesUnavailable as error:
             # Applied but not journaled: the state must go back to what is durable.
             self._writes_failed(str(error))
