@@ -161,11 +161,12 @@ def reserve(
         if policy is not None and policy.mine
         else None
     )
+    maker = table.intern_maker(command.maker)
     row = table.insert(
         command.reservation_id,
         command.kind,
         table.intern_caller(command.channel, command.segment),
-        table.intern_maker(command.maker),
+        maker,
         ttl_ms,
         now_ms,
         skus,
@@ -188,7 +189,20 @@ def reserve(
             hold_plan(state, row, command.plan, now_ms)
         return ReserveResult(
             Outcome.OK,
-            table.new_view(row, command.reservation_id, lines, skus, nodes, quantities)
+            table.new_view(
+                row,
+                command.reservation_id,
+                command.kind,
+                command.channel,
+                command.segment,
+                maker,
+                ttl_ms,
+                now_ms,
+                lines,
+                skus,
+                nodes,
+                quantities,
+            )
             if table.answering
             else NOT_READ,
         )
@@ -280,7 +294,8 @@ def release(state: StateFields, command: Release, now_ms: int) -> ReservationRes
         return ReservationResult(Outcome.OK, table.answer(row))
     if status == ReservationStatus.FULFILLED:
         return ReservationResult(Outcome.INVALID_STATE, table.answer(row))
-    stop_expiry(state, row)
+    if status == HELD:
+        table.expiry.discard(row)  # stop_expiry, with the status in hand
     free_held(state, row)
     table.status[row] = ReservationStatus.RELEASED
     table.updated_ms[row] = now_ms
@@ -293,10 +308,16 @@ def free_held(state: StateFields, row: int) -> None:
     table = state.reservations
     held = table.line_held
     first = table.first_line[row]
-    for line in range(table.line_count[row]):
-        quantity = held[first + line]
+    count = table.line_count[row]
+    if count == 1:
+        quantity = held[first]
         if quantity:
-            unhold(state, row, line, quantity)
+            unhold(state, row, 0, quantity)
+    else:
+        for line in range(count):
+            quantity = held[first + line]
+            if quantity:
+                unhold(state, row, line, quantity)
     if table.protected and row in table.protected:
         state.protected_reservations.discard(table.id_of(row))
 
@@ -307,10 +328,15 @@ def unhold(state: StateFields, row: int, line: int, quantity: int) -> None:
     table = state.reservations
     at = table.first_line[row] + line
     sku, node = table.line_sku[at], table.line_node[at]
-    touch(state, sku, node)
-    cells = state.stock.cells
-    cells[sku, FIELD_RESERVED, node] -= quantity
-    assert cells[sku, FIELD_RESERVED, node] >= 0
+    stock = state.stock
+    if state.watched or stock.dirty_rows is not None:
+        touch(state, sku, node)  # as in reserve: only when someone looks
+    cells = stock.cells
+    # Python ints from `item`, one write: numpy scalar arithmetic and a read for the check
+    # cost twice as much.
+    reserved = cells.item(sku, FIELD_RESERVED, node) - quantity
+    assert reserved >= 0
+    cells[sku, FIELD_RESERVED, node] = reserved
     held = table.line_held[at] - quantity
     assert held >= 0
     table.line_held[at] = held
