@@ -36,6 +36,12 @@ from atpd.core.rules_compile import CompiledPolicy
 from atpd.core.state_fields import StateFields, find_row, node_index
 from atpd.core.stock import FIELD_ON_HAND, FIELD_RESERVED, FIELD_SAFETY
 
+# Statuses as plain ints, as the table stores them: compared and written on every Release
+# without going through the enum.
+RELEASED = int(ReservationStatus.RELEASED)
+EXPIRED = int(ReservationStatus.EXPIRED)
+FULFILLED = int(ReservationStatus.FULFILLED)
+
 
 def reserve_plan(state: StateFields, command: Reserve, now_ms: int) -> ReserveResult:
     """Reserve a promised option: its stock, carrier slots and pick capacity, all or nothing;
@@ -295,16 +301,18 @@ def release(state: StateFields, command: Release, now_ms: int) -> ReservationRes
     table = state.reservations
     row = find_row(state, command.reservation_id)
     status = table.status[row]
-    if status in (ReservationStatus.RELEASED, ReservationStatus.EXPIRED):
+    if status in (RELEASED, EXPIRED):
         return ReservationResult(Outcome.OK, table.answer(row))
-    if status == ReservationStatus.FULFILLED:
+    if status == FULFILLED:
         return ReservationResult(Outcome.INVALID_STATE, table.answer(row))
     if status == HELD:
         table.expiry.discard(row)  # stop_expiry, with the status in hand
     free_held(state, row)
-    table.status[row] = ReservationStatus.RELEASED
+    table.status[row] = RELEASED
     table.updated_ms[row] = now_ms
-    view = table.answer(row)  # before closing: closing may evict older finished rows
+    # Before closing: closing may evict older finished rows. The id is the command's (the
+    # row was found by it): no decoding of the stored one.
+    view = table.answer(row, command.reservation_id)
     close_reservation(state, row, now_ms)
     return ReservationResult(Outcome.OK, view, changed=True)
 

@@ -233,9 +233,9 @@ class ReservationTable:
     def caller_of(self, row: int) -> tuple[str, str]:
         return self.callers[self.caller[row]]
 
-    def view(self, row: int) -> ReservationView:
-        """A copy of the row."""
-        view = self._scalars(row, self.ids.id_of(row))
+    def view(self, row: int, reservation_id: str | None = None) -> ReservationView:
+        """A copy of the row (`reservation_id`: its id, when the caller has it in hand)."""
+        view = self._scalars(row, self.ids.id_of(row) if reservation_id is None else reservation_id)
         first = self.first_line[row]
         count = self.line_count[row]
         if count == 1:  # most carts: a list of one item, not a slice and a list
@@ -254,9 +254,9 @@ class ReservationTable:
         view._lines = None
         return view
 
-    def answer(self, row: int) -> ReservationView:
+    def answer(self, row: int, reservation_id: str | None = None) -> ReservationView:
         """The copy of the row a result carries (NOT_READ while replaying)."""
-        return self.view(row) if self.answering else NOT_READ
+        return self.view(row, reservation_id) if self.answering else NOT_READ
 
     def new_view(
         self,
@@ -502,6 +502,9 @@ class ReservationTable:
     def pop_oldest_retained(self, count: int) -> list[int]:
         """Remove from retention the `count` oldest finished rows, by (purge time, id)."""
         retention, id_of = self.retention, self.ids.id_of
+        if count == 1:
+            # Every closing at the cap evicts one: found among the ties, nothing pushed back.
+            return [retention.pop_first_by(id_of)[1]]
         rows: list[int] = []
         while len(rows) < count:
             key, row = retention.pop_first()

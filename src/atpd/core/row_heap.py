@@ -23,6 +23,7 @@ sequence.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -67,10 +68,12 @@ class RowHeap:
         index = len(keys)
         keys.append(key)
         rows.append(row)
-        # Sift up; a new hold usually expires after all others, so this loop rarely runs.
-        index = self._sift_up(index, key)
-        keys[index] = key
-        rows[index] = row
+        # A new hold usually expires after all others (and a finished row is purged after
+        # all others): its parent's key is not above it, and it stays where appended.
+        if index and keys[(index - 1) >> 1] > key:
+            index = self._sift_up(index, key)
+            keys[index] = key
+            rows[index] = row
         if position is not None:
             assert position[row] < 0, row
             position[row] = index
@@ -122,6 +125,38 @@ class RowHeap:
         self._pop_top()
         if self.position is not None:
             self.position[row] = -1
+        self.live -= 1
+        return key, row
+
+    def pop_first_by(self, order: Callable[[int], str]) -> tuple[int, int]:
+        """Remove the live entry with the smallest key, of several the one whose row is first
+        by `order`: (key, row). The entries tied at the minimum are a subtree at the top (a
+        parent's key is never above its children's): found there, not popped and pushed
+        back (many holds can finish in one millisecond)."""
+        self._drop_stale_top()
+        keys, rows, position = self.keys, self.rows, self.position
+        key = keys[0]
+        size = len(keys)
+        best = 0
+        if (size > 1 and keys[1] == key) or (size > 2 and keys[2] == key):
+            best_order = order(rows[0])
+            stack = [1, 2]
+            while stack:
+                index = stack.pop()
+                if index >= size or keys[index] != key:
+                    continue
+                stack.append(2 * index + 1)
+                stack.append(2 * index + 2)
+                row = rows[index]
+                if position is not None and position[row] != index:
+                    continue  # stale
+                candidate = order(row)
+                if candidate < best_order:
+                    best, best_order = index, candidate
+        row = rows[best]
+        self._pop_top(best)
+        if position is not None:
+            position[row] = -1
         self.live -= 1
         return key, row
 
@@ -205,19 +240,19 @@ class RowHeap:
             index = parent
         return index
 
-    def _pop_top(self) -> None:
-        """Remove the entry at index 0 (live or stale; the caller fixes `live`). Bottom-up,
-        as heapq: the smaller child moves up all the way to a leaf (one comparison a level),
-        then the last entry, which belongs near the bottom, sifts up from there."""
+    def _pop_top(self, index: int = 0) -> None:
+        """Remove the entry at `index`, the top by default (live or stale; the caller fixes
+        `live` and the removed row's position). Bottom-up, as heapq: the smaller child moves
+        up all the way to a leaf (one comparison a level), then the last entry, which belongs
+        near the bottom, sifts up from there (above `index` if it must)."""
         keys, rows, position = self.keys, self.rows, self.position
         last_key = keys.pop()
         last_row = rows.pop()
         size = len(keys)
-        if not size:
-            return
+        if index == size:
+            return  # the last entry was the one removed
         last_live = position is not None and position[last_row] == size
-        index = 0
-        child = 1
+        child = 2 * index + 1
         while child < size:
             right = child + 1
             if right < size and keys[right] < keys[child]:
