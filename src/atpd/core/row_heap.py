@@ -133,6 +133,7 @@ class RowHeap:
         by `order`: (key, row). The entries tied at the minimum are a subtree at the top (a
         parent's key is never above its children's): found there, not popped and pushed
         back (many holds can finish in one millisecond)."""
+        assert self.live > 0
         self._drop_stale_top()
         keys, rows, position = self.keys, self.rows, self.position
         key = keys[0]
@@ -253,12 +254,16 @@ class RowHeap:
             return  # the last entry was the one removed
         last_live = position is not None and position[last_row] == size
         child = 2 * index + 1
+        # Each key is read once a level (the loop runs log2(size) times on every pop).
         while child < size:
+            child_key = keys[child]
             right = child + 1
-            if right < size and keys[right] < keys[child]:
-                child = right
+            if right < size:
+                right_key = keys[right]
+                if right_key < child_key:
+                    child, child_key = right, right_key
             child_row = rows[child]
-            keys[index] = keys[child]
+            keys[index] = child_key
             rows[index] = child_row
             if position is not None and position[child_row] == child:
                 position[child_row] = index
