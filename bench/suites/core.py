@@ -277,6 +277,72 @@ def core_reserve(ctx: Context) -> Figure:
     )
 
 
+@benchmark("core_release_us_p50", "us", None)
+def core_release(ctx: Context) -> Figure:
+    """In-process `state.apply(Release(id))` of a HELD 1-line reservation on the demo data set:
+    p50 of single-call timings; next to it the 1-line Reserve that made it (also timed singly,
+    `reserve_1_line_single_us_p50`), and the same for 3-line reservations."""
+    state = _demo(ctx)
+    count = ctx.size(40_000, 10_000)
+    ctx.cache["release_runs"] = runs = ctx.cache.get("release_runs", 0) + 1
+    ctx.log(f"release: preparing {count} one-line and {count} three-line reservations")
+    overhead_ns = timer_overhead_ns()
+    apply = state.apply
+    now_ms = max(state.now_ms, DEMO_NOW_MS)
+    details: dict[str, Any] = {"timer_overhead_ns": overhead_ns}
+    for lines in (1, 3):
+        batches = _reservation_batches(
+            state,
+            count + WARM_UP_BATCHES * BATCH,
+            BATCH,
+            seed=23 + lines,
+            prefix=f"bench-release-{lines}-{runs}",
+        )
+        reserves: list[float] = []
+        releases: list[float] = []
+        for number, batch in enumerate(batches):
+            commands = [
+                Reserve(command.reservation_id, command.lines[:lines], ttl_ms=command.ttl_ms)
+                for command in batch
+            ]
+            release_commands = [Release(command.reservation_id) for command in commands]
+            for command in commands:
+                now_ms += 1
+                t0 = perf_counter_ns()
+                apply(command, now_ms)
+                t1 = perf_counter_ns()
+                reserves.append(t1 - t0 - overhead_ns)
+            for release in release_commands:
+                now_ms += 1
+                t0 = perf_counter_ns()
+                apply(release, now_ms)
+                t1 = perf_counter_ns()
+                releases.append(t1 - t0 - overhead_ns)
+            if number < WARM_UP_BATCHES:
+                reserves.clear()
+                releases.clear()
+        details[f"release_{lines}_line_single_us_p50"] = round(
+            statistics.median(releases) / 1000, 3
+        )
+        details[f"reserve_{lines}_line_single_us_p50"] = round(
+            statistics.median(reserves) / 1000, 3
+        )
+        details[f"release_{lines}_line_trial_single_us_p50"] = trial_p50s_us(releases)
+        details[f"calls_timed_{lines}_line"] = len(releases)
+    assert state.open_reservations == 0
+    details["summary_keys"] = [
+        "reserve_1_line_single_us_p50",
+        "release_3_line_single_us_p50",
+        "reserve_3_line_single_us_p50",
+    ]
+    return Figure(
+        details["release_1_line_single_us_p50"],
+        details,
+        "p50 of single releases (1 line) each timed with perf_counter_ns (timer cost "
+        "subtracted), each batch of 20 reserved (timed singly too) then released; GC on",
+    )
+
+
 def _reserve_breakdown(state: AtpState, commands: list[Reserve], rounds: int) -> dict[str, float]:
     """The steps of a successful 3-line `reserve`, each timed on its own (batch means of 100
     calls, same method as the headline). Reads `AtpState` internals; state is left as found."""

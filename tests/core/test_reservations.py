@@ -9,6 +9,7 @@ from atpd.core.commands import (
     Confirm,
     Fulfil,
     Line,
+    Maker,
     Release,
     ReservationKind,
     Reserve,
@@ -687,3 +688,21 @@ def test_fulfil_on_disabled_node_still_works(state: AtpState) -> None:
     set_node_enabled(state, "paris", False, T0)
     assert fulfil(state, "r1").reservation.status is ReservationStatus.FULFILLED
     assert state.position("sku-a", "paris").on_hand == 6
+
+
+@pytest.mark.parametrize("line_count", [1, 3])
+def test_the_answer_of_a_reserve_is_the_stored_reservation(
+    state: AtpState, line_count: int
+) -> None:
+    """Reserve answers with a view built from the command, not read back from the table: it
+    equals the view read back (every field), for one line and several, with a maker."""
+    put_stock(state, "sku-b", "paris", 5)
+    lines = (Line("sku-a", "paris", 2), Line("sku-b", "berlin", 1), Line("sku-b", "paris", 3))
+    maker = Maker("terminal-7", "store")
+    command = Reserve("r1", lines[:line_count], 90_000, channel="web", segment="gold", maker=maker)
+    result = state.apply(command, T0 + 5)
+    assert result.outcome is Outcome.OK
+    stored = state.reservations["r1"]
+    assert result.reservation == stored
+    assert result.reservation is not None and result.reservation.lines == lines[:line_count]
+    assert stored.maker == maker and stored.expires_at_ms == T0 + 5 + 90_000

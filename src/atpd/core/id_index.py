@@ -74,22 +74,22 @@ class IdIndex:
     def find(self, reservation_id: str) -> int:
         """The row of `reservation_id`, -1 when none (the hot path of every Reserve)."""
         h = hash(reservation_id)
-        slots, tags, mask = self.slots, self.tags, self.mask
+        slots, mask = self.slots, self.mask
+        i = h & mask
+        row = slots[i]
+        if row < 0:
+            return EMPTY  # a new id, most often: its home slot is empty
         h32 = h & LOW_32_BITS
         tag = h32 >> TAG_SHIFT
-        i = h & mask
-        encoded: bytes | None = None
-        while True:
-            row = slots[i]
-            if row < 0:
-                return EMPTY
+        tags = self.tags
+        while row >= 0:
             if tags[i] == tag and self.hashes[row] == h32:
-                if encoded is None:
-                    encoded = reservation_id.encode()
                 start = self.offset[row]
-                if self.arena[start : start + self.length[row]] == encoded:
+                if self.arena[start : start + self.length[row]] == reservation_id.encode():
                     return row
             i = (i + 1) & mask
+            row = slots[i]
+        return EMPTY
 
     def id_of(self, row: int) -> str:
         start = self.offset[row]
@@ -100,8 +100,9 @@ class IdIndex:
         encoded = reservation_id.encode()
         size = len(encoded)
         assert 0 < size <= 255, reservation_id
-        if size > self.room[row]:
-            self.abandoned += self.room[row]
+        room = self.room[row]
+        if size > room:
+            self.abandoned += room
             self.offset[row] = len(self.arena)
             self.arena += encoded
             self.room[row] = size
@@ -110,16 +111,20 @@ class IdIndex:
             self.arena[start : start + size] = encoded
         self.length[row] = size
         h = hash(reservation_id)
-        self.hashes[row] = h & LOW_32_BITS
-        if 3 * (self.count + 1) > 2 * len(self.slots):
-            self._resize(2 * len(self.slots))
-        slots, mask = self.slots, self.mask
+        h32 = h & LOW_32_BITS
+        self.hashes[row] = h32
+        count = self.count + 1
+        slots = self.slots
+        if 3 * count > 2 * len(slots):
+            self._resize(2 * len(slots))
+            slots = self.slots
+        mask = self.mask
         i = h & mask
         while slots[i] >= 0:
             i = (i + 1) & mask
         slots[i] = row
-        self.tags[i] = (h & LOW_32_BITS) >> TAG_SHIFT
-        self.count += 1
+        self.tags[i] = h32 >> TAG_SHIFT
+        self.count = count
         if self.abandoned > COMPACT_MIN_BYTES and 2 * self.abandoned > len(self.arena):
             self._compact_arena()
 

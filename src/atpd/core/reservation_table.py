@@ -233,48 +233,78 @@ class ReservationTable:
     def caller_of(self, row: int) -> tuple[str, str]:
         return self.callers[self.caller[row]]
 
-    def view(self, row: int) -> ReservationView:
-        """A copy of the row."""
-        assert self.status[row] != FREE, row
+    def view(self, row: int, reservation_id: str | None = None) -> ReservationView:
+        """A copy of the row (`reservation_id`: its id, when the caller has it in hand)."""
+        view = self._scalars(row, self.ids.id_of(row) if reservation_id is None else reservation_id)
         first = self.first_line[row]
-        end = first + self.line_count[row]
-        view = self._scalars(row, self.ids.id_of(row))
-        view.skus = self.line_sku[first:end].tolist()
-        view.nodes = self.line_node[first:end].tolist()
-        view.quantities = self.line_quantity[first:end].tolist()
-        view.held = self.line_held[first:end].tolist()
-        view.fulfilled = self.line_fulfilled[first:end].tolist()
+        count = self.line_count[row]
+        if count == 1:  # most carts: a list of one item, not a slice and a list
+            view.skus = [self.line_sku[first]]
+            view.nodes = [self.line_node[first]]
+            view.quantities = [self.line_quantity[first]]
+            view.held = [self.line_held[first]]
+            view.fulfilled = [self.line_fulfilled[first]]
+        else:
+            end = first + count
+            view.skus = self.line_sku[first:end].tolist()
+            view.nodes = self.line_node[first:end].tolist()
+            view.quantities = self.line_quantity[first:end].tolist()
+            view.held = self.line_held[first:end].tolist()
+            view.fulfilled = self.line_fulfilled[first:end].tolist()
         view._lines = None
         return view
 
-    def answer(self, row: int) -> ReservationView:
+    def answer(self, row: int, reservation_id: str | None = None) -> ReservationView:
         """The copy of the row a result carries (NOT_READ while replaying)."""
-        return self.view(row) if self.answering else NOT_READ
+        return self.view(row, reservation_id) if self.answering else NOT_READ
 
     def new_view(
         self,
         row: int,
         reservation_id: str,
+        kind: ReservationKind,
+        channel: str,
+        segment: str,
+        maker: int,
+        ttl_ms: int,
+        now_ms: int,
         lines: tuple[Line, ...],
         skus: list[int],
         nodes: list[int],
         quantities: list[int],
     ) -> ReservationView:
-        """A copy of a row just inserted and still holding all its lines (Reserve's answer),
-        from what the caller has in hand (the lists are kept: not to be changed after)."""
-        view = self._scalars(row, reservation_id)
+        """A copy of a HELD row just inserted and still holding all its lines (Reserve's
+        answer), from what the caller has in hand: no read back of the row (the lists are
+        kept: not to be changed after)."""
+        view = ReservationView.__new__(ReservationView)
+        view.reservation_id = reservation_id
+        view.status = ReservationStatus.HELD
+        view.kind = kind
+        view.channel = channel
+        view.segment = segment
+        view.ttl_ms = ttl_ms
+        view.created_at_ms = view.updated_at_ms = now_ms
+        view.expires_at_ms = now_ms + ttl_ms
+        view.maker = self.makers[maker] if maker >= 0 else None
+        view.plan = self.plans.get(row) if self.plans else None
+        records = self.protected.get(row) if self.protected else None
+        view.protected = None if records is None else [list(line) for line in records]
         view.skus = skus
         view.nodes = nodes
         view.quantities = quantities
         view.held = quantities[:]
         view.fulfilled = [0] * len(quantities)
         view._lines = lines
+        view._sku_names = self.sku_names
+        view._node_names = self.node_names
         return view
 
     def _scalars(self, row: int, reservation_id: str) -> ReservationView:
         view = ReservationView.__new__(ReservationView)
         view.reservation_id = reservation_id
-        view.status = STATUS_OF[self.status[row]]
+        status = self.status[row]
+        assert status != FREE, row
+        view.status = STATUS_OF[status]
         view.kind = KIND_OF[self.kind[row]]
         view.channel, view.segment = self.callers[self.caller[row]]
         view.ttl_ms = self.ttl_ms[row]
@@ -325,8 +355,11 @@ class ReservationTable:
         quantities: Sequence[int],
     ) -> int:
         """A new HELD row (not yet in the expiry heap: the caller decides); returns it."""
-        if self.free_rows:
-            row = self.free_rows.pop()
+        # The hot path of Reserve: every column written once, the lines inlined, one line
+        # (the most common cart) without a loop.
+        free_rows = self.free_rows
+        if free_rows:
+            row = free_rows.pop()
         else:
             row = self.high
             if row == self.capacity:
@@ -341,7 +374,36 @@ class ReservationTable:
         self.created_ms[row] = now_ms
         self.updated_ms[row] = now_ms
         self.expires_ms[row] = now_ms + ttl_ms
-        self._write_lines(row, skus, nodes, quantities)
+        count = len(quantities)
+        free = self.free_lines.get(count)
+        if free:
+            first = free.pop()
+        else:
+            first = self.line_high
+            if first + count > self.line_capacity:
+                self.grow_lines(first + count)
+            self.line_high = first + count
+        self.first_line[row] = first
+        self.line_count[row] = count
+        assert len(skus) == len(nodes) == count, (skus, nodes, quantities)
+        if count == 1:
+            self.line_sku[first] = skus[0]
+            self.line_node[first] = nodes[0]
+            quantity = quantities[0]
+            self.line_quantity[first] = quantity
+            self.line_held[first] = quantity
+            self.line_fulfilled[first] = 0
+        else:
+            line_sku, line_node, line_quantity = self.line_sku, self.line_node, self.line_quantity
+            line_held, line_fulfilled = self.line_held, self.line_fulfilled
+            for k in range(count):  # by index: a third cheaper than a strict zip of three
+                at = first + k
+                quantity = quantities[k]
+                line_sku[at] = skus[k]
+                line_node[at] = nodes[k]
+                line_quantity[at] = quantity
+                line_held[at] = quantity
+                line_fulfilled[at] = 0
         self.count += 1
         return row
 
@@ -440,6 +502,9 @@ class ReservationTable:
     def pop_oldest_retained(self, count: int) -> list[int]:
         """Remove from retention the `count` oldest finished rows, by (purge time, id)."""
         retention, id_of = self.retention, self.ids.id_of
+        if count == 1:
+            # Every closing at the cap evicts one: found among the ties, nothing pushed back.
+            return [retention.pop_first_by(id_of)[1]]
         rows: list[int] = []
         while len(rows) < count:
             key, row = retention.pop_first()
