@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from atpd import protowire
 from atpd.core.commands import NodeKind, SetRules, SetStock, UpsertNode
 from atpd.core.state import AtpState
 from atpd.service import convert, wire
@@ -81,4 +82,4 @@ def test_varint_matches_protobuf_for_boundaries() -> None:
     """Varints at the 1-, 2- and 3-byte boundaries and large ms timestamps decode exactly."""
     for value in (1, 127, 128, 16383, 16384, 2**21, 2**35, 1_795_600_000_000):
         message = availability_pb2.GetAvailabilityResponse(as_of_ms=value)
-        assert b"\x10" + wire.varint(value) == message.SerializeToString()
+        assert b"\x10" + protowire.varint(value) == message.SerializeToString()
