@@ -26,7 +26,7 @@ from atpd.core.results import InvalidCommand, LimitExceeded
 from atpd.core.state import AtpState
 from atpd.core.store_book import Discrepancy
 from atpd.service.validation import InvalidArgument
-from atpd.service.watch_outbox import Batching
+from atpd.service.watch_outbox import Batching, DueTimers
 from atpd.v1 import store_pb2, watch_pb2
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ MAX_WATCHED_CALLERS = 64
 KIND = watch_pb2.WatchEventKind
 # WatchBatch: events per message when the request leaves max_events at 0.
 DEFAULT_BATCH_EVENTS = 256
+# WatchBatch delays end on a grid of this step: a message waits max_delay_ms less up to 5 ms.
+DELAY_TICK_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +56,16 @@ class ChangeRecord:
 class Subscriber:
     """One stream's scope and its queue of events not yet taken by its handler. The queue is
     a plain list the hub appends to (`offer`); the handler sleeps until the events are due
-    (`wait`): at once for Watch, `delay_s` after the first of them for WatchBatch, so a
-    message costs one wake-up of the handler, not one per event."""
+    (`wait`): at once for Watch, `delay_s` after the first of them for WatchBatch (on the
+    hub's shared clock, DueTimers), so a message costs one wake-up of the handler, not one per
+    event."""
 
     caller: tuple[str, str]
     skus: frozenset[str] | None
     nodes: npt.NDArray[np.bool_] | None
     low_stock_threshold: int
     max_events: int  # the queue's bound (watch_max_queue_events): past it, cut off
+    timers: DueTimers  # the hub's, shared by every stream
     peer: str = ""
     delay_s: float = 0.0
     overflowed: bool = False
@@ -69,10 +73,9 @@ class Subscriber:
     last_sequence: int = 0
     pending: list[watch_pb2.WatchEvent] = field(default_factory=list)
     # The queued events may be sent now (their delay is over); the handler's wake-up, if it
-    # waits; the timer of the delay in progress.
+    # waits. A stale call of `_due` (after a cut-off) only wakes a handler that is ending.
     ready: bool = False
     waiter: asyncio.Future[None] | None = None
-    timer: asyncio.TimerHandle | None = None
 
     def offer(self, event: watch_pb2.WatchEvent) -> bool:
         """Queue one event; False when the queue is full (the hub then cuts it off)."""
@@ -82,13 +85,12 @@ class Subscriber:
         pending.append(event)
         if len(pending) == 1 and not self.ready:  # the first of the next message
             if self.delay_s:
-                self.timer = asyncio.get_running_loop().call_later(self.delay_s, self._due)
+                self.timers.call_after(self.delay_s, self._due)
             else:
                 self._due()
         return True
 
     def _due(self) -> None:
-        self.timer = None
         self.ready = True
         waiter = self.waiter
         if waiter is not None and not waiter.done():
@@ -110,11 +112,8 @@ class Subscriber:
         return events
 
     def drop(self) -> None:
-        """Cut off or gone: free the queue at once, stop the timer, wake the handler."""
+        """Cut off: free the queue at once and wake the handler."""
         self.pending = []
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         self._due()
 
     def in_scope(self, record: ChangeRecord, sku_names: list[str]) -> bool:
@@ -326,6 +325,8 @@ class WatchHub:
         # (see `_idle_capture`).
         self.idle_since = 0
         self.capture_stopped = False
+        # The delays of WatchBatch streams end on this shared clock (see DueTimers).
+        self.due_timers = DueTimers(DELAY_TICK_S)
 
     def batching(self, max_events: int, max_delay_ms: int) -> Batching:
         """A WatchBatch request's framing, checked against watch_max_batch_events and
@@ -384,6 +385,7 @@ class WatchHub:
             nodes,
             low_stock_threshold,
             self.max_queue_events,
+            self.due_timers,
             peer,
             delay_s,
         )
@@ -400,9 +402,6 @@ class WatchHub:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         # Watched callers are kept (bounded by MAX_WATCHED_CALLERS) so that a reconnecting
         # subscriber of the same caller can replay from the log.
-        if subscriber.timer is not None:
-            subscriber.timer.cancel()
-            subscriber.timer = None
         if subscriber in self.subscribers:
             self.subscribers.remove(subscriber)
             if not self.subscribers:
