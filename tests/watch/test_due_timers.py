@@ -4,6 +4,7 @@ is set for later than its delay, and each runs exactly once."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
@@ -25,7 +26,7 @@ def test_callbacks_in_one_tick_share_a_timer_set_no_later_than_their_delay() -> 
         ran: list[int] = []
         asked_at = loop.time()
         for k in range(10):
-            timers.call_after(0.02, lambda k=k: ran.append(k))
+            timers.call_after(0.02, functools.partial(ran.append, k))
         timers.call_after(0.05, lambda: ran.append(99))
         assert 1 <= len(timers.slots) <= 3  # the ten share one slot (two if a tick passed)
         for slot in timers.slots:
