@@ -18,6 +18,10 @@ Subscriber scopes (one subscriber process, grpc.aio, on the load core):
   is sent 100 times.
 Every event is counted by the subscriber process and checked against the changes made: a
 round whose subscribers missed events or were cut off does not count.
+
+After the rounds, the watched server with nobody subscribed: right away (`none_after_watchers`:
+changes are still recorded while a resume could replay them), and once the change log has
+rolled over (`none_after_log_rolled`: recording has stopped, so it should match `bare`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 import grpc
 
+from atpd.config import Config
 from atpd.v1 import (
     inventory_pb2,
     inventory_pb2_grpc,
@@ -56,6 +61,9 @@ SUBSCRIBER_READY_S = 60.0
 SUBSCRIBER_DRAIN_S = 60.0
 # WatchBatch subscribers let the server hold a message this long to put more events in it.
 BATCH_DELAY_MS = 50
+# The servers' change log (watch_buffer_events, the default): once this many changes followed
+# the last subscriber's leaving, the watched server stops recording them.
+LOG_EVENTS = Config().watch_buffer_events
 
 
 def hot_skus() -> list[str]:
@@ -301,6 +309,7 @@ def _round(
         result: dict[str, Any] = {
             "mode": mode,
             "pairs_per_s": round(rate),
+            "pairs": pairs,
             "server_cpu_us_per_pair": round(cpu_used / pairs * 1e6, 1),
         }
         if subscribers:
@@ -348,10 +357,18 @@ def watch_overhead_ratio(ctx: Context) -> Figure:
                     ctx, by_name[name], mode, seconds, load_cpus, f"r{round_number}-{mode}"
                 )
                 measured[mode].append(result)
-        # Watched callers stay registered after their subscribers leave (for resumes): the
-        # watched server with nobody connected, to show what that leaves behind.
-        measured["none_after_watchers"] = [
-            _round(ctx, by_name["watched"], "none", seconds, load_cpus, "after")
+        # The watched server once its subscribers left: at first it still records changes
+        # (a subscriber could resume from the log); once the log has rolled over it records
+        # none, and should cost what the never-watched server does.
+        after = _round(ctx, by_name["watched"], "none", seconds, load_cpus, "after")
+        measured["none_after_watchers"] = [after]
+        changes = 2 * after["pairs"]
+        while changes <= LOG_EVENTS:
+            ctx.log(f"  rolling the change log over: {changes} of {LOG_EVENTS} changes")
+            _, pairs = run_pairs(by_name["watched"].target, hot_skus(), "roll", 10.0, load_cpus)
+            changes += 2 * pairs
+        measured["none_after_log_rolled"] = [
+            _round(ctx, by_name["watched"], "none", seconds, load_cpus, "rolled")
         ]
     finally:
         for server in started:
@@ -385,6 +402,9 @@ def watch_overhead_ratio(ctx: Context) -> Figure:
         "none_after_watchers_ratio": round(
             measured["none_after_watchers"][0]["pairs_per_s"] / bare, 3
         ),
+        "none_after_log_rolled_ratio": round(
+            measured["none_after_log_rolled"][0]["pairs_per_s"] / bare, 3
+        ),
         "server_cpu_us_per_pair": {
             mode: statistics.median(r["server_cpu_us_per_pair"] for r in results)
             for mode, results in measured.items()
@@ -404,6 +424,7 @@ def watch_overhead_ratio(ctx: Context) -> Figure:
             "single_event_watch_ratio",
             "all_watch_everything_ratio",
             "none_after_watchers_ratio",
+            "none_after_log_rolled_ratio",
         ],
     }
     return Figure(

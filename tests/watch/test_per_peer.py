@@ -78,6 +78,6 @@ def test_a_subscriber_nobody_reads_is_ended_after_the_stall_timeout(
         )
         assert ended == 1
         assert server.call(lambda: not server.app.hub.by_peer)
-        assert stalled.subscriber.queue.qsize() < LINES * MAX_RESERVATIONS
+        assert len(stalled.subscriber.pending) < LINES * MAX_RESERVATIONS
     finally:
         stalled.close()

@@ -57,7 +57,7 @@ def test_a_stalled_subscriber_is_cut_off_while_writers_and_readers_carry_on(
         seen += reader.take(LINES)
     remaining = server.call(lambda: list(hub.subscribers))
     assert len(remaining) == 1 and remaining[0] is not stalled.subscriber
-    assert stalled.subscriber.queue.qsize() <= QUEUE_EVENTS
+    assert len(stalled.subscriber.pending) <= QUEUE_EVENTS
     assert [e.sequence for e in seen] == list(range(seen[0].sequence, seen[-1].sequence + 1))
 
     events, error = stalled.read_to_end()
@@ -102,7 +102,7 @@ def test_cut_off_subscribers_hold_no_unbounded_memory(start_server: StartServer)
                 break
             reserve_all(api, f"wave-{wave}-{k}")
         assert all(s.subscriber.overflowed for s in stalled)
-    held = server.call(lambda: sum(s.subscriber.queue.qsize() for s in stalled))
+    held = server.call(lambda: sum(len(s.subscriber.pending) for s in stalled))
     for stream in stalled:
         stream.close()
     assert held <= max_subscribers * QUEUE_EVENTS, (

@@ -15,8 +15,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import numpy as np
@@ -26,6 +26,7 @@ from atpd.core.results import InvalidCommand, LimitExceeded
 from atpd.core.state import AtpState
 from atpd.core.store_book import Discrepancy
 from atpd.service.validation import InvalidArgument
+from atpd.service.watch_outbox import Batching, DueTimers
 from atpd.v1 import store_pb2, watch_pb2
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ MAX_WATCHED_CALLERS = 64
 KIND = watch_pb2.WatchEventKind
 # WatchBatch: events per message when the request leaves max_events at 0.
 DEFAULT_BATCH_EVENTS = 256
+# WatchBatch delays end on a grid of this step: a message waits max_delay_ms less up to 5 ms.
+DELAY_TICK_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +54,67 @@ class ChangeRecord:
 
 @dataclass(eq=False)
 class Subscriber:
+    """One stream's scope and its queue of events not yet taken by its handler. The queue is
+    a plain list the hub appends to (`offer`); the handler sleeps until the events are due
+    (`wait`): at once for Watch, `delay_s` after the first of them for WatchBatch (on the
+    hub's shared clock, DueTimers), so a message costs one wake-up of the handler, not one per
+    event."""
+
     caller: tuple[str, str]
     skus: frozenset[str] | None
     nodes: npt.NDArray[np.bool_] | None
     low_stock_threshold: int
-    queue: asyncio.Queue[watch_pb2.WatchEvent]
+    max_events: int  # the queue's bound (watch_max_queue_events): past it, cut off
+    timers: DueTimers  # the hub's, shared by every stream
     peer: str = ""
+    delay_s: float = 0.0
     overflowed: bool = False
     dropped_at: int = 0
     last_sequence: int = 0
+    pending: list[watch_pb2.WatchEvent] = field(default_factory=list)
+    # The queued events may be sent now (their delay is over); the handler's wake-up, if it
+    # waits. A stale call of `_due` (after a cut-off) only wakes a handler that is ending.
+    ready: bool = False
+    waiter: asyncio.Future[None] | None = None
+
+    def offer(self, event: watch_pb2.WatchEvent) -> bool:
+        """Queue one event; False when the queue is full (the hub then cuts it off)."""
+        pending = self.pending
+        if len(pending) >= self.max_events:
+            return False
+        pending.append(event)
+        if len(pending) == 1 and not self.ready:  # the first of the next message
+            if self.delay_s:
+                self.timers.call_after(self.delay_s, self._due)
+            else:
+                self._due()
+        return True
+
+    def _due(self) -> None:
+        self.ready = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until queued events are due, or the subscriber is cut off."""
+        while not self.ready and not self.overflowed:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def take(self) -> list[watch_pb2.WatchEvent]:
+        """The queued events, oldest first; the queue starts afresh."""
+        events, self.pending = self.pending, []
+        self.ready = False
+        return events
+
+    def drop(self) -> None:
+        """Cut off: free the queue at once and wake the handler."""
+        self.pending = []
+        self._due()
 
     def in_scope(self, record: ChangeRecord, sku_names: list[str]) -> bool:
         if self.skus is not None and sku_names[record.row] not in self.skus:
@@ -139,48 +194,6 @@ def discrepancy_message(found: Discrepancy, message: store_pb2.Discrepancy) -> N
     message.sold_at_ms = found.sold_at_ms
     message.recorded_at_ms = found.recorded_at_ms
     message.terminal_id = found.terminal_id
-
-
-@dataclass(frozen=True, slots=True)
-class Batching:
-    """How a WatchBatch stream frames its events (validated by WatchHub.batching)."""
-
-    max_events: int
-    delay_s: float
-
-
-class EventOutbox:
-    """Events on their way to one stream: each sent as its own message (Watch, `batching`
-    None), or gathered and sent as WatchEvents of up to `batching.max_events` (WatchBatch);
-    `flush` sends what is gathered. Order is kept either way."""
-
-    __slots__ = ("batching", "events", "send")
-
-    def __init__(
-        self,
-        send: Callable[[watch_pb2.WatchEvent | watch_pb2.WatchEvents], Awaitable[None]],
-        batching: Batching | None,
-    ) -> None:
-        self.send = send
-        self.batching = batching
-        self.events: list[watch_pb2.WatchEvent] = []
-
-    @property
-    def empty(self) -> bool:
-        return not self.events
-
-    async def put(self, event: watch_pb2.WatchEvent) -> None:
-        if self.batching is None:
-            await self.send(event)
-            return
-        self.events.append(event)
-        if len(self.events) >= self.batching.max_events:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if self.events:
-            events, self.events = self.events, []
-            await self.send(watch_pb2.WatchEvents(events=events))
 
 
 class StreamStalled(Exception):
@@ -308,6 +321,12 @@ class WatchHub:
         self.caller_since: dict[tuple[str, str], int] = {}
         self.node_names: list[str] = []
         self.cut_off = 0
+        # The head when the last subscriber left, and whether capture has stopped since then
+        # (see `_idle_capture`).
+        self.idle_since = 0
+        self.capture_stopped = False
+        # The delays of WatchBatch streams end on this shared clock (see DueTimers).
+        self.due_timers = DueTimers(DELAY_TICK_S)
 
     def batching(self, max_events: int, max_delay_ms: int) -> Batching:
         """A WatchBatch request's framing, checked against watch_max_batch_events and
@@ -337,6 +356,7 @@ class WatchHub:
         nodes: npt.NDArray[np.bool_] | None,
         low_stock_threshold: int,
         peer: str = "",
+        delay_s: float = 0.0,
     ) -> Subscriber:
         if len(self.subscribers) >= self.max_subscribers:
             raise LimitExceeded(f"watch_max_subscribers: {len(self.subscribers)} are watching")
@@ -346,6 +366,12 @@ class WatchHub:
                 f"{self.max_subscribers_per_peer} Watch streams; close one or share it"
             )
         state = self.state
+        if self.capture_stopped:
+            # Changes went unrecorded meanwhile: skip one number so that no from_sequence a
+            # client may hold (all at or before the head) can replay across the gap.
+            self.capture_stopped = False
+            self.sequence += 1
+            self.resync_floor = self.sequence
         if caller not in state.watched:
             if len(state.watched) >= MAX_WATCHED_CALLERS:
                 raise LimitExceeded(
@@ -358,8 +384,10 @@ class WatchHub:
             frozenset(skus) if skus else None,
             nodes,
             low_stock_threshold,
-            asyncio.Queue(self.max_queue_events),
+            self.max_queue_events,
+            self.due_timers,
             peer,
+            delay_s,
         )
         self.by_peer[peer] = self.by_peer.get(peer, 0) + 1
         subscriber.last_sequence = self.sequence
@@ -376,6 +404,8 @@ class WatchHub:
         # subscriber of the same caller can replay from the log.
         if subscriber in self.subscribers:
             self.subscribers.remove(subscriber)
+            if not self.subscribers:
+                self.idle_since = self.sequence
             held = self.by_peer[subscriber.peer] - 1
             if held:
                 self.by_peer[subscriber.peer] = held
@@ -394,14 +424,11 @@ class WatchHub:
 
     def _cut_off(self, subscriber: Subscriber, sequence: int) -> None:
         """Queue full: the subscriber is dropped and its queued events freed at once (its RPC
-        may sit blocked on a stalled client for a long time); a None wakes its reader."""
+        may sit blocked on a stalled client for a long time); its handler is woken."""
         subscriber.overflowed = True
         subscriber.dropped_at = sequence
         self.cut_off += 1
-        queue = subscriber.queue
-        for _ in range(queue.qsize()):
-            queue.get_nowait()
-        queue.put_nowait(None)  # type: ignore[arg-type]
+        subscriber.drop()
         self.unsubscribe(subscriber)
 
     def replay(
@@ -450,6 +477,7 @@ class WatchHub:
                 sequence += 1
                 append(ChangeRecord(sequence, row, node, callers, before, after, now_ms))
             self.sequence = sequence
+            self._idle_capture()
             return
         sku_names, node_names = state.skus.names, state.node_ids.names
         caller_index = {caller: i for i, caller in enumerate(callers)}
@@ -476,13 +504,25 @@ class WatchHub:
                     if event is None:
                         event = make_event(record, kind, old, new, epoch, sku_names, node_names)
                         built[(index, kind)] = event
-                    try:
-                        subscriber.queue.put_nowait(event)
-                    except asyncio.QueueFull:
+                    if not subscriber.offer(event):
                         cut.append((subscriber, record.sequence))
                         subscriber.overflowed = True
         for subscriber, sequence in cut:
             self._cut_off(subscriber, sequence)
+
+    def _idle_capture(self) -> None:
+        """Nobody subscribed: once the log has rolled over since the last subscriber left,
+        every from_sequence a client may resume from is gone from it (RESYNC_REQUIRED anyway),
+        so recording more serves nobody. Capture stops and the log is freed until the next
+        subscriber, which starts it again (`subscribe`)."""
+        maxlen = self.buffer.maxlen
+        assert maxlen is not None
+        if self.sequence - self.idle_since <= maxlen or self.subscribers:
+            return
+        self.state.set_watched(())
+        self.caller_since.clear()
+        self.buffer.clear()
+        self.capture_stopped = True
 
     def publish_discrepancies(self, found: Sequence[Discrepancy], now_ms: int) -> None:
         """DISCREPANCY events of a forced sale, numbered in the same sequence as changes."""
@@ -501,9 +541,7 @@ class WatchHub:
                 for subscriber in group:
                     if subscriber.overflowed or not subscriber.in_scope(record, sku_names):
                         continue
-                    try:
-                        subscriber.queue.put_nowait(event)
-                    except asyncio.QueueFull:
+                    if not subscriber.offer(event):
                         cut.append((subscriber, record.sequence))
                         subscriber.overflowed = True
         for subscriber, sequence in cut:
@@ -528,7 +566,5 @@ class WatchHub:
             if subscriber.caller not in state.watched:
                 self._cut_off(subscriber, self.sequence)
                 continue
-            try:
-                subscriber.queue.put_nowait(event)
-            except asyncio.QueueFull:
+            if not subscriber.offer(event):
                 self._cut_off(subscriber, self.sequence)

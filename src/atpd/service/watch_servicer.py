@@ -3,7 +3,6 @@ same events in the same order either way (service/watch.py holds the hub and the
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, NoReturn
 
 import grpc
@@ -13,8 +12,6 @@ from atpd.service.engine import Engine
 from atpd.service.errors import abort, is_bug, status_of
 from atpd.service.servicers import ServicerBase
 from atpd.service.watch import (
-    Batching,
-    EventOutbox,
     StallGuard,
     StreamStalled,
     Subscriber,
@@ -22,6 +19,7 @@ from atpd.service.watch import (
     end_stalled,
     peer_host,
 )
+from atpd.service.watch_outbox import Batching, EventOutbox
 from atpd.v1 import watch_pb2, watch_pb2_grpc
 
 
@@ -59,7 +57,8 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
         goes, one event per message or (`batching`) several."""
         metrics = self.engine.metrics
         try:
-            subscriber = self._subscribe(request, peer_host(context.peer()))
+            delay_s = 0.0 if batching is None else batching.delay_s
+            subscriber = self._subscribe(request, peer_host(context.peer()), delay_s)
         except Exception as error:
             await self._refuse(method, context, error)
         hub = self.hub
@@ -96,25 +95,20 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
                         f"overflowed at sequence {subscriber.dropped_at}; reconnect with "
                         f"from_sequence={last} and epoch={hub.epoch}",
                     )
-                if outbox.empty:
-                    event = await subscriber.queue.get()
-                    if outbox.batching is not None and outbox.batching.delay_s:
-                        await asyncio.sleep(outbox.batching.delay_s)  # let more join it
-                else:
-                    # Several per message: take what is queued now, without waiting.
-                    if subscriber.queue.empty():
-                        await outbox.flush()
-                        continue
-                    event = subscriber.queue.get_nowait()
-                if event is None or subscriber.overflowed:
-                    continue  # cut off: the check at the top of the loop ends the stream
-                if (
-                    event.sequence <= last
-                    and event.kind != watch_pb2.WATCH_EVENT_KIND_RESYNC_REQUIRED
-                ):
-                    continue  # already sent by the replay
-                last = max(last, event.sequence)
-                await outbox.put(event)
+                if not subscriber.ready:
+                    await subscriber.wait()  # events due, or cut off: checked above
+                    continue
+                for event in subscriber.take():
+                    if subscriber.overflowed:
+                        break  # cut off while a full message was written
+                    if (
+                        event.sequence <= last
+                        and event.kind != watch_pb2.WATCH_EVENT_KIND_RESYNC_REQUIRED
+                    ):
+                        continue  # already sent by the replay
+                    last = max(last, event.sequence)
+                    await outbox.put(event)
+                await outbox.flush()
         except StreamStalled as error:
             metrics.rpc_calls.labels(method, status_of(error).name).inc()
             end_stalled(method, error)
@@ -122,7 +116,7 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
             guard.close()
             hub.unsubscribe(subscriber)
 
-    def _subscribe(self, request: watch_pb2.WatchRequest, peer: str) -> Subscriber:
+    def _subscribe(self, request: watch_pb2.WatchRequest, peer: str, delay_s: float) -> Subscriber:
         if request.from_sequence < 0:
             raise validation.InvalidArgument("from_sequence", "must be >= 0")
         if request.low_stock_threshold < 0:
@@ -139,4 +133,6 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
         policy = state.policy(request.channel, request.segment)
         caller = ("", "") if policy is None else (policy.channel, policy.segment)
         nodes = state.node_mask(node_ids, geo_prefix).copy() if node_ids or geo_prefix else None
-        return self.hub.subscribe(caller, request.skus, nodes, request.low_stock_threshold, peer)
+        return self.hub.subscribe(
+            caller, request.skus, nodes, request.low_stock_threshold, peer, delay_s
+        )

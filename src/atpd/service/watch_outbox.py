@@ -1,0 +1,75 @@
+"""How a Watch stream frames its events: one per message (Watch) or several (WatchBatch)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from atpd.v1 import watch_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """How a WatchBatch stream frames its events (validated by WatchHub.batching)."""
+
+    max_events: int
+    delay_s: float
+
+
+class EventOutbox:
+    """Events on their way to one stream: each sent as its own message (Watch, `batching`
+    None), or gathered and sent as WatchEvents of up to `batching.max_events` (WatchBatch);
+    `flush` sends what is gathered. Order is kept either way."""
+
+    __slots__ = ("batching", "events", "send")
+
+    def __init__(
+        self,
+        send: Callable[[watch_pb2.WatchEvent | watch_pb2.WatchEvents], Awaitable[None]],
+        batching: Batching | None,
+    ) -> None:
+        self.send = send
+        self.batching = batching
+        self.events: list[watch_pb2.WatchEvent] = []
+
+    async def put(self, event: watch_pb2.WatchEvent) -> None:
+        if self.batching is None:
+            await self.send(event)
+            return
+        self.events.append(event)
+        if len(self.events) >= self.batching.max_events:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.events:
+            events, self.events = self.events, []
+            await self.send(watch_pb2.WatchEvents(events=events))
+
+
+class DueTimers:
+    """Calls back after a delay, on a grid of `tick_s`: the callbacks due in one tick share
+    one timer, so a hundred batched streams cost one event-loop wake-up per tick instead of
+    one each. A callback runs at most `delay_s` after it was asked for, and at most `tick_s`
+    sooner."""
+
+    __slots__ = ("slots", "tick_s")
+
+    def __init__(self, tick_s: float) -> None:
+        assert tick_s > 0
+        self.tick_s = tick_s
+        self.slots: dict[int, list[Callable[[], None]]] = {}
+
+    def call_after(self, delay_s: float, callback: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        slot = int((loop.time() + delay_s) / self.tick_s)  # the grid point at or before
+        waiting = self.slots.get(slot)
+        if waiting is None:
+            self.slots[slot] = [callback]
+            loop.call_at(slot * self.tick_s, self._fire, slot)
+        else:
+            waiting.append(callback)
+
+    def _fire(self, slot: int) -> None:
+        for callback in self.slots.pop(slot):
+            callback()
