@@ -6,6 +6,7 @@ between the grouped commands included."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,9 @@ class Clock:
 
 
 async def run_batches(
-    data_dir: Path, batches: list[tuple[int, list[batch_pb2.BatchCommand]]]
+    data_dir: Path,
+    batches: list[tuple[int, list[batch_pb2.BatchCommand]]],
+    on_record: Callable[[int], None] | None = None,
 ) -> tuple[str, int, int]:
     """Apply `batches` (each after moving the clock) on an engine journaling into `data_dir`;
     (the live digest, records journaled, commands that changed the state)."""
@@ -231,6 +234,7 @@ async def run_batches(
     for sku in SKUS:
         for node_id in NODES:
             await engine.execute(SetStock(sku, node_id, 6, 1))
+    engine.on_record = on_record
     runner = BatchRunner(engine, None, 64)
     changed = 0
     for advance_ms, commands in batches:
@@ -281,7 +285,10 @@ def test_a_batch_of_reserves_is_one_record(tmp_path: Path) -> None:
         for node in NODES
         for i in range(6)
     ]
-    _, records, changed = asyncio.run(run_batches(tmp_path, [(0, commands)]))
+    recorded: list[int] = []
+    _, records, changed = asyncio.run(run_batches(tmp_path, [(0, commands)], recorded.append))
     assert changed == 24
     # Two nodes and four stock counts, one record each; then the whole batch.
     assert records == 6 + 1
+    # Snapshots are scheduled by commands: the group record counts as its 24.
+    assert recorded == [24]

@@ -364,8 +364,9 @@ class Durability:
             self._snapshot_in_background()
         self._arm_timer()
 
-    def _on_record(self) -> None:
-        self._records_since_snapshot += 1
+    def _on_record(self, commands: int) -> None:
+        # Counted in commands: a batch's group record replays as many as it holds.
+        self._records_since_snapshot += commands
         if self._records_since_snapshot >= self.snapshot_every_records:
             self._snapshot_in_background()
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
 from atpd.core.command_base import CommandOf, Result
-from atpd.core.commands import Command, GroupedCommand, SetRules, Tick, UpsertNode
+from atpd.core.commands import Command, CommandGroup, GroupedCommand, SetRules, Tick, UpsertNode
 from atpd.core.commands_store import NodeLoad
 from atpd.core.load_command import BulkLoad
 from atpd.core.results import CommandRejected, TickResult
@@ -153,8 +153,9 @@ class Engine:
         # Called with the failure reason, once per failure: restores the durable state and
         # waits for the journal to come back (see Durability.on_write_failure).
         self.on_write_failure: Callable[[str], None] | None = None
-        # Called after each journaled record (snapshot scheduling).
-        self.on_record: Callable[[], None] | None = None
+        # Called after each journaled record with the commands it holds (snapshot scheduling:
+        # a batch's group record counts each of its commands).
+        self.on_record: Callable[[int], None] | None = None
         # The change stream: position changes of each command, and "ATP changed everywhere".
         self.on_changes: (
             Callable[[list[tuple[int, int, list[int], list[int]]], int], None] | None
@@ -203,7 +204,7 @@ class Engine:
         if self.on_resync is not None and isinstance(command, SetRules | UpsertNode | BulkLoad):
             self.on_resync(f"{type(command).__name__} changed what every caller may see")
         if self.on_record is not None:
-            self.on_record()
+            self.on_record(len(command.commands) if isinstance(command, CommandGroup) else 1)
 
     def report_write_failure(self, reason: str) -> None:
         """The journal refused a record applied meanwhile (a follower's append): the state goes
@@ -375,7 +376,9 @@ class Engine:
             return
         group.payloads = []
         group.size = 0
-        self._record(self.journal.append_payload, encode_group(payloads), group.now_ms)
+        self._record(
+            self.journal.append_payload, encode_group(payloads), group.now_ms, len(payloads)
+        )
 
     async def wait_all_durable(self) -> None:
         """Resolve once every record journaled so far is durable (the end of a batch); raises
@@ -458,9 +461,11 @@ class Engine:
     def _append(self, command: Command, now_ms: int) -> None:
         self._record(self.journal.append, command, now_ms)
 
-    def _record(self, append: Callable[[Any, int], int], item: Any, now_ms: int) -> None:
-        """Journal `item` (a command or an encoded payload) through `append`; then the expiry
-        timer and the record hook."""
+    def _record(
+        self, append: Callable[[Any, int], int], item: Any, now_ms: int, commands: int = 1
+    ) -> None:
+        """Journal `item` (a command, or an encoded payload of `commands` commands) through
+        `append`; then the expiry timer and the record hook."""
         try:
             append(item, now_ms)
         except WritesUnavailable as error:
@@ -469,7 +474,7 @@ class Engine:
             raise
         self._arm_expiry()
         if self.on_record is not None:
-            self.on_record()
+            self.on_record(commands)
 
     def _writes_failed(self, reason: str) -> None:
         if self.write_failure is not None:
