@@ -375,7 +375,7 @@ class Journal:
         loop's queue is read (`_ready`); uvloop's flushes at once."""
         self._flush_step_handle = None
         try:
-            loop = self._bind_loop()
+            loop = self._loop or self._bind_loop()  # bound by the kick: no syscall per step
             if (
                 self._pending
                 and self._idle_iterations < GROUP_COMMIT_MAX_ITERATIONS
