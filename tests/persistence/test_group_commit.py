@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from atpd.persistence.journal import GROUP_COMMIT_MAX_ITERATIONS, FsyncPolicy, Journal
+from atpd.persistence.journal_errors import JournalUnavailable
 from atpd.v1 import common_pb2
 
 from .server_support import (
@@ -76,6 +77,35 @@ def test_a_loop_that_is_never_idle_still_flushes(tmp_path: Path) -> None:
         return iterations
 
     assert asyncio.run(run()) >= GROUP_COMMIT_MAX_ITERATIONS
+
+
+def test_a_bug_in_the_disk_thread_fails_the_waiters_instead_of_hanging(tmp_path: Path) -> None:
+    """An unexpected exception in the journal's disk thread (a bug, not a disk error) fails the
+    journal and its waiters with JournalUnavailable, and the journal still closes."""
+
+    def broken_sync(fd: int) -> None:
+        raise RuntimeError("a bug in the sync function")
+
+    async def run() -> None:
+        journal = Journal.open(
+            tmp_path,
+            fsync_policy=FsyncPolicy.ALWAYS,
+            segment_bytes=1 << 20,
+            sync_function=broken_sync,
+        )
+        sequences = [journal.append(payload_for(index + 1), timestamp_ms=0) for index in range(3)]
+        waits = [asyncio.ensure_future(journal.wait_durable(s)) for s in sequences]
+        done, _ = await asyncio.wait(waits, timeout=30)  # bounded: a hang fails below
+        assert done == set(waits)
+        for wait in waits:
+            with pytest.raises(JournalUnavailable, match="crashed"):
+                wait.result()
+        assert journal.failed and journal.durable_sequence == 0
+        with pytest.raises(JournalUnavailable):
+            journal.append(payload_for(4), timestamp_ms=0)
+        await journal.aclose()
+
+    asyncio.run(run())
 
 
 def scrape(port: int) -> dict[str, float]:

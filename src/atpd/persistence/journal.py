@@ -1,12 +1,14 @@
 """The write-ahead journal: segment files of framed records, written with group commit.
 
 Threading model. Everything except the disk I/O runs on the asyncio loop thread (the single
-writer). `append` only encodes into an in-memory batch. One flusher task at a time hands the
-whole batch to a dedicated one-thread executor, which writes it (and fsyncs it, by policy);
-appends that arrive meanwhile form the next batch, so many records share one fsync. While a
-job is in flight the worker thread owns the open segment (journal_worker.SegmentWriter); the
-loop thread touches it only when no job is in flight. Under FsyncPolicy.NONE (no fsync at all)
-the flusher writes each batch on the loop itself: cheaper than the hand-off to the thread.
+writer). `append` only encodes into an in-memory batch. The flusher, a chain of loop callbacks
+(no task: a step costs one handle), hands the whole batch to the journal's disk thread
+(journal_worker.WorkerThread: one queue put there, one call_soon_threadsafe back), which writes
+it (and fsyncs it, by policy); appends that arrive meanwhile form the next batch, so many
+records share one fsync, and the callers of a batch are woken together. While a job is in
+flight the worker thread owns the open segment (journal_worker.SegmentWriter); the loop thread
+touches it only when no job is in flight. Under FsyncPolicy.NONE (no fsync at all) the flusher
+writes each batch on the loop itself: cheaper than the hand-off to the thread.
 
 Failure model. Any OSError during write or fsync moves the journal to FAILED: every waiter not
 yet acknowledged, and every later `append`/`wait_durable`, raises JournalUnavailable, so the
@@ -20,30 +22,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
-import heapq
-import itertools
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from atpd.persistence.dirlock import acquire_directory_lock, release_directory_lock
+from atpd.persistence.dirlock import release_directory_lock
 from atpd.persistence.framing import MAX_PAYLOAD_BYTES, Record, encode_record_into, record_bytes
-from atpd.persistence.fsutil import make_directory_durable
 from atpd.persistence.journal_errors import JournalBacklogFull, JournalUnavailable
-from atpd.persistence.journal_scan import (
-    SEGMENT_COUNT_MAX,
-    read_records_after,
-    recover_directory,
-    segment_path,
-)
+from atpd.persistence.journal_scan import SEGMENT_COUNT_MAX, read_records_after, segment_path
 from atpd.persistence.journal_worker import (
-    PROBE_FILE_NAME,
     ActiveSegment,
     SegmentChunk,
     SegmentWriter,
+    WorkerThread,
     WriteJob,
     WriteOutcome,
+    open_tail,
 )
 
 __all__ = ["FsyncPolicy", "Journal"]
@@ -52,9 +48,6 @@ logger = logging.getLogger(__name__)
 
 SYNC_INTERVAL_S_DEFAULT = 1.0
 MAX_PENDING_BYTES_DEFAULT = 256 * 1024 * 1024
-# A flusher task writes at most this many batches, then hands over to a fresh task, so no
-# loop in the flusher is unbounded.
-BATCHES_PER_FLUSH_TASK = 1024
 # Group commit: before taking a batch, the flusher lets the loop run whatever else is ready
 # (requests that arrived in the same wake-up append their records meanwhile), so they share one
 # write and one fsync. It waits at most this many loop iterations (a loop that is never idle
@@ -99,9 +92,13 @@ class Journal:
         self._max_pending_bytes = max_pending_bytes
         self._sync_interval_s = sync_interval_s
         self._lock_fd: int | None = lock_fd
+        # Batches go to `_worker`, the rare other disk work (reopen, final fsync) here: only with
+        # no batch in flight, so one thread at a time owns the writer.
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="atpd-journal"
         )
+        self._worker = WorkerThread("atpd-journal-writer")
+        weakref.finalize(self, self._worker.stop)  # an abandoned journal's thread ends too
 
         # Owned by the worker thread while a job is in flight.
         self._writer = SegmentWriter(
@@ -124,10 +121,16 @@ class Journal:
         self._written_sequence = next_sequence - 1
         self._synced_sequence = next_sequence - 1
         self._durable_sequence = next_sequence - 1
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._waiter_ids = itertools.count()
+        # Callers waiting for records not yet in a job, and for the records of the job in
+        # flight: every waiter's record is in one or the other (sequence > durable_sequence).
+        self._waiting: list[asyncio.Future[None]] = []
+        self._waiting_in_flight: list[asyncio.Future[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._flush_task: asyncio.Task[None] | None = None
+        # The flusher: a scheduled step (waiting for the loop to be idle), or a job in flight.
+        self._flush_step_handle: asyncio.Handle | None = None
+        self._idle_iterations = 0
+        self._in_flight: WriteJob | None = None
+        self._flusher_idle: list[asyncio.Future[None]] = []  # aclose waits on these
         self._sync_timer: asyncio.TimerHandle | None = None
         self._sync_due = False
         self._failure: str | None = None
@@ -173,26 +176,8 @@ class Journal:
         assert segment_bytes > 0, segment_bytes
         assert snapshot_sequence >= 0, snapshot_sequence
         assert sync_interval_s > 0, sync_interval_s
-        make_directory_durable(directory)
-        lock_fd = acquire_directory_lock(directory)
-        try:
-            (directory / PROBE_FILE_NAME).unlink(missing_ok=True)
-            segments, next_sequence, records = recover_directory(
-                directory, repair, snapshot_sequence, keep_records
-            )
-            active: ActiveSegment | None = None
-            if segments:
-                last = segments[-1]
-                fd = os.open(last.path, os.O_WRONLY)
-                active = ActiveSegment(last.first_sequence, last.path, fd, last.valid_bytes)
-        except BaseException:
-            release_directory_lock(lock_fd)
-            raise
-        logger.info(
-            "journal %s opened: %d segments, next sequence %d",
-            directory,
-            len(segments),
-            next_sequence,
+        lock_fd, segments, next_sequence, records, active = open_tail(
+            directory, repair, snapshot_sequence, keep_records
         )
         return cls(
             directory=directory,
@@ -202,7 +187,7 @@ class Journal:
             sync_interval_s=sync_interval_s,
             sync_function=sync_function,
             lock_fd=lock_fd,
-            segment_first_sequences=[info.first_sequence for info in segments],
+            segment_first_sequences=segments,
             next_sequence=next_sequence,
             active=active,
             recovered_records=records,
@@ -217,7 +202,7 @@ class Journal:
         any other reads the segment files again.
         """
         assert sequence >= 0, sequence
-        assert self._flush_task is None and not self._pending, "records_after is for recovery"
+        assert not self._flushing and not self._pending, "records_after is for recovery"
         records, self._recovered_records = self._recovered_records, None
         if records is not None and sequence == self._recovered_after:
             return iter(records)
@@ -343,7 +328,11 @@ class Journal:
         # Bound by the append this waits for (asyncio.get_running_loop costs a system call).
         loop = self._loop if self._loop is not None else self._bind_loop()
         future: asyncio.Future[None] = loop.create_future()
-        heapq.heappush(self._waiters, (sequence, next(self._waiter_ids), future))
+        in_flight = self._in_flight
+        if in_flight is not None and sequence <= in_flight.last_sequence:
+            self._waiting_in_flight.append(future)
+        else:
+            self._waiting.append(future)  # pending: the next job takes it (and this waiter)
         await future
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
@@ -353,11 +342,15 @@ class Journal:
         assert self._loop is loop, "a journal belongs to one event loop"
         return loop
 
+    @property
+    def _flushing(self) -> bool:
+        return self._flush_step_handle is not None or self._in_flight is not None
+
     def _kick_flusher(self) -> None:
-        if self._flush_task is not None or self._failure is not None:
+        if self._flushing or self._failure is not None:
             return
-        loop = self._bind_loop()
-        self._flush_task = loop.create_task(self._flush(), name="atpd-journal-flush")
+        self._idle_iterations = 0
+        self._flush_step_handle = self._bind_loop().call_soon(self._flush_step)
 
     def _take_job(self) -> WriteJob | None:
         policy_sync = self._fsync_policy is FsyncPolicy.ALWAYS
@@ -375,50 +368,62 @@ class Journal:
             self._sync_due = False
         return job
 
-    async def _until_loop_idle(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Yield to the loop until nothing else is ready to run (bounded), so every request
-        already woken appends its record before the batch is taken: they share one fsync.
-        An idle loop (one caller at a time) flushes at once, adding no latency.
-
-        asyncio has no public "is anything ready" query: the standard loop's ready queue is
-        read (`_ready`); a loop without one (uvloop) flushes at once, as before."""
-        for _ in range(GROUP_COMMIT_MAX_ITERATIONS):
-            ready = getattr(loop, "_ready", None)
-            if not ready or self._pending_bytes >= GROUP_COMMIT_MAX_BYTES or self._closing:
-                return
-            await asyncio.sleep(0)
-
-    async def _flush(self) -> None:
-        loop = self._bind_loop()
+    def _flush_step(self) -> None:
+        """Group commit: while other callbacks are ready (woken requests, which append meanwhile)
+        step again, at most GROUP_COMMIT_MAX_ITERATIONS times, so they share one fsync; an idle
+        loop flushes at once. asyncio has no public "is anything ready" query: the standard
+        loop's queue is read (`_ready`); uvloop's flushes at once."""
+        self._flush_step_handle = None
         try:
-            for _ in range(BATCHES_PER_FLUSH_TASK):
-                if self._pending:
-                    # Only with records waiting: with none, the task ends in this step, so a
-                    # caller whose wait just resolved finds no flush in flight.
-                    await self._until_loop_idle(loop)
-                job = self._take_job()
-                if job is None:
-                    break
-                if self._fsync_policy is FsyncPolicy.NONE:
-                    # No fsync anywhere under NONE: a write lands in the page cache in
-                    # microseconds, less than the thread hand-off per batch costs, so it runs
-                    # on the loop (as Redis writes its AOF). No other job is in flight.
-                    outcome = self._writer.run_job(job)
-                else:
-                    outcome = await loop.run_in_executor(self._executor, self._writer.run_job, job)
-                self._complete_job(job, outcome)
-                if self._failure is not None:
-                    break
-        except asyncio.CancelledError:
-            self._fail("journal flusher cancelled; write outcome unknown", None)
-            raise
+            loop = self._loop or self._bind_loop()  # bound by the kick: no syscall per step
+            if (
+                self._pending
+                and self._idle_iterations < GROUP_COMMIT_MAX_ITERATIONS
+                and getattr(loop, "_ready", None)
+                and self._pending_bytes < GROUP_COMMIT_MAX_BYTES
+                and not self._closing
+            ):
+                self._idle_iterations += 1
+                self._flush_step_handle = loop.call_soon(self._flush_step)
+                return
+            job = self._take_job()
+            if job is None:
+                self._notify_flusher_idle()
+                return
+            self._waiting_in_flight, self._waiting = self._waiting, []
+            if self._fsync_policy is FsyncPolicy.NONE:
+                # No fsync anywhere under NONE: a write lands in the page cache in
+                # microseconds, less than the thread hand-off per batch costs, so it runs
+                # on the loop (as Redis writes its AOF).
+                self._job_done(job, self._writer.run_job(job), None)
+                return
+            self._worker.submit(loop, self._writer.run_job, job, self._job_done)
+            self._in_flight = job
         except Exception:
             logger.exception("journal flusher crashed")
             self._fail("journal flusher crashed (see log)", None)
-        finally:
-            self._flush_task = None
-        if self._pending or self._sync_due:
+            self._notify_flusher_idle()
+
+    def _job_done(
+        self, job: WriteJob, outcome: WriteOutcome | None, error: BaseException | None
+    ) -> None:
+        """Loop thread: the job came back from the disk thread (or ran on the loop: NONE)."""
+        self._in_flight = None
+        try:
+            if outcome is None:
+                raise RuntimeError("the journal's disk thread failed") from error
+            self._complete_job(job, outcome)
+        except Exception:
+            logger.exception("journal flusher crashed")
+            self._fail("journal flusher crashed (see log)", None)
+        if self._failure is None and (self._pending or self._sync_due):
             self._kick_flusher()
+        else:
+            self._notify_flusher_idle()
+
+    def _notify_flusher_idle(self) -> None:
+        waiting, self._flusher_idle = self._flusher_idle, []
+        _wake(waiting)
 
     def _complete_job(self, job: WriteJob, outcome: WriteOutcome) -> None:
         """Loop thread: publish what the worker made durable, or fail everything pending."""
@@ -436,7 +441,8 @@ class Journal:
         else:
             self._durable_sequence = self._written_sequence
         assert self._synced_sequence <= self._written_sequence <= self._last_sequence
-        self._resolve_waiters()
+        waiting, self._waiting_in_flight = self._waiting_in_flight, []
+        _wake(waiting)
         if (
             self._fsync_policy is FsyncPolicy.EVERYSEC
             and self._synced_sequence < self._written_sequence
@@ -453,17 +459,6 @@ class Journal:
         self._sync_due = True
         self._kick_flusher()
 
-    def _resolve_waiters(self) -> None:
-        # Bounded by the number of waiters.
-        for _ in range(len(self._waiters)):
-            if self._waiters[0][0] > self._durable_sequence:
-                break
-            _, _, future = heapq.heappop(self._waiters)
-            if not future.done():
-                future.set_result(None)
-            if not self._waiters:
-                break
-
     def _fail(self, reason: str, outcome: WriteOutcome | None) -> None:
         if self._failure is None:
             logger.error("journal %s failed: %s", self._directory, reason)
@@ -475,9 +470,10 @@ class Journal:
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
-        waiters = self._waiters
-        self._waiters = []
-        for _, _, future in waiters:
+        waiters = self._waiting_in_flight + self._waiting
+        self._waiting_in_flight = []
+        self._waiting = []
+        for future in waiters:
             if not future.done():
                 future.set_exception(JournalUnavailable(reason))
 
@@ -491,7 +487,7 @@ class Journal:
         """
         if self._failure is None:
             return True
-        assert self._flush_task is None, "a failed journal has no flusher running"
+        assert not self._flushing, "a failed journal has no flusher running"
         assert not self._closed
         if self._failed_job is None:
             # The flusher was cancelled or crashed: what reached the disk is unknown, so only
@@ -553,12 +549,13 @@ class Journal:
         if self._closed:
             return
         self._closing = True
-        # A flusher that hit its batch bound hands over to a fresh task; wait for the chain.
+        # Appends are refused now: the flusher ends once the backlog is written.
         for _ in range(SEGMENT_COUNT_MAX):
-            task = self._flush_task
-            if task is None:
+            if not self._flushing:
                 break
-            await asyncio.wait([task])
+            idle: asyncio.Future[None] = self._bind_loop().create_future()
+            self._flusher_idle.append(idle)
+            await idle
         if self._needs_final_sync():
             loop = self._bind_loop()
             if await loop.run_in_executor(self._executor, self._writer.final_sync):
@@ -569,7 +566,7 @@ class Journal:
         """Synchronous close, for use when no flush is in flight (else use aclose)."""
         if self._closed:
             return
-        assert self._flush_task is None or self._flush_task.done(), "flush in flight: use aclose"
+        assert not self._flushing, "flush in flight: use aclose"
         self._closing = True
         if self._needs_final_sync() and self._writer.final_sync():
             self._synced_sequence = self._written_sequence
@@ -586,11 +583,18 @@ class Journal:
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
-        if self._waiters:
+        if self._waiting or self._waiting_in_flight:
             self._fail(f"journal {self._directory} closed", None)
+        self._worker.join()
         self._executor.shutdown(wait=True)
         self._writer.close()
         if self._lock_fd is not None:
             release_directory_lock(self._lock_fd)
             self._lock_fd = None
         self._closed = True
+
+
+def _wake(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():  # a caller that gave up (cancelled) left its future done
+            future.set_result(None)

@@ -9,15 +9,20 @@ disk here, and `reopen` probes the disk before the journal accepts appends again
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atpd.persistence.fsutil import fsync_directory
-from atpd.persistence.journal_scan import segment_path
+from atpd.persistence.dirlock import acquire_directory_lock, release_directory_lock
+from atpd.persistence.framing import Record
+from atpd.persistence.fsutil import fsync_directory, make_directory_durable
+from atpd.persistence.journal_scan import recover_directory, segment_path
 
 __all__ = [
     "PROBE_FILE_NAME",
@@ -25,8 +30,10 @@ __all__ = [
     "SegmentChunk",
     "SegmentPosition",
     "SegmentWriter",
+    "WorkerThread",
     "WriteJob",
     "WriteOutcome",
+    "open_tail",
 ]
 
 # Logged under the journal's name, as before the split: log filters and alerts key on it.
@@ -92,6 +99,33 @@ class WriteOutcome:
     # Where the journal stood before the job: a failed job is cut back to here.
     start: SegmentPosition | None = None
     created: list[Path] = field(default_factory=list)
+
+
+def open_tail(
+    directory: Path, repair: bool, snapshot_sequence: int, keep_records: bool
+) -> tuple[int, list[int], int, list[Record] | None, ActiveSegment | None]:
+    """Lock the journal directory, validate (and fix up) its segments, open the last one for
+    appending: (lock fd, first sequence of each segment, next sequence, the records kept for
+    recovery, the open tail). See Journal.open."""
+    make_directory_durable(directory)
+    lock_fd = acquire_directory_lock(directory)
+    try:
+        (directory / PROBE_FILE_NAME).unlink(missing_ok=True)
+        segments, next_sequence, records = recover_directory(
+            directory, repair, snapshot_sequence, keep_records
+        )
+        active: ActiveSegment | None = None
+        if segments:
+            last = segments[-1]
+            fd = os.open(last.path, os.O_WRONLY)
+            active = ActiveSegment(last.first_sequence, last.path, fd, last.valid_bytes)
+    except BaseException:
+        release_directory_lock(lock_fd)
+        raise
+    logger.info(
+        "journal %s opened: %d segments, next sequence %d", directory, len(segments), next_sequence
+    )
+    return lock_fd, [info.first_sequence for info in segments], next_sequence, records, active
 
 
 class SegmentWriter:
@@ -228,3 +262,61 @@ class SegmentWriter:
         if self.active is not None:
             os.close(self.active.fd)
             self.active = None
+
+
+JobDone = Callable[[WriteJob, WriteOutcome | None, BaseException | None], None]
+_Item = tuple[asyncio.AbstractEventLoop, Callable[[WriteJob], WriteOutcome], WriteJob, JobDone]
+
+
+class WorkerThread:
+    """The journal's disk thread: runs the jobs handed to it one at a time, in order, and
+    reports each back on the loop with one `call_soon_threadsafe` (no executor futures, no
+    extra loop callbacks: the hand-off is what every batch pays). Started on first use."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._items: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        run: Callable[[WriteJob], WriteOutcome],
+        job: WriteJob,
+        done: JobDone,
+    ) -> None:
+        """Run `run(job)` on the thread, then `done(job, outcome, None)` on `loop` (or
+        `done(job, None, error)` if `run` raised)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=_serve, args=(self._items,), name=self._name, daemon=True
+            )
+            self._thread.start()
+        self._items.put((loop, run, job, done))
+
+    def stop(self) -> None:
+        """Let the thread finish the jobs handed to it, then end (no wait)."""
+        self._items.put(None)
+
+    def join(self) -> None:
+        self.stop()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def _serve(items: queue.SimpleQueue[_Item | None]) -> None:
+    # Bounded by the items handed over: each get either ends the thread or runs one job.
+    while (item := items.get()) is not None:
+        loop, run, job, done = item
+        outcome: WriteOutcome | None = None
+        error: BaseException | None = None
+        try:
+            outcome = run(job)
+        except BaseException as failure:  # a bug: the journal fails and logs it, on the loop
+            error = failure
+        try:
+            loop.call_soon_threadsafe(done, job, outcome, error)
+        except RuntimeError:
+            return  # the loop is closed: nobody is left to tell
+        del item, loop, run, job, done, outcome, error

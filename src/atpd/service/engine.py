@@ -221,7 +221,8 @@ class Engine:
         """Apply `command` now, journal it if it changed anything, and return its result once
         everything it may depend on is durable. Raises CommandRejected for caller mistakes and
         WritesUnavailable when the journal cannot take it (then nothing of it remains)."""
-        self.check_leader()
+        if self.leader_address is not None or self.lease_fence is not None:
+            self.check_leader()  # a follower, or in a cluster (checked inline: the hot path)
         if self._needs_room(command):
             await self._room_for(command)
         if self.write_failure is not None:
