@@ -355,8 +355,8 @@ class ReservationTable:
         quantities: Sequence[int],
     ) -> int:
         """A new HELD row (not yet in the expiry heap: the caller decides); returns it."""
-        # The hot path of Reserve: every column written once, the lines inlined, one line
-        # (the most common cart) without a loop.
+        # The hot path of Reserve: every column written once; one line (the most common
+        # cart) is written without a loop (`_write_lines`).
         free_rows = self.free_rows
         if free_rows:
             row = free_rows.pop()
@@ -374,36 +374,7 @@ class ReservationTable:
         self.created_ms[row] = now_ms
         self.updated_ms[row] = now_ms
         self.expires_ms[row] = now_ms + ttl_ms
-        count = len(quantities)
-        free = self.free_lines.get(count)
-        if free:
-            first = free.pop()
-        else:
-            first = self.line_high
-            if first + count > self.line_capacity:
-                self.grow_lines(first + count)
-            self.line_high = first + count
-        self.first_line[row] = first
-        self.line_count[row] = count
-        assert len(skus) == len(nodes) == count, (skus, nodes, quantities)
-        if count == 1:
-            self.line_sku[first] = skus[0]
-            self.line_node[first] = nodes[0]
-            quantity = quantities[0]
-            self.line_quantity[first] = quantity
-            self.line_held[first] = quantity
-            self.line_fulfilled[first] = 0
-        else:
-            line_sku, line_node, line_quantity = self.line_sku, self.line_node, self.line_quantity
-            line_held, line_fulfilled = self.line_held, self.line_fulfilled
-            for k in range(count):  # by index: a third cheaper than a strict zip of three
-                at = first + k
-                quantity = quantities[k]
-                line_sku[at] = skus[k]
-                line_node[at] = nodes[k]
-                line_quantity[at] = quantity
-                line_held[at] = quantity
-                line_fulfilled[at] = 0
+        self._write_lines(row, skus, nodes, quantities)
         self.count += 1
         return row
 
@@ -445,16 +416,25 @@ class ReservationTable:
             self.line_high = first + count
         self.first_line[row] = first
         self.line_count[row] = count
+        assert len(skus) == len(nodes) == count, (skus, nodes, quantities)
+        if count == 1:
+            self.line_sku[first] = skus[0]
+            self.line_node[first] = nodes[0]
+            quantity = quantities[0]
+            self.line_quantity[first] = quantity
+            self.line_held[first] = quantity
+            self.line_fulfilled[first] = 0
+            return
         line_sku, line_node, line_quantity = self.line_sku, self.line_node, self.line_quantity
         line_held, line_fulfilled = self.line_held, self.line_fulfilled
-        at = first
-        for sku, node, quantity in zip(skus, nodes, quantities, strict=True):
-            line_sku[at] = sku
-            line_node[at] = node
+        for k in range(count):  # by index: a third cheaper than a strict zip of three
+            at = first + k
+            quantity = quantities[k]
+            line_sku[at] = skus[k]
+            line_node[at] = nodes[k]
             line_quantity[at] = quantity
             line_held[at] = quantity
             line_fulfilled[at] = 0
-            at += 1
 
     def _free_lines(self, row: int) -> None:
         count = self.line_count[row]
