@@ -70,7 +70,7 @@ from atpd.service.transport import (
     raise_fd_limit,
 )
 from atpd.service.watch import WatchHub
-from atpd.service.watch_servicer import WatchServicer
+from atpd.service.watch_servicer import WatchServicer, add_watch_service
 from atpd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -100,7 +100,6 @@ from atpd.v1 import (
     transfers_pb2,
     transfers_pb2_grpc,
     watch_pb2,
-    watch_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -267,7 +266,9 @@ def create_server(
     )
     engine.on_changes = hub.publish
     engine.on_resync = hub.resync_all
-    watch_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(engine, hub), server)
+    # Registered by hand (service/watch_servicer.py): Watch and WatchBatch write messages they
+    # serialized themselves, so their response serializer is the identity.
+    add_watch_service(checked, WatchServicer(engine, hub))
     store_pb2_grpc.add_StoreServiceServicer_to_server(StoreServicer(engine, hub), server)
 
     def set_durability(durability: Durability) -> None:

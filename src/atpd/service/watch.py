@@ -27,19 +27,26 @@ from atpd.core.state import AtpState
 from atpd.core.store_book import Discrepancy
 from atpd.service.validation import InvalidArgument
 from atpd.service.watch_outbox import Batching, DueTimers
+from atpd.service.watch_wire import ChangeEncoder, EncodedEvent
 from atpd.v1 import store_pb2, watch_pb2
 
 log = logging.getLogger(__name__)
 
 MAX_WATCHED_CALLERS = 64
 KIND = watch_pb2.WatchEventKind
+# The kinds of a position change, as plain ints: reading them through KIND costs a Python-level
+# __getattr__ each time (about as much as the rest of an event's routing).
+CHANGED = watch_pb2.WATCH_EVENT_KIND_CHANGED
+LOW_STOCK = watch_pb2.WATCH_EVENT_KIND_LOW_STOCK
+OUT_OF_STOCK = watch_pb2.WATCH_EVENT_KIND_OUT_OF_STOCK
+BACK_IN_STOCK = watch_pb2.WATCH_EVENT_KIND_BACK_IN_STOCK
 # WatchBatch: events per message when the request leaves max_events at 0.
 DEFAULT_BATCH_EVENTS = 256
 # WatchBatch delays end on a grid of this step: a message waits max_delay_ms less up to 5 ms.
 DELAY_TICK_S = 0.005
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us per change
 class ChangeRecord:
     sequence: int
     row: int
@@ -71,13 +78,13 @@ class Subscriber:
     overflowed: bool = False
     dropped_at: int = 0
     last_sequence: int = 0
-    pending: list[watch_pb2.WatchEvent] = field(default_factory=list)
+    pending: list[EncodedEvent] = field(default_factory=list)
     # The queued events may be sent now (their delay is over); the handler's wake-up, if it
     # waits. A stale call of `_due` (after a cut-off) only wakes a handler that is ending.
     ready: bool = False
     waiter: asyncio.Future[None] | None = None
 
-    def offer(self, event: watch_pb2.WatchEvent) -> bool:
+    def offer(self, event: EncodedEvent) -> bool:
         """Queue one event; False when the queue is full (the hub then cuts it off)."""
         pending = self.pending
         if len(pending) >= self.max_events:
@@ -105,7 +112,7 @@ class Subscriber:
             finally:
                 self.waiter = None
 
-    def take(self) -> list[watch_pb2.WatchEvent]:
+    def take(self) -> list[EncodedEvent]:
         """The queued events, oldest first; the queue starts afresh."""
         events, self.pending = self.pending, []
         self.ready = False
@@ -124,12 +131,12 @@ class Subscriber:
 
     def kind_of(self, old: int, new: int) -> int:
         if new == 0:
-            return KIND.WATCH_EVENT_KIND_OUT_OF_STOCK
+            return OUT_OF_STOCK
         if old == 0:
-            return KIND.WATCH_EVENT_KIND_BACK_IN_STOCK
+            return BACK_IN_STOCK
         if 0 < new < self.low_stock_threshold <= old:
-            return KIND.WATCH_EVENT_KIND_LOW_STOCK
-        return KIND.WATCH_EVENT_KIND_CHANGED
+            return LOW_STOCK
+        return CHANGED
 
     def event_for(
         self, record: ChangeRecord, epoch: int, sku_names: list[str], node_names: list[str]
@@ -306,6 +313,10 @@ class WatchHub:
         self.by_peer: dict[str, int] = {}
         self._state_of = state_of
         self.epoch = time.time_ns() // 1_000_000
+        self.encoder = ChangeEncoder(self.epoch)
+        # state.watched as of the last publish, and each caller's index in it.
+        self.indexed_callers: tuple[tuple[str, str], ...] = ()
+        self.caller_index: dict[tuple[str, str], int] = {}
         self.sequence = 0
         self.buffer: deque[ChangeRecord] = deque(maxlen=buffer_events)
         self.max_queue_events = max_queue_events
@@ -431,9 +442,7 @@ class WatchHub:
         subscriber.drop()
         self.unsubscribe(subscriber)
 
-    def replay(
-        self, subscriber: Subscriber, from_sequence: int, epoch: int
-    ) -> list[watch_pb2.WatchEvent]:
+    def replay(self, subscriber: Subscriber, from_sequence: int, epoch: int) -> list[EncodedEvent]:
         """Events after from_sequence from the log, or one RESYNC_REQUIRED event."""
         oldest = self.buffer[0].sequence if self.buffer else self.sequence + 1
         floor = max(self.resync_floor, self.caller_since.get(subscriber.caller, 0) - 1, oldest - 1)
@@ -448,14 +457,14 @@ class WatchHub:
                 reason = f"from_sequence {from_sequence} is ahead of the head {self.sequence}"
             else:
                 reason = f"events after {from_sequence} are no longer in the change log"
-            return [self._resync(reason)]
+            return [EncodedEvent.of(self._resync(reason))]
         events = []
         start = from_sequence - oldest + 1
         sku_names, node_names = self.state.skus.names, self.state.node_ids.names
         for index in range(max(start, 0), len(self.buffer)):
             event = subscriber.event_for(self.buffer[index], self.epoch, sku_names, node_names)
             if event is not None:
-                events.append(event)
+                events.append(EncodedEvent.of(event))
         return events
 
     def _resync(self, reason: str) -> watch_pb2.WatchEvent:
@@ -480,18 +489,31 @@ class WatchHub:
             self._idle_capture()
             return
         sku_names, node_names = state.skus.names, state.node_ids.names
-        caller_index = {caller: i for i, caller in enumerate(callers)}
-        epoch = self.epoch
+        if callers is not self.indexed_callers:
+            self.indexed_callers = callers
+            self.caller_index = {caller: i for i, caller in enumerate(callers)}
+        caller_index = self.caller_index
+        encoder = self.encoder
+        encoder.at(now_ms)
+        by_sku, unfiltered = self.by_sku, self.unfiltered
         cut: list[tuple[Subscriber, int]] = []
         for row, node, before, after in changes:
-            self.sequence += 1
-            record = ChangeRecord(self.sequence, row, node, callers, before, after, now_ms)
-            self.buffer.append(record)
-            # One event object per (caller, kind), shared by every subscriber it goes to.
-            built: dict[tuple[int, int], watch_pb2.WatchEvent] = {}
-            for group in (self.by_sku.get(sku_names[row], ()), self.unfiltered):
+            sequence = self.sequence = self.sequence + 1
+            self.buffer.append(ChangeRecord(sequence, row, node, callers, before, after, now_ms))
+            sku = sku_names[row]
+            listeners = by_sku.get(sku)
+            if listeners is None and not unfiltered:
+                continue
+            # One encoded event per (caller, kind), shared by every subscriber it goes to.
+            built: dict[tuple[int, int], EncodedEvent] = {}
+            for group in (listeners or (), unfiltered):
+                # by_sku holds only subscribers of this SKU, unfiltered those of every SKU:
+                # only the node filter is left to check.
                 for subscriber in group:
-                    if subscriber.overflowed or not subscriber.in_scope(record, sku_names):
+                    nodes = subscriber.nodes
+                    if subscriber.overflowed or (
+                        nodes is not None and not (node < len(nodes) and nodes[node])
+                    ):
                         continue
                     index = caller_index.get(subscriber.caller)
                     if index is None:
@@ -502,10 +524,11 @@ class WatchHub:
                     kind = subscriber.kind_of(old, new)
                     event = built.get((index, kind))
                     if event is None:
-                        event = make_event(record, kind, old, new, epoch, sku_names, node_names)
-                        built[(index, kind)] = event
+                        event = built[(index, kind)] = encoder.change(
+                            sequence, kind, sku, node_names[node], old, new
+                        )
                     if not subscriber.offer(event):
-                        cut.append((subscriber, record.sequence))
+                        cut.append((subscriber, sequence))
                         subscriber.overflowed = True
         for subscriber, sequence in cut:
             self._cut_off(subscriber, sequence)
@@ -535,7 +558,7 @@ class WatchHub:
             self.sequence += 1
             record = ChangeRecord(self.sequence, row, node, (), [], [], now_ms, discrepancy)
             self.buffer.append(record)
-            event = discrepancy_event(record, discrepancy, self.epoch)
+            event = EncodedEvent.of(discrepancy_event(record, discrepancy, self.epoch))
             sku_names = state.skus.names
             for group in (self.by_sku.get(discrepancy.sku, ()), self.unfiltered):
                 for subscriber in group:
@@ -561,7 +584,7 @@ class WatchHub:
                 continue
             valid.append(caller)
         state.set_watched(tuple(valid))
-        event = self._resync(reason)
+        event = EncodedEvent.of(self._resync(reason))
         for subscriber in list(self.subscribers):
             if subscriber.caller not in state.watched:
                 self._cut_off(subscriber, self.sequence)

@@ -1,16 +1,25 @@
 """The change stream's servicer: Watch (one event per message) and WatchBatch (several), the
-same events in the same order either way (service/watch.py holds the hub and the framing)."""
+same events in the same order either way (service/watch.py holds the hub and the framing).
+
+The server registers `wire_watch` and `wire_watch_batch` (`watch_handlers`) with an identity
+response serializer: every event is serialized once when it is published (watch_wire.py) and a
+message is written as bytes, one event's (Watch) or the events' concatenation (WatchBatch).
+`Watch` and `WatchBatch` are the message forms of the same streams (direct calls): each written
+message is parsed back into its protobuf type."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import Message
 
 from atpd.service import validation
 from atpd.service.engine import Engine
 from atpd.service.errors import abort, is_bug, status_of
 from atpd.service.servicers import ServicerBase
+from atpd.service.transport import CheckedServer
 from atpd.service.watch import (
     StallGuard,
     StreamStalled,
@@ -19,8 +28,28 @@ from atpd.service.watch import (
     end_stalled,
     peer_host,
 )
-from atpd.service.watch_outbox import Batching, EventOutbox
+from atpd.service.watch_outbox import Batching
+from atpd.service.watch_wire import EncodedEvent, batch_message
 from atpd.v1 import watch_pb2, watch_pb2_grpc
+
+SERVICE_NAME = watch_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name
+
+
+class MessageContext:
+    """A servicer context whose written messages (serialized bytes) are parsed back into
+    protobuf messages before they reach the real context; everything else is the real one."""
+
+    __slots__ = ("context", "parse")
+
+    def __init__(self, context: Any, parse: Callable[[bytes], Message]) -> None:
+        self.context = context
+        self.parse = parse
+
+    async def write(self, message: bytes) -> None:
+        await self.context.write(self.parse(message))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.context, name)
 
 
 class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
@@ -29,10 +58,21 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
         self.hub = hub
 
     async def Watch(self, request: watch_pb2.WatchRequest, context: Any) -> None:
-        await self._stream("Watch", request, context, None)
+        """The message form of `wire_watch` (WatchEvent messages)."""
+        await self.wire_watch(request, MessageContext(context, watch_pb2.WatchEvent.FromString))
 
     async def WatchBatch(self, request: watch_pb2.WatchBatchRequest, context: Any) -> None:
-        """Watch with several events per message (watch.proto): the same events, in order."""
+        """The message form of `wire_watch_batch` (WatchEvents messages)."""
+        parse = watch_pb2.WatchEvents.FromString
+        await self.wire_watch_batch(request, MessageContext(context, parse))
+
+    async def wire_watch(self, request: watch_pb2.WatchRequest, context: Any) -> None:
+        """Watch, each message written as serialized bytes."""
+        await self._stream("Watch", request, context, None)
+
+    async def wire_watch_batch(self, request: watch_pb2.WatchBatchRequest, context: Any) -> None:
+        """Watch with several events per message (watch.proto): the same events, in order;
+        each message written as serialized bytes."""
         try:
             batching = self.hub.batching(request.max_events, request.max_delay_ms)
         except Exception as error:
@@ -65,28 +105,20 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
         # Bounded: a client that stops reading is ended after stream_stall_timeout_s even when
         # no event comes to overflow its queue.
         guard = StallGuard(hub.stall_timeout_s)
-
-        async def send(message: watch_pb2.WatchEvent | watch_pb2.WatchEvents) -> None:
-            await guard.write(context, message)
-
-        outbox = EventOutbox(send, batching)
+        max_events = 1 if batching is None else batching.max_events
         try:
-            # The head as of subscribing: anything published after it is in the queue.
-            last = hub.sequence
-            await outbox.put(
-                watch_pb2.WatchEvent(
-                    sequence=last, kind=watch_pb2.WATCH_EVENT_KIND_SYNC, epoch=hub.epoch
-                )
+            # The head as of subscribing: anything published after it is in the queue. The
+            # replay is taken now, before anything else can be published, so it ends at the
+            # head and the queue holds only what follows it.
+            sync = watch_pb2.WatchEvent(
+                sequence=hub.sequence, kind=watch_pb2.WATCH_EVENT_KIND_SYNC, epoch=hub.epoch
             )
+            first = [EncodedEvent.of(sync)]
             if request.from_sequence:
-                # Registered before replaying, so nothing published meanwhile is missed.
-                for event in hub.replay(subscriber, request.from_sequence, request.epoch):
-                    last = max(last, event.sequence)
-                    await outbox.put(event)
-            await outbox.flush()
+                first += hub.replay(subscriber, request.from_sequence, request.epoch)
+            last = await self._write(guard, context, first, max_events, batching, None)
             while True:
                 if subscriber.overflowed:
-                    await outbox.flush()  # what was queued before the cut-off, in order
                     metrics.rpc_calls.labels(method, "RESOURCE_EXHAUSTED").inc()
                     await abort(
                         context,
@@ -98,23 +130,48 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
                 if not subscriber.ready:
                     await subscriber.wait()  # events due, or cut off: checked above
                     continue
-                for event in subscriber.take():
-                    if subscriber.overflowed:
-                        break  # cut off while a full message was written
-                    if (
-                        event.sequence <= last
-                        and event.kind != watch_pb2.WATCH_EVENT_KIND_RESYNC_REQUIRED
-                    ):
-                        continue  # already sent by the replay
-                    last = max(last, event.sequence)
-                    await outbox.put(event)
-                await outbox.flush()
+                events = subscriber.take()
+                if batching is not None and 0 < len(events) <= max_events:
+                    # The common case, written here: one message, no coroutine of its own.
+                    await guard.write(context, batch_message(events))
+                    last = max(last, events[-1].sequence)
+                elif events:
+                    sent = await self._write(
+                        guard, context, events, max_events, batching, subscriber
+                    )
+                    last = max(last, sent)
         except StreamStalled as error:
             metrics.rpc_calls.labels(method, status_of(error).name).inc()
             end_stalled(method, error)
         finally:
             guard.close()
             hub.unsubscribe(subscriber)
+
+    @staticmethod
+    async def _write(
+        guard: StallGuard,
+        context: Any,
+        events: list[EncodedEvent],
+        max_events: int,
+        batching: Batching | None,
+        subscriber: Subscriber | None,
+    ) -> int:
+        """Write `events` in order, each its own message (Watch, `batching` None) or up to
+        `max_events` per message; stop before a message once `subscriber` is cut off (a write
+        may wait on the client meanwhile). Returns the sequence of the last event written."""
+        last = 0
+        for start in range(0, len(events), max_events):
+            if subscriber is not None and subscriber.overflowed:
+                break
+            if batching is None:
+                event = events[start]
+                await guard.write(context, event.body)
+            else:
+                chunk = events[start : start + max_events] if len(events) > max_events else events
+                event = chunk[-1]
+                await guard.write(context, batch_message(chunk))
+            last = max(last, event.sequence)
+        return last
 
     def _subscribe(self, request: watch_pb2.WatchRequest, peer: str, delay_s: float) -> Subscriber:
         if request.from_sequence < 0:
@@ -136,3 +193,22 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
         return self.hub.subscribe(
             caller, request.skus, nodes, request.low_stock_threshold, peer, delay_s
         )
+
+
+def add_watch_service(server: CheckedServer, servicer: WatchServicer) -> None:
+    """Register WatchService the way the generated add_WatchServiceServicer_to_server does, but
+    with the wire forms, whose messages are already serialized (the response serializer is the
+    identity)."""
+    handlers = {
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            servicer.wire_watch,
+            request_deserializer=watch_pb2.WatchRequest.FromString,
+            response_serializer=bytes,
+        ),
+        "WatchBatch": grpc.unary_stream_rpc_method_handler(
+            servicer.wire_watch_batch,
+            request_deserializer=watch_pb2.WatchBatchRequest.FromString,
+            response_serializer=bytes,
+        ),
+    }
+    server.add_service(SERVICE_NAME, handlers)

@@ -1,0 +1,177 @@
+"""Server CPU per Reserve+Release pair with and without 100 WatchBatch subscribers:
+`.venv/bin/python -m bench.watch_cpu [--rounds N] [--seconds S] [--modes none,batched,...]`.
+
+A tool for working on the change stream's cost, not a registered benchmark (the figure that is
+recorded is `watch_overhead_ratio`, bench/suites/watch.py, whose load and subscribers this
+reuses). Throughput ratios move with whatever else runs on the 2 shared cores; the CPU time the
+server process spends per pair moves much less, so this reports that: user + system time of the
+whole server process (every thread: the event loop and grpc's own) over the pairs done.
+
+Two `atpd serve --demo --in-memory` processes pinned to one core: `bare` is never watched,
+`watched` has its subscribers connected during its rounds. Rounds alternate between the modes
+(`none` on `bare`; `batched`: subscriber i watches SKU i of the hot set at the warehouse through
+WatchBatch, max_delay_ms 50; `scoped`: the same through Watch; `all`: every subscriber watches
+everything through WatchBatch), so drift on the shared machine hits every mode alike. Each
+watched round checks that the subscribers received exactly the events expected. Prints one line
+per round and, at the end, the median per mode and the extra CPU per pair over `none`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from atpd.v1 import inventory_pb2, inventory_pb2_grpc, watch_pb2
+from bench import servers
+from bench.suites.watch import (
+    BATCH_DELAY_MS,
+    NODE,
+    STOCK,
+    SUBSCRIBERS,
+    Subscribers,
+    hot_skus,
+    run_pairs,
+)
+
+MODES = ("none", "batched", "scoped", "all")
+
+
+def start_server(
+    name: str, scratch: Path, cpus: set[int], source: Path | None = None
+) -> servers.ServerProcess:
+    """An in-memory demo server allowing SUBSCRIBERS streams from one host, hot SKUs stocked;
+    run from the `atpd` package under `source` (a src directory) when given."""
+    port = servers.free_port()
+    config = scratch / f"{name}.toml"
+    config.write_text(f"max_watch_subscribers_per_peer = {SUBSCRIBERS}\n")
+    command = [*servers.atpd_command(port, scratch / f"{name}-data"), "--in-memory"]
+    if source is not None:
+        # Ahead of the installed package on the path: that tree's atpd is the one imported.
+        arguments = command[command.index("serve") :]
+        command = ["env", f"PYTHONPATH={source}", sys.executable, "-m", "atpd.cli", *arguments]
+    server = servers.start(name, [*command, "--config", str(config)], port, cpus, scratch)
+    server.wait_serving(180)
+    with grpc.insecure_channel(server.target) as channel:
+        inventory = inventory_pb2_grpc.InventoryServiceStub(channel)
+        for sku in hot_skus():
+            request = inventory_pb2.AdjustStockRequest(
+                sku=sku, node_id=NODE, delta=STOCK, reason="bench"
+            )
+            inventory.AdjustStock(request, timeout=30)
+    return server
+
+
+def scopes(mode: str) -> list[watch_pb2.WatchRequest]:
+    if mode == "all":
+        return [watch_pb2.WatchRequest() for _ in range(SUBSCRIBERS)]
+    return [watch_pb2.WatchRequest(skus=[sku], node_ids=[NODE]) for sku in hot_skus()]
+
+
+def one_round(
+    server: servers.ServerProcess,
+    mode: str,
+    seconds: float,
+    load_cpus: set[int],
+    tag: str,
+    delay_ms: int = BATCH_DELAY_MS,
+) -> tuple[float, float, int]:
+    """(server CPU us per pair, pairs per second, pairs) of one round; raises if the
+    subscribers missed events."""
+    subscribers = None
+    if mode != "none":
+        batch_delay_ms = None if mode == "scoped" else delay_ms
+        subscribers = Subscribers.start(server.target, scopes(mode), load_cpus, batch_delay_ms)
+    try:
+        before = subscribers.counts()[0] if subscribers else 0
+        cpu_before = server.cpu_seconds()
+        rate, pairs = run_pairs(server.target, hot_skus(), tag, seconds, load_cpus)
+        cpu_used = server.cpu_seconds() - cpu_before
+        if subscribers:
+            expected = 2 * pairs * (SUBSCRIBERS if mode == "all" else 1)
+            total, _, errors = subscribers.wait_for(before + expected)
+            if errors or total - before != expected:
+                raise RuntimeError(
+                    f"{server.name} {mode}: {total - before} of {expected} events, {errors[:3]}"
+                )
+    finally:
+        if subscribers:
+            subscribers.stop()
+    return cpu_used / pairs * 1e6, rate, pairs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.watch_cpu", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (default 5)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="load per round (default 4)")
+    parser.add_argument(
+        "--modes", default="none,batched", help=f"comma-separated, of {','.join(MODES)}"
+    )
+    parser.add_argument(
+        "--delay-ms",
+        type=int,
+        default=BATCH_DELAY_MS,
+        help=f"WatchBatch max_delay_ms (default {BATCH_DELAY_MS}, as the benchmark)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="a src directory of another build (e.g. `git archive` of a commit, plus the "
+        "generated src/atpd/v1): its watched server runs every watched mode too, in the same "
+        "alternation, labelled MODE@base",
+    )
+    args = parser.parse_args(argv)
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown or "none" not in modes:
+        raise SystemExit(f"--modes: {unknown or 'none is required'} (known: {', '.join(MODES)})")
+    server_cpus, load_cpus = servers.cpu_split()
+    cpu: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="atpd-watch-cpu-") as scratch:
+        started = {"bare": start_server("bare", Path(scratch), server_cpus)}
+        started["watched"] = start_server("watched", Path(scratch), server_cpus)
+        if args.compare is not None:
+            started["base"] = start_server("base", Path(scratch), server_cpus, args.compare)
+        # (label, server, mode) in the order every round runs them.
+        plan = [("none", started["bare"], "none")]
+        for mode in modes:
+            if mode != "none":
+                plan.append((mode, started["watched"], mode))
+                if "base" in started:
+                    plan.append((f"{mode}@base", started["base"], mode))
+        try:
+            for label, server, mode in plan:  # warm-up: connections, first-call paths
+                # Reservation ids are unique per round (tag): a repeated id changes nothing.
+                one_round(server, mode, 1.5, load_cpus, f"warm-{label}", args.delay_ms)
+            for round_number in range(args.rounds):
+                for label, server, mode in plan:
+                    us, rate, pairs = one_round(
+                        server,
+                        mode,
+                        args.seconds,
+                        load_cpus,
+                        f"r{round_number}-{label}",
+                        args.delay_ms,
+                    )
+                    cpu.setdefault(label, []).append(us)
+                    print(
+                        f"round {round_number} {label:14s} {us:7.1f} us/pair "
+                        f"{rate:7.0f} pairs/s ({pairs} pairs)",
+                        flush=True,
+                    )
+        finally:
+            for server in started.values():
+                server.stop()
+    baseline = statistics.median(cpu["none"])
+    print(f"server CPU per pair, median of {args.rounds} alternating rounds:")
+    for label, values in cpu.items():
+        median = statistics.median(values)
+        print(f"  {label:14s} {median:7.1f} us  (+{median - baseline:5.1f} us over none)")
+
+
+if __name__ == "__main__":
+    main()
