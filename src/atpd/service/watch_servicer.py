@@ -105,7 +105,7 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
         # Bounded: a client that stops reading is ended after stream_stall_timeout_s even when
         # no event comes to overflow its queue.
         guard = StallGuard(hub.stall_timeout_s)
-        max_events = 1 if batching is None else batching.max_events
+        max_events = None if batching is None else batching.max_events
         try:
             # The head as of subscribing: anything published after it is in the queue. The
             # replay is taken now, before anything else can be published, so it ends at the
@@ -116,7 +116,7 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
             first = [EncodedEvent.of(sync)]
             if request.from_sequence:
                 first += hub.replay(subscriber, request.from_sequence, request.epoch)
-            last = await self._write(guard, context, first, max_events, batching, None)
+            last = await write_events(guard, context, first, max_events, None)
             while True:
                 if subscriber.overflowed:
                     metrics.rpc_calls.labels(method, "RESOURCE_EXHAUSTED").inc()
@@ -131,14 +131,12 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
                     await subscriber.wait()  # events due, or cut off: checked above
                     continue
                 events = subscriber.take()
-                if batching is not None and 0 < len(events) <= max_events:
+                if max_events is not None and 0 < len(events) <= max_events:
                     # The common case, written here: one message, no coroutine of its own.
                     await guard.write(context, batch_message(events))
                     last = max(last, events[-1].sequence)
                 elif events:
-                    sent = await self._write(
-                        guard, context, events, max_events, batching, subscriber
-                    )
+                    sent = await write_events(guard, context, events, max_events, subscriber)
                     last = max(last, sent)
         except StreamStalled as error:
             metrics.rpc_calls.labels(method, status_of(error).name).inc()
@@ -146,32 +144,6 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
         finally:
             guard.close()
             hub.unsubscribe(subscriber)
-
-    @staticmethod
-    async def _write(
-        guard: StallGuard,
-        context: Any,
-        events: list[EncodedEvent],
-        max_events: int,
-        batching: Batching | None,
-        subscriber: Subscriber | None,
-    ) -> int:
-        """Write `events` in order, each its own message (Watch, `batching` None) or up to
-        `max_events` per message; stop before a message once `subscriber` is cut off (a write
-        may wait on the client meanwhile). Returns the sequence of the last event written."""
-        last = 0
-        for start in range(0, len(events), max_events):
-            if subscriber is not None and subscriber.overflowed:
-                break
-            if batching is None:
-                event = events[start]
-                await guard.write(context, event.body)
-            else:
-                chunk = events[start : start + max_events] if len(events) > max_events else events
-                event = chunk[-1]
-                await guard.write(context, batch_message(chunk))
-            last = max(last, event.sequence)
-        return last
 
     def _subscribe(self, request: watch_pb2.WatchRequest, peer: str, delay_s: float) -> Subscriber:
         if request.from_sequence < 0:
@@ -193,6 +165,33 @@ class WatchServicer(ServicerBase, watch_pb2_grpc.WatchServiceServicer):
         return self.hub.subscribe(
             caller, request.skus, nodes, request.low_stock_threshold, peer, delay_s
         )
+
+
+async def write_events(
+    guard: StallGuard,
+    context: Any,
+    events: list[EncodedEvent],
+    max_events: int | None,
+    subscriber: Subscriber | None,
+) -> int:
+    """Write `events` in order, each its own Watch message (`max_events` None) or up to
+    `max_events` per WatchBatch message; stop before a message once `subscriber` is cut off
+    (a write may wait on the client meanwhile). Returns the sequence of the last event
+    written (0: none)."""
+    last = 0
+    step = max_events or 1
+    for start in range(0, len(events), step):
+        if subscriber is not None and subscriber.overflowed:
+            break
+        if max_events is None:
+            event = events[start]
+            await guard.write(context, event.body)
+        else:
+            chunk = events[start : start + step] if len(events) > step else events
+            event = chunk[-1]
+            await guard.write(context, batch_message(chunk))
+        last = max(last, event.sequence)
+    return last
 
 
 def add_watch_service(server: CheckedServer, servicer: WatchServicer) -> None:
