@@ -69,7 +69,7 @@ class Subscriber:
 
     caller: tuple[str, str]
     skus: frozenset[str] | None
-    nodes: npt.NDArray[np.bool_] | None
+    nodes: frozenset[int] | None  # the node indexes in scope (None: every node)
     low_stock_threshold: int
     max_events: int  # the queue's bound (watch_max_queue_events): past it, cut off
     timers: DueTimers  # the hub's, shared by every stream
@@ -126,8 +126,7 @@ class Subscriber:
     def in_scope(self, record: ChangeRecord, sku_names: list[str]) -> bool:
         if self.skus is not None and sku_names[record.row] not in self.skus:
             return False
-        nodes = self.nodes
-        return nodes is None or (record.node < len(nodes) and bool(nodes[record.node]))
+        return self.nodes is None or record.node in self.nodes
 
     def kind_of(self, old: int, new: int) -> int:
         if new == 0:
@@ -393,7 +392,7 @@ class WatchHub:
         subscriber = Subscriber(
             caller,
             frozenset(skus) if skus else None,
-            nodes,
+            None if nodes is None else frozenset(np.flatnonzero(nodes).tolist()),
             low_stock_threshold,
             self.max_queue_events,
             self.due_timers,
@@ -511,9 +510,7 @@ class WatchHub:
                 # only the node filter is left to check.
                 for subscriber in group:
                     nodes = subscriber.nodes
-                    if subscriber.overflowed or (
-                        nodes is not None and not (node < len(nodes) and nodes[node])
-                    ):
+                    if subscriber.overflowed or (nodes is not None and node not in nodes):
                         continue
                     index = caller_index.get(subscriber.caller)
                     if index is None:
