@@ -12,11 +12,16 @@ from atpd.core.load_command import BulkLoad
 from atpd.core.state_fields import StateFields
 from atpd.core.stock import RESIZE_HIGH_WATER_PERCENT, Resize, grown_capacity
 
+# The commands that can add a SKU row or a node column (every other one is answered at once).
+_GROWING = (UpsertNode, SetStock, AdjustStock, AddSupply, BulkLoad)
+
 
 def capacity_needed(state: StateFields, command: CommandOf[Any]) -> tuple[int, int] | None:
     """(SKU rows, node columns) that `command` may need when the stock table has fewer,
     so applying it now would grow the table synchronously; None otherwise. Cheap and
     conservative: every SKU a bulk load names counts as possibly new."""
+    if not isinstance(command, _GROWING):
+        return None  # checked before every command: the common case first
     stock = state.stock
     sku_count, node_count = len(state.skus), len(state.nodes)
     if isinstance(command, UpsertNode):
@@ -47,17 +52,18 @@ def resize_target(
     sku_used, node_used = len(state.skus), len(state.nodes)
     if needed is not None:
         sku_used, node_used = max(sku_used, needed[0]), max(node_used, needed[1])
-
-    def target(capacity: int, used: int, limit: int) -> int:
-        if used * 100 < capacity * RESIZE_HIGH_WATER_PERCENT or capacity >= limit:
-            return capacity
-        return max(capacity, min(grown_capacity(capacity * 2, used), limit))
-
-    sku_capacity = target(stock.sku_capacity, sku_used, state.limits.max_skus)
-    node_capacity = target(stock.node_capacity, node_used, state.limits.max_nodes)
-    if (sku_capacity, node_capacity) == (stock.sku_capacity, stock.node_capacity):
+    sku_capacity = _target(stock.sku_capacity, sku_used, state.limits.max_skus)
+    node_capacity = _target(stock.node_capacity, node_used, state.limits.max_nodes)
+    if sku_capacity == stock.sku_capacity and node_capacity == stock.node_capacity:
         return None
     return sku_capacity, node_capacity
+
+
+def _target(capacity: int, used: int, limit: int) -> int:
+    """One axis of `resize_target`: its capacity now, or what it should grow to."""
+    if used * 100 < capacity * RESIZE_HIGH_WATER_PERCENT or capacity >= limit:
+        return capacity
+    return max(capacity, min(grown_capacity(capacity * 2, used), limit))
 
 
 def begin_resize(state: StateFields, sku_capacity: int, node_capacity: int) -> Resize:

@@ -23,7 +23,7 @@ import inspect
 import logging
 import resource
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
 import grpc
@@ -332,32 +332,64 @@ class _CheckedGenericHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         return wrapped
 
 
+class _MethodTable(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Every method of every service added through CheckedServer, in its checked form: the
+    first generic handler grpc asks, so a method served through the generic path costs one
+    dict lookup to find (not a walk through one generic handler per service)."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        return self.handlers.get(handler_call_details.method)
+
+
 class CheckedServer:
     """Stands in for the grpc.aio server when servicers are added (`add_XServicer_to_server`):
-    every handler reaches the real server in its checked form."""
+    every handler reaches the real server in its checked form.
 
-    def __init__(self, server: grpc.aio.Server, guard: CallGuard) -> None:
+    Only the methods in `registered` (full paths) become grpc registered methods; every other
+    one is served through the generic path, from one table. The split is for speed: grpc.aio's
+    accept loop keeps one pending request per registered method and waits on all of them
+    (`asyncio.wait`) for every call it accepts, so each registered method adds to the cost of
+    every call, about 0.4 us (measured: 24 us per call with atpd's 56 methods registered,
+    against 2). A registered method's own calls are cheaper than generic ones, so the methods
+    called per cart or per sale are registered, and the rest (admin, set-up, reports, streams
+    whose call is accepted once) are not. `registered=None` registers every method."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        guard: CallGuard,
+        registered: Collection[str] | None = None,
+    ) -> None:
         self.server = server
         self.guard = guard
+        self.registered = registered
+        self.table = _MethodTable()
+        server.add_generic_rpc_handlers((self.table,))
 
     def add_generic_rpc_handlers(
         self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]
     ) -> None:
+        """Kept behind the table: only asked for a method no `add_registered_method_handlers`
+        named (a generic handler added on its own)."""
         self.server.add_generic_rpc_handlers(
             tuple(_CheckedGenericHandler(handler, self.guard) for handler in handlers)
         )
 
     def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Handler]) -> None:
-        self.server.add_registered_method_handlers(  # type: ignore[attr-defined]
-            service,
-            {name: self.guard.wrap(f"/{service}/{name}", h) for name, h in handlers.items()},
-        )
+        hot: dict[str, Handler] = {}
+        for name, handler in handlers.items():
+            method = f"/{service}/{name}"
+            wrapped = self.table.handlers[method] = self.guard.wrap(method, handler)
+            if self.registered is None or method in self.registered:
+                hot[name] = wrapped
+        if hot:
+            self.server.add_registered_method_handlers(service, hot)  # type: ignore[attr-defined]
 
     def add_service(self, service: str, handlers: Mapping[str, Handler]) -> None:
         """Register a hand-built service, the way generated code does."""
-        self.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(service, dict(handlers)),)
-        )
         self.add_registered_method_handlers(service, handlers)
 
 
