@@ -1,19 +1,24 @@
 """Server CPU per Reserve+Release pair with and without 100 WatchBatch subscribers:
-`.venv/bin/python -m bench.watch_cpu [--rounds N] [--seconds S] [--modes none,batched,...]`.
+`.venv/bin/python -m bench.watch_cpu [--rounds N] [--seconds S] [--modes batched,...]
+[--compare SRC]`.
 
 A tool for working on the change stream's cost, not a registered benchmark (the figure that is
 recorded is `watch_overhead_ratio`, bench/suites/watch.py, whose load and subscribers this
-reuses). Throughput ratios move with whatever else runs on the 2 shared cores; the CPU time the
-server process spends per pair moves much less, so this reports that: user + system time of the
+reuses). Throughput moves with whatever else runs on the 2 shared cores; the CPU time the
+server process spends per pair moves less, so this reports that: user + system time of the
 whole server process (every thread: the event loop and grpc's own) over the pairs done.
 
-Two `atpd serve --demo --in-memory` processes pinned to one core: `bare` is never watched,
-`watched` has its subscribers connected during its rounds. Rounds alternate between the modes
-(`none` on `bare`; `batched`: subscriber i watches SKU i of the hot set at the warehouse through
-WatchBatch, max_delay_ms 50; `scoped`: the same through Watch; `all`: every subscriber watches
-everything through WatchBatch), so drift on the shared machine hits every mode alike. Each
-watched round checks that the subscribers received exactly the events expected. Prints one line
-per round and, at the end, the median per mode and the extra CPU per pair over `none`.
+Server processes doing identical work differ by several per cent from one start to the next,
+so the overhead is measured within one process: each round starts a fresh
+`atpd serve --demo --in-memory` pinned to one core and runs the load on it first never watched
+(`none`: no change capture at all), then with the subscribers of each mode connected
+(`batched`: subscriber i watches SKU i of the hot set at the warehouse through WatchBatch,
+max_delay_ms 50; `scoped`: the same through Watch; `all`: every subscriber watches everything
+through WatchBatch). With `--compare`, every round does the same on a fresh server of the
+other build too (alternating which goes first), so both builds see the same machine. Each
+watched round checks that the subscribers received exactly the events expected. Prints one
+line per round and, at the end, the median over rounds of each mode's CPU per pair and of its
+extra over `none` on the same server.
 """
 
 from __future__ import annotations
@@ -105,11 +110,17 @@ def one_round(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.watch_cpu", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (default 5)")
-    parser.add_argument("--seconds", type=float, default=4.0, help="load per round (default 4)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.watch_cpu",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="load per mode (default 4)")
     parser.add_argument(
-        "--modes", default="none,batched", help=f"comma-separated, of {','.join(MODES)}"
+        "--modes",
+        default="batched",
+        help=f"watched modes, comma-separated, of {','.join(MODES[1:])} (none always runs)",
     )
     parser.add_argument(
         "--delay-ms",
@@ -121,56 +132,50 @@ def main(argv: list[str] | None = None) -> None:
         "--compare",
         type=Path,
         help="a src directory of another build (e.g. `git archive` of a commit, plus the "
-        "generated src/atpd/v1): its watched server runs every watched mode too, in the same "
-        "alternation, labelled MODE@base",
+        "generated src/atpd/v1): measured in the same rounds, labelled MODE@base",
     )
     args = parser.parse_args(argv)
-    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip() not in ("", "none")]
     unknown = [mode for mode in modes if mode not in MODES]
-    if unknown or "none" not in modes:
-        raise SystemExit(f"--modes: {unknown or 'none is required'} (known: {', '.join(MODES)})")
+    if unknown:
+        raise SystemExit(f"--modes: unknown {unknown} (known: {', '.join(MODES[1:])})")
     server_cpus, load_cpus = servers.cpu_split()
+    builds: list[tuple[str, Path | None]] = [("", None)]
+    if args.compare is not None:
+        builds.append(("@base", args.compare))
     cpu: dict[str, list[float]] = {}
+    extra: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="atpd-watch-cpu-") as scratch:
-        started = {"bare": start_server("bare", Path(scratch), server_cpus)}
-        started["watched"] = start_server("watched", Path(scratch), server_cpus)
-        if args.compare is not None:
-            started["base"] = start_server("base", Path(scratch), server_cpus, args.compare)
-        # (label, server, mode) in the order every round runs them.
-        plan = [("none", started["bare"], "none")]
-        for mode in modes:
-            if mode != "none":
-                plan.append((mode, started["watched"], mode))
-                if "base" in started:
-                    plan.append((f"{mode}@base", started["base"], mode))
-        try:
-            for label, server, mode in plan:  # warm-up: connections, first-call paths
-                # Reservation ids are unique per round (tag): a repeated id changes nothing.
-                one_round(server, mode, 1.5, load_cpus, f"warm-{label}", args.delay_ms)
-            for round_number in range(args.rounds):
-                for label, server, mode in plan:
-                    us, rate, pairs = one_round(
-                        server,
-                        mode,
-                        args.seconds,
-                        load_cpus,
-                        f"r{round_number}-{label}",
-                        args.delay_ms,
-                    )
-                    cpu.setdefault(label, []).append(us)
-                    print(
-                        f"round {round_number} {label:14s} {us:7.1f} us/pair "
-                        f"{rate:7.0f} pairs/s ({pairs} pairs)",
-                        flush=True,
-                    )
-        finally:
-            for server in started.values():
-                server.stop()
-    baseline = statistics.median(cpu["none"])
-    print(f"server CPU per pair, median of {args.rounds} alternating rounds:")
+        for round_number in range(args.rounds):
+            order = builds if round_number % 2 == 0 else builds[::-1]
+            for suffix, source in order:
+                name = f"r{round_number}{suffix.replace('@', '-')}"
+                server = start_server(name, Path(scratch), server_cpus, source)
+                try:
+                    # Warm-up (connections, first-call paths) on the never-watched server.
+                    one_round(server, "none", 1.5, load_cpus, f"{name}-warm", args.delay_ms)
+                    baseline = 0.0
+                    for mode in ["none", *modes]:
+                        us, rate, pairs = one_round(
+                            server, mode, args.seconds, load_cpus, f"{name}-{mode}", args.delay_ms
+                        )
+                        label = f"{mode}{suffix}"
+                        cpu.setdefault(label, []).append(us)
+                        if mode == "none":
+                            baseline = us
+                        else:
+                            extra.setdefault(label, []).append(us - baseline)
+                        print(
+                            f"round {round_number} {label:14s} {us:7.1f} us/pair "
+                            f"(+{us - baseline:5.1f}) {rate:7.0f} pairs/s ({pairs} pairs)",
+                            flush=True,
+                        )
+                finally:
+                    server.stop()
+    print(f"server CPU per pair, median of {args.rounds} rounds (fresh servers):")
     for label, values in cpu.items():
-        median = statistics.median(values)
-        print(f"  {label:14s} {median:7.1f} us  (+{median - baseline:5.1f} us over none)")
+        over = f"  +{statistics.median(extra[label]):5.1f} us over none" if label in extra else ""
+        print(f"  {label:14s} {statistics.median(values):7.1f} us{over}")
 
 
 if __name__ == "__main__":
