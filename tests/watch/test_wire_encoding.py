@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atpd.protowire import encode_varint
-from atpd.service.watch import StallGuard
+from atpd.service.watch import StallGuard, Subscriber
+from atpd.service.watch_outbox import DueTimers
 from atpd.service.watch_servicer import write_events
 from atpd.service.watch_wire import (
     ChangeEncoder,
@@ -173,3 +174,31 @@ def test_batch_messages_carry_exactly_the_events_in_order(
     single = written(events, None)
     assert single == [event.body for event in events]
     assert [watch_pb2.WatchEvent.FromString(m) for m in single] == expected
+
+
+def test_a_cut_off_stream_stops_before_its_next_message() -> None:
+    """A subscriber cut off while a message is written gets no further message of what it
+    had taken, and the sequence returned (its resume point) is the last event written."""
+    events = encode_all(
+        [("change", watch_pb2.WATCH_EVENT_KIND_CHANGED, "BAG-1", n) for n in range(7)]
+    )
+    subscriber = Subscriber(("", ""), None, None, 0, 100, DueTimers(0.005))
+
+    class CuttingOff(Collecting):
+        async def write(self, message: bytes) -> None:
+            await super().write(message)
+            subscriber.overflowed = True  # the hub cut it off meanwhile
+
+    async def scenario() -> tuple[int, list[bytes]]:
+        guard = StallGuard(60.0)
+        context = CuttingOff()
+        try:
+            last = await write_events(guard, context, events, 3, subscriber)
+        finally:
+            guard.close()
+        return last, context.messages
+
+    last, messages = asyncio.run(scenario())
+    assert len(messages) == 1
+    assert messages[0] == batch_message(events[:3])
+    assert last == events[2].sequence
