@@ -46,7 +46,7 @@ DEFAULT_BATCH_EVENTS = 256
 DELAY_TICK_S = 0.005
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us per change
+@dataclass(slots=True)  # not frozen: a frozen one's __init__ costs ~0.8 us more per change
 class ChangeRecord:
     sequence: int
     row: int
