@@ -25,50 +25,22 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-import grpc
-
-from atpd.v1 import inventory_pb2, inventory_pb2_grpc, watch_pb2
+from atpd.v1 import watch_pb2
 from bench import servers
 from bench.suites.watch import (
     BATCH_DELAY_MS,
     NODE,
-    STOCK,
     SUBSCRIBERS,
     Subscribers,
     hot_skus,
     run_pairs,
+    start_server,
 )
 
 MODES = ("none", "batched", "scoped", "all")
-
-
-def start_server(
-    name: str, scratch: Path, cpus: set[int], source: Path | None = None
-) -> servers.ServerProcess:
-    """An in-memory demo server allowing SUBSCRIBERS streams from one host, hot SKUs stocked;
-    run from the `atpd` package under `source` (a src directory) when given."""
-    port = servers.free_port()
-    config = scratch / f"{name}.toml"
-    config.write_text(f"max_watch_subscribers_per_peer = {SUBSCRIBERS}\n")
-    command = [*servers.atpd_command(port, scratch / f"{name}-data"), "--in-memory"]
-    if source is not None:
-        # Ahead of the installed package on the path: that tree's atpd is the one imported.
-        arguments = command[command.index("serve") :]
-        command = ["env", f"PYTHONPATH={source}", sys.executable, "-m", "atpd.cli", *arguments]
-    server = servers.start(name, [*command, "--config", str(config)], port, cpus, scratch)
-    server.wait_serving(180)
-    with grpc.insecure_channel(server.target) as channel:
-        inventory = inventory_pb2_grpc.InventoryServiceStub(channel)
-        for sku in hot_skus():
-            request = inventory_pb2.AdjustStockRequest(
-                sku=sku, node_id=NODE, delta=STOCK, reason="bench"
-            )
-            inventory.AdjustStock(request, timeout=30)
-    return server
 
 
 def scopes(mode: str) -> list[watch_pb2.WatchRequest]:

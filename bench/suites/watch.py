@@ -36,9 +36,11 @@ import asyncio
 import multiprocessing
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -269,14 +271,20 @@ class Subscribers:
 # ---------------------------------------------------------------------------- the benchmark
 
 
-def _start_server(ctx: Context, name: str, cpus: set[int]) -> servers.ServerProcess:
+def start_server(
+    name: str, scratch: Path, cpus: set[int], source: Path | None = None
+) -> servers.ServerProcess:
+    """An in-memory demo server allowing SUBSCRIBERS streams from one host, hot SKUs stocked;
+    run from the `atpd` package under `source` (a src directory) when given."""
     port = servers.free_port()
-    # The subscriber process is one host holding all 100 streams: above the per-host default.
-    config = ctx.scratch / f"{name}.toml"
+    config = scratch / f"{name}.toml"
     config.write_text(f"max_watch_subscribers_per_peer = {SUBSCRIBERS}\n")
-    command = [*servers.atpd_command(port, ctx.scratch / f"{name}-data"), "--in-memory"]
-    command += ["--config", str(config)]
-    server = servers.start(name, command, port, cpus, ctx.scratch)
+    command = [*servers.atpd_command(port, scratch / f"{name}-data"), "--in-memory"]
+    if source is not None:
+        # Ahead of the installed package on the path: that tree's atpd is the one imported.
+        arguments = command[command.index("serve") :]
+        command = ["env", f"PYTHONPATH={source}", sys.executable, "-m", "atpd.cli", *arguments]
+    server = servers.start(name, [*command, "--config", str(config)], port, cpus, scratch)
     server.wait_serving(180)
     with grpc.insecure_channel(server.target) as channel:
         inventory = inventory_pb2_grpc.InventoryServiceStub(channel)
@@ -286,6 +294,10 @@ def _start_server(ctx: Context, name: str, cpus: set[int]) -> servers.ServerProc
             )
             inventory.AdjustStock(request, timeout=30)
     return server
+
+
+def _start_server(ctx: Context, name: str, cpus: set[int]) -> servers.ServerProcess:
+    return start_server(name, ctx.scratch, cpus)
 
 
 def _scopes(mode: str, skus: list[str]) -> list[watch_pb2.WatchRequest]:

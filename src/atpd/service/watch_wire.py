@@ -14,10 +14,16 @@ the generated descriptors at import, so the proto and this encoder cannot drift 
 
 from __future__ import annotations
 
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from atpd.protowire import WIRETYPE_LEN, WIRETYPE_VARINT, encode_varint, tag, varint
+from atpd.protowire import (
+    WIRETYPE_LEN,
+    WIRETYPE_VARINT,
+    check_field_numbers,
+    encode_varint,
+    tag,
+    varint,
+)
 from atpd.v1 import watch_pb2
 
 # Field numbers, as in proto/atpd/v1/watch.proto.
@@ -41,35 +47,11 @@ _EVENT_FIELDS = (
     ("time_ms", FIELD_EVENT_TIME_MS, WIRETYPE_VARINT),
     ("epoch", FIELD_EVENT_EPOCH, WIRETYPE_VARINT),
 )
-_WIRETYPE_OF_FIELD_TYPE = {
-    FieldDescriptor.TYPE_INT64: WIRETYPE_VARINT,
-    FieldDescriptor.TYPE_ENUM: WIRETYPE_VARINT,
-    FieldDescriptor.TYPE_STRING: WIRETYPE_LEN,
-    FieldDescriptor.TYPE_MESSAGE: WIRETYPE_LEN,
-}
-
-
-def check_field_numbers() -> None:
-    """Raise AssertionError unless every field this module writes has, in the generated
-    descriptors, the number and wire type named here. Runs at import."""
-    fields: list[tuple[type[Message], str, int, int]] = [
-        (watch_pb2.WatchEvents, "events", FIELD_EVENTS_EVENTS, WIRETYPE_LEN)
-    ]
-    fields += [(watch_pb2.WatchEvent, *field) for field in _EVENT_FIELDS]
-    for message_class, name, number, wire_type in fields:
-        message = message_class.DESCRIPTOR
-        field = message.fields_by_name.get(name)
-        if field is None:
-            raise AssertionError(f"watch_wire.py writes {message.name}.{name}: not in the proto")
-        actual = (field.number, _WIRETYPE_OF_FIELD_TYPE.get(field.type))
-        if actual != (number, wire_type):
-            raise AssertionError(
-                f"watch_wire.py writes {message.name}.{name} as field {number} wire type "
-                f"{wire_type}; the proto says field {actual[0]} wire type {actual[1]}"
-            )
-
-
-check_field_numbers()
+ENCODED_FIELDS: tuple[tuple[type[Message], str, int, int], ...] = (
+    (watch_pb2.WatchEvents, "events", FIELD_EVENTS_EVENTS, WIRETYPE_LEN),
+    *((watch_pb2.WatchEvent, *field) for field in _EVENT_FIELDS),
+)
+check_field_numbers("watch_wire.py", ENCODED_FIELDS)
 
 TAG_EVENTS = tag(FIELD_EVENTS_EVENTS, WIRETYPE_LEN)
 TAG_SEQUENCE = tag(FIELD_EVENT_SEQUENCE, WIRETYPE_VARINT)

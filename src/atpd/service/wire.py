@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from atpd.core.state import AtpState, AvailabilityView
-from atpd.protowire import WIRETYPE_LEN, WIRETYPE_VARINT, tag, varint
+from atpd.protowire import WIRETYPE_LEN, WIRETYPE_VARINT, check_field_numbers, tag, varint
 from atpd.v1 import availability_pb2
 
 ENTRY_CACHE_MAX_ATP = 4096
@@ -61,32 +60,7 @@ ENCODED_FIELDS: tuple[tuple[type[Message], str, int, int], ...] = (
     (_GEO, "atp", FIELD_GEO_ATP, WIRETYPE_VARINT),
 )
 
-_WIRETYPE_OF_FIELD_TYPE = {
-    FieldDescriptor.TYPE_BOOL: WIRETYPE_VARINT,
-    FieldDescriptor.TYPE_INT32: WIRETYPE_VARINT,
-    FieldDescriptor.TYPE_INT64: WIRETYPE_VARINT,
-    FieldDescriptor.TYPE_STRING: WIRETYPE_LEN,
-    FieldDescriptor.TYPE_MESSAGE: WIRETYPE_LEN,
-}
-
-
-def check_field_numbers() -> None:
-    """Raise AssertionError unless every field this module writes has, in the generated
-    descriptors, the number and wire type named here. Runs at import."""
-    for message_class, name, number, wire_type in ENCODED_FIELDS:
-        message = message_class.DESCRIPTOR
-        field = message.fields_by_name.get(name)
-        if field is None:
-            raise AssertionError(f"wire.py writes {message.name}.{name}, which the proto lacks")
-        actual = (field.number, _WIRETYPE_OF_FIELD_TYPE.get(field.type))
-        if actual != (number, wire_type):
-            raise AssertionError(
-                f"wire.py writes {message.name}.{name} as field {number} wire type "
-                f"{wire_type}; the proto says field {actual[0]} wire type {actual[1]}"
-            )
-
-
-check_field_numbers()
+check_field_numbers("wire.py", ENCODED_FIELDS)
 
 
 TAG_RESPONSE_ITEMS = tag(FIELD_RESPONSE_ITEMS, WIRETYPE_LEN)
