@@ -77,7 +77,6 @@ class Subscriber:
     delay_s: float = 0.0
     overflowed: bool = False
     dropped_at: int = 0
-    last_sequence: int = 0
     pending: list[EncodedEvent] = field(default_factory=list)
     # The queued events may be sent now (their delay is over); the handler's wake-up, if it
     # waits. A stale call of `_due` (after a cut-off) only wakes a handler that is ending.
@@ -400,7 +399,6 @@ class WatchHub:
             delay_s,
         )
         self.by_peer[peer] = self.by_peer.get(peer, 0) + 1
-        subscriber.last_sequence = self.sequence
         self.subscribers.append(subscriber)
         if subscriber.skus is None:
             self.unfiltered.append(subscriber)
